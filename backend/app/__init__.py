@@ -1,0 +1,1 @@
+"""Backend API of the dev stack: FastAPI over Postgres and Redis."""

@@ -1,0 +1,183 @@
+//! The command line: clap types and their typed meaning. No IO here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    about = "Runs this repository's services on free ports, wired to each other",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run services in the foreground with their logs; Ctrl-C stops everything
+    Dev {
+        /// Services to run (with their dependencies); default: all
+        services: Vec<String>,
+        #[command(flatten)]
+        conflicts: ConflictFlags,
+    },
+    /// Start services in the background; returns once they are ready
+    Start {
+        /// A service name, or `all`
+        #[arg(default_value = "all")]
+        services: Vec<String>,
+        #[command(flatten)]
+        conflicts: ConflictFlags,
+    },
+    /// Stop background services (dependents first)
+    Stop {
+        #[arg(default_value = "all")]
+        services: Vec<String>,
+    },
+    /// Stop, then start again
+    Restart {
+        #[arg(default_value = "all")]
+        services: Vec<String>,
+        #[command(flatten)]
+        conflicts: ConflictFlags,
+    },
+    /// One line per service: port, state, pid, URL and health
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the port allocations and who holds each port
+    Ports(PortsArgs),
+    /// Show the logs of services
+    Logs {
+        /// A service name; default: all
+        service: Option<String>,
+        /// Keep printing new lines as they come
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to show
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Serve the dashboard: ports, services, logs, actions
+    Ui,
+    /// Run every test suite of the repository
+    Test,
+    /// Measure the runner side by side with the seed's bash baseline
+    Bench {
+        /// Runs of each case (runner and baseline alternate)
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Also write the results as JSON to this file
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PortsArgs {
+    #[command(subcommand)]
+    pub action: Option<PortsAction>,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// List the reservations of every checkout on this machine
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PortsAction {
+    /// Allocate a port for every service and write .ports.json and .env.runtime
+    Allocate,
+    /// Pin a service to a port
+    Set { service: String, port: u16 },
+    /// Forget the allocations and release this checkout's reservations
+    Reset,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ConflictFlags {
+    /// Non-interactive: kill a same-user process holding a preferred port (also FORCE_MODE=true)
+    #[arg(long, conflicts_with = "no_kill")]
+    pub force: bool,
+    /// Never kill: move to the next free port instead
+    #[arg(long)]
+    pub no_kill: bool,
+}
+
+/// How a busy preferred port is resolved (DESIGN.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Ask on the terminal before killing.
+    Interactive,
+    /// Kill a same-user holder without asking; move when that fails.
+    Force,
+    /// Never kill; always move.
+    NoKill,
+}
+
+impl ConflictFlags {
+    /// `--no-kill` wins, then `--force` or `FORCE_MODE`, then whether anyone can answer a prompt.
+    pub fn mode(self, force_env: Option<&str>, stdin_is_tty: bool) -> Mode {
+        let force_env = matches!(force_env, Some("1" | "true" | "TRUE" | "True" | "yes"));
+        if self.no_kill {
+            Mode::NoKill
+        } else if self.force || force_env || !stdin_is_tty {
+            Mode::Force
+        } else {
+            Mode::Interactive
+        }
+    }
+}
+
+/// `all` (or nothing) means every service.
+pub fn selection(names: &[String]) -> Option<&[String]> {
+    match names {
+        [] => None,
+        names if names.iter().any(|n| n == "all") => None,
+        names => Some(names),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_follows_flags_env_and_terminal() {
+        let flags = |force, no_kill| ConflictFlags { force, no_kill };
+        let cases = [
+            (flags(false, false), None, true, Mode::Interactive),
+            (flags(false, false), None, false, Mode::Force),
+            (flags(true, false), None, true, Mode::Force),
+            (flags(false, false), Some("true"), true, Mode::Force),
+            (flags(false, false), Some("false"), true, Mode::Interactive),
+            (flags(false, true), Some("true"), false, Mode::NoKill),
+        ];
+        for (flags, env, tty, want) in cases {
+            assert_eq!(
+                flags.mode(env, tty),
+                want,
+                "{flags:?} FORCE_MODE={env:?} tty={tty}"
+            );
+        }
+    }
+
+    #[test]
+    fn cli_parses_the_documented_commands() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+        };
+        assert!(parse(&["dev", "backend", "--no-kill"]).is_ok());
+        assert!(parse(&["start", "all", "--force"]).is_ok());
+        assert!(parse(&["ports", "--json"]).is_ok());
+        assert!(parse(&["ports", "set", "backend", "9000"]).is_ok());
+        assert!(parse(&["ports", "set", "backend", "70000"]).is_err());
+        assert!(parse(&["dev", "--force", "--no-kill"]).is_err());
+        assert!(parse(&["status", "--json"]).is_ok());
+    }
+}

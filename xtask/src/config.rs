@@ -1,0 +1,919 @@
+//! `ports.toml`: the services, the ports they prefer and how to run them
+//! (DESIGN.md section 3). `parse` is pure; `load` only reads the file.
+//!
+//! Parsing is two steps, as in process-compose's loader: serde reads the raw
+//! file (unknown keys are errors there), then small named validators check
+//! what serde cannot, each pointing at the offending value's line and column.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Window for alternative ports.
+    pub range: (u16, u16),
+    /// Successive ports tried from the preferred one.
+    pub attempts: u16,
+    pub programs: BTreeMap<String, Program>,
+    /// By name; `order` gives them in dependency order.
+    pub services: BTreeMap<String, Service>,
+    /// Services in dependency order (dependencies first, then by name).
+    pub order: Vec<String>,
+    /// Extra `.env.runtime` lines, by name.
+    pub env: BTreeMap<String, Template>,
+}
+
+/// A system program the services need, and how to get it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    /// What to run to install it, shown when it is missing.
+    pub install: Option<String>,
+    /// Folders to look in besides PATH; `*` matches one path component.
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub port: u16,
+    pub command: Vec<Template>,
+    /// Working directory, relative to the checkout's root.
+    pub cwd: Option<String>,
+    pub depends_on: Vec<String>,
+    pub ready: Ready,
+    /// `NAME_URL` in .env.runtime; default `http://localhost:{port}`.
+    pub url: Template,
+    /// When the runner is root, run the service (and its setup) as this account.
+    pub user: Option<String>,
+    /// Folders created before setup, owned by `user` when it applies.
+    pub dirs: Vec<String>,
+    pub setup: Vec<Step>,
+    pub env: BTreeMap<String, Template>,
+}
+
+/// When a started service counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// A TCP connection to its port succeeds.
+    Tcp,
+    /// `GET path` answers 2xx.
+    Http(String),
+}
+
+/// A set-up step, run from the root before a service first starts, and again
+/// when the contents of its `inputs` change or what it `creates` is missing.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub command: Vec<String>,
+    pub inputs: Vec<String>,
+    pub creates: Option<String>,
+}
+
+/// A string with `{port}` and `{NAME.port}` references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    OwnPort,
+    PortOf(String),
+}
+
+impl Template {
+    /// Fills in the ports. `own` is the service the template belongs to, if any.
+    pub fn render(&self, own: Option<&str>, ports: &BTreeMap<String, u16>) -> String {
+        let port = |name: &str| ports.get(name).map_or_else(String::new, u16::to_string);
+        self.0
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.clone(),
+                Part::OwnPort => own.map(port).unwrap_or_default(),
+                Part::PortOf(name) => port(name),
+            })
+            .collect()
+    }
+
+    /// The services whose port this template uses.
+    pub fn refers_to(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|part| match part {
+            Part::PortOf(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+}
+
+impl Service {
+    /// The services whose ports this one's command or environment uses, and
+    /// those it depends on: when one of their ports moves, this one restarts.
+    pub fn refers_to(&self) -> BTreeSet<&str> {
+        let templates = self
+            .command
+            .iter()
+            .chain(self.env.values())
+            .chain([&self.url]);
+        templates
+            .flat_map(Template::refers_to)
+            .chain(self.depends_on.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The name used in `.env.runtime`: `backend` -> `BACKEND`.
+    pub fn env_prefix(&self) -> String {
+        env_prefix(&self.name)
+    }
+
+    /// `Backend`, as the seed's status lines show it.
+    pub fn title(&self) -> String {
+        let mut chars = self.name.chars();
+        chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn env_prefix(name: &str) -> String {
+    name.to_uppercase().replace('-', "_")
+}
+
+impl Config {
+    /// The named services plus everything they depend on, in dependency order;
+    /// every service when `names` is `None`.
+    pub fn closure(&self, names: Option<&[String]>) -> anyhow::Result<Vec<String>> {
+        let Some(names) = names else {
+            return Ok(self.order.clone());
+        };
+        let mut wanted = BTreeSet::new();
+        let mut todo: Vec<&str> = Vec::new();
+        for name in names {
+            anyhow::ensure!(
+                self.services.contains_key(name),
+                "unknown service {name:?}: ports.toml has {}",
+                self.names().join(", ")
+            );
+            todo.push(name);
+        }
+        while let Some(name) = todo.pop() {
+            if wanted.insert(name) {
+                todo.extend(self.services[name].depends_on.iter().map(String::as_str));
+            }
+        }
+        Ok(self
+            .order
+            .iter()
+            .filter(|n| wanted.contains(n.as_str()))
+            .cloned()
+            .collect())
+    }
+
+    /// The named services plus everything that depends on them, in dependency order.
+    pub fn dependents_closure(&self, names: &[String]) -> Vec<String> {
+        let mut wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        for name in &self.order {
+            if self.services[name]
+                .depends_on
+                .iter()
+                .any(|d| wanted.contains(d.as_str()))
+            {
+                wanted.insert(name);
+            }
+        }
+        self.order
+            .iter()
+            .filter(|n| wanted.contains(n.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.services.keys().map(String::as_str).collect()
+    }
+
+    pub fn preferred_ports(&self) -> BTreeMap<String, u16> {
+        self.services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.port))
+            .collect()
+    }
+}
+
+/// Reads and parses `ports.toml`.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).map_err(|errors| anyhow::anyhow!(errors.with_path(path)))
+}
+
+/// Errors found in `ports.toml`, each with its place in the text.
+#[derive(Debug)]
+pub struct Errors {
+    text: String,
+    errors: Vec<(Range<usize>, String)>,
+    path: Option<PathBuf>,
+}
+
+impl Errors {
+    fn with_path(mut self, path: &Path) -> Errors {
+        self.path = Some(path.to_path_buf());
+        self
+    }
+
+    /// `(line, column)` of each error, 1-based, with its message; for tests.
+    pub fn located(&self) -> Vec<(usize, usize, &str)> {
+        self.errors
+            .iter()
+            .map(|(span, msg)| {
+                let (line, col) = line_col(&self.text, span.start);
+                (line, col, msg.as_str())
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.as_deref().unwrap_or(Path::new("ports.toml"));
+        for (i, (line, col, msg)) in self.located().into_iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{line}:{col}: {msg}", path.display())?;
+        }
+        write!(
+            f,
+            "\nnothing was started or written: fix ports.toml and run the command again"
+        )
+    }
+}
+
+impl std::error::Error for Errors {}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+// ---- the raw file, as serde reads it ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    ports: RawPorts,
+    #[serde(default)]
+    programs: BTreeMap<String, Program>,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, RawService>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPorts {
+    range: Option<Spanned<Vec<i64>>>,
+    attempts: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    port: Spanned<i64>,
+    command: Spanned<RawCommand>,
+    cwd: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    ready: Option<RawReady>,
+    url: Option<Spanned<String>>,
+    user: Option<String>,
+    #[serde(default)]
+    dirs: Vec<String>,
+    #[serde(default)]
+    setup: Vec<RawStep>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReady {
+    http: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    command: Spanned<RawCommand>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    creates: Option<String>,
+}
+
+/// `command` is an array of words (each with its own place, for errors), or
+/// one string split as a POSIX shell would split it.
+enum RawCommand {
+    Line(String),
+    Words(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command line string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Line(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawCommand, A::Error> {
+                let mut words = Vec::new();
+                while let Some(word) = seq.next_element()? {
+                    words.push(word);
+                }
+                Ok(RawCommand::Words(words))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+// ---- validation ----
+
+/// Parses and validates the text of a `ports.toml`.
+pub fn parse(text: &str) -> Result<Config, Errors> {
+    let mut v = Validator {
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let message = e.message().trim_end().to_owned();
+            v.error(e.span().unwrap_or(0..0), message);
+            return Err(v.finish());
+        }
+    };
+    let config = v.config(raw);
+    match config {
+        Some(config) if v.errors.is_empty() => Ok(config),
+        _ => Err(v.finish()),
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    errors: Vec<(Range<usize>, String)>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push((span, message.into()));
+    }
+
+    fn finish(mut self) -> Errors {
+        self.errors.sort_by_key(|(span, _)| span.start);
+        Errors {
+            text: self.text.to_owned(),
+            errors: self.errors,
+            path: None,
+        }
+    }
+
+    fn config(&mut self, raw: RawFile) -> Option<Config> {
+        let (range, attempts) = self.ports(&raw.ports);
+        let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
+        let mut services = BTreeMap::new();
+        for (name, raw) in &raw.services {
+            self.service_name(name);
+            if let Some(service) = self.service(name.get_ref(), raw, &names) {
+                services.insert(name.get_ref().clone(), service);
+            }
+        }
+        self.unique_ports(&raw.services);
+        let order = self.dependency_order(&raw.services);
+        let mut env = BTreeMap::new();
+        for (key, value) in &raw.env {
+            self.env_name(key);
+            env.insert(key.get_ref().clone(), self.template(value, None, &names)?);
+        }
+        Some(Config {
+            range,
+            attempts,
+            programs: raw.programs,
+            services,
+            order: order?,
+            env,
+        })
+    }
+
+    fn ports(&mut self, raw: &RawPorts) -> ((u16, u16), u16) {
+        let mut range = (1024, 65535);
+        if let Some(r) = &raw.range {
+            match r.get_ref()[..] {
+                [lo, hi] if (1..=65535).contains(&lo) && (lo..=65535).contains(&hi) => {
+                    range = (lo as u16, hi as u16)
+                }
+                _ => self.error(
+                    r.span(),
+                    "range must be [low, high] with 1 <= low <= high <= 65535",
+                ),
+            }
+        }
+        let mut attempts = 100;
+        if let Some(a) = &raw.attempts {
+            match u16::try_from(*a.get_ref()) {
+                Ok(n) if n >= 1 => attempts = n,
+                _ => self.error(a.span(), "attempts must be a whole number from 1 to 65535"),
+            }
+        }
+        (range, attempts)
+    }
+
+    fn service_name(&mut self, name: &Spanned<String>) {
+        let n = name.get_ref();
+        let ok = n.starts_with(|c: char| c.is_ascii_lowercase())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !ok || n == "all" {
+            self.error(
+                name.span(),
+                format!("service name {n:?} must be lowercase letters, digits, - and _, start with a letter, and not be `all`"),
+            );
+        }
+    }
+
+    fn env_name(&mut self, key: &Spanned<String>) {
+        let k = key.get_ref();
+        let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            self.error(
+                key.span(),
+                format!("{k:?} is not a valid environment variable name"),
+            );
+        }
+    }
+
+    fn service(
+        &mut self,
+        name: &str,
+        raw: &RawService,
+        names: &BTreeSet<String>,
+    ) -> Option<Service> {
+        let port = match u16::try_from(*raw.port.get_ref()) {
+            Ok(p) if p >= 1 => p,
+            _ => {
+                let p = raw.port.get_ref();
+                self.error(
+                    raw.port.span(),
+                    format!("port {p} of {name} is outside 1..65535"),
+                );
+                0
+            }
+        };
+        for dep in &raw.depends_on {
+            if !names.contains(dep.get_ref()) {
+                let known = names
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.error(
+                    dep.span(),
+                    format!(
+                        "{name} depends on unknown service {:?}; known: {known}",
+                        dep.get_ref()
+                    ),
+                );
+            }
+        }
+        let words = self.words(&raw.command, &format!("command of {name}"))?;
+        let command = words
+            .iter()
+            .map(|(span, word)| {
+                self.template(&Spanned::new(span.clone(), word.clone()), Some(name), names)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let url = match &raw.url {
+            Some(url) => self.template(url, Some(name), names)?,
+            None => Template(vec![Part::Text("http://localhost:".into()), Part::OwnPort]),
+        };
+        let mut env = BTreeMap::new();
+        for (key, value) in &raw.env {
+            self.env_name(key);
+            env.insert(
+                key.get_ref().clone(),
+                self.template(value, Some(name), names)?,
+            );
+        }
+        let setup = raw
+            .setup
+            .iter()
+            .map(|step| {
+                let words = self.words(&step.command, &format!("setup command of {name}"))?;
+                let command = words.into_iter().map(|(_, w)| w).collect();
+                Some(Step {
+                    command,
+                    inputs: step.inputs.clone(),
+                    creates: step.creates.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let ready = match &raw.ready {
+            None => Ready::Tcp,
+            Some(RawReady { http }) if http.get_ref().starts_with('/') => {
+                Ready::Http(http.get_ref().clone())
+            }
+            Some(RawReady { http }) => {
+                self.error(
+                    http.span(),
+                    format!("ready.http of {name} must be a path starting with /"),
+                );
+                Ready::Tcp
+            }
+        };
+        Some(Service {
+            name: name.to_owned(),
+            port,
+            command,
+            cwd: raw.cwd.clone(),
+            depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+            ready,
+            url,
+            user: raw.user.clone(),
+            dirs: raw.dirs.clone(),
+            setup,
+            env,
+        })
+    }
+
+    /// The words of a command, each with the span to blame.
+    fn words(
+        &mut self,
+        raw: &Spanned<RawCommand>,
+        what: &str,
+    ) -> Option<Vec<(Range<usize>, String)>> {
+        let words: Vec<(Range<usize>, String)> = match raw.get_ref() {
+            RawCommand::Words(words) => words
+                .iter()
+                .map(|w| (w.span(), w.get_ref().clone()))
+                .collect(),
+            RawCommand::Line(line) => match shlex::split(line) {
+                Some(words) => words.into_iter().map(|w| (raw.span(), w)).collect(),
+                None => {
+                    self.error(
+                        raw.span(),
+                        format!("{what} has an unclosed quote or a trailing backslash"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if words.is_empty() {
+            self.error(raw.span(), format!("{what} is empty"));
+            return None;
+        }
+        Some(words)
+    }
+
+    /// Parses `{port}`, `{NAME.port}`, and `{{` / `}}` for literal braces.
+    fn template(
+        &mut self,
+        s: &Spanned<String>,
+        own: Option<&str>,
+        names: &BTreeSet<String>,
+    ) -> Option<Template> {
+        let text = s.get_ref();
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                literal.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            let Some(end) = tail.find('}').filter(|_| tail.starts_with('{')) else {
+                let at = self.find_in(s.span(), &tail[..1]);
+                self.error(
+                    at,
+                    format!("unmatched brace in {text:?}: write {{{{ or }}}} for a literal one"),
+                );
+                return None;
+            };
+            let reference = &tail[1..end];
+            let part = match reference.split_once('.') {
+                None if reference == "port" && own.is_some() => Part::OwnPort,
+                Some((name, "port")) if names.contains(name) => Part::PortOf(name.to_owned()),
+                _ => {
+                    let own_hint = if own.is_some() { "{port} or " } else { "" };
+                    let known = names
+                        .iter()
+                        .map(|n| format!("{{{n}.port}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let at = self.find_in(s.span(), &tail[..=end]);
+                    self.error(
+                        at,
+                        format!("unknown reference {{{reference}}}: use {own_hint}one of {known}"),
+                    );
+                    return None;
+                }
+            };
+            if !literal.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(part);
+            rest = &tail[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Some(Template(parts))
+    }
+
+    /// Where `needle` stands in the source inside `span` (the whole span if
+    /// quoting or shell splitting changed its text).
+    fn find_in(&self, span: Range<usize>, needle: &str) -> Range<usize> {
+        match self
+            .text
+            .get(span.clone())
+            .and_then(|source| source.find(needle))
+        {
+            Some(i) => span.start + i..span.start + i + needle.len(),
+            None => span,
+        }
+    }
+
+    fn unique_ports(&mut self, services: &BTreeMap<Spanned<String>, RawService>) {
+        let mut seen: BTreeMap<i64, &str> = BTreeMap::new();
+        let mut by_place: Vec<_> = services.iter().collect();
+        by_place.sort_by_key(|(_, s)| s.port.span().start);
+        for (name, service) in by_place {
+            let port = *service.port.get_ref();
+            if let Some(first) = seen.insert(port, name.get_ref()) {
+                self.error(
+                    service.port.span(),
+                    format!("{} prefers port {port}, which {first} prefers too: give each service its own port", name.get_ref()),
+                );
+            }
+        }
+    }
+
+    /// Dependencies first, then by name; a cycle is an error at the edge that closes it.
+    fn dependency_order(
+        &mut self,
+        services: &BTreeMap<Spanned<String>, RawService>,
+    ) -> Option<Vec<String>> {
+        let deps: BTreeMap<&str, Vec<&Spanned<String>>> = services
+            .iter()
+            .map(|(n, s)| (n.get_ref().as_str(), s.depends_on.iter().collect()))
+            .collect();
+        let mut order = Vec::new();
+        let mut state: BTreeMap<&str, bool> = BTreeMap::new(); // false: on the path, true: done
+        let mut ok = true;
+        fn visit<'a>(
+            name: &'a str,
+            deps: &BTreeMap<&'a str, Vec<&'a Spanned<String>>>,
+            state: &mut BTreeMap<&'a str, bool>,
+            path: &mut Vec<&'a str>,
+            order: &mut Vec<String>,
+            v: &mut Validator,
+        ) -> bool {
+            match state.get(name) {
+                Some(true) => return true,
+                Some(false) => return false,
+                None => {}
+            }
+            state.insert(name, false);
+            path.push(name);
+            for dep in deps.get(name).into_iter().flatten() {
+                let d = dep.get_ref().as_str();
+                if !deps.contains_key(d) {
+                    continue; // reported as unknown
+                }
+                if state.get(d) == Some(&false) {
+                    let start = path.iter().position(|n| *n == d).unwrap_or(0);
+                    let cycle = path[start..]
+                        .iter()
+                        .chain([&d])
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" -> ");
+                    v.error(dep.span(), format!("dependency cycle: {cycle}"));
+                    return false;
+                }
+                if !visit(d, deps, state, path, order, v) {
+                    return false;
+                }
+            }
+            path.pop();
+            state.insert(name, true);
+            order.push(name.to_owned());
+            true
+        }
+        for name in deps.keys() {
+            ok &= visit(name, &deps, &mut state, &mut Vec::new(), &mut order, self);
+        }
+        ok.then_some(order)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[ports]
+attempts = 20
+
+[services.db]
+port = 5432
+command = ["postgres", "-p", "{port}"]
+
+[services.api]
+port = 8000
+command = "uvicorn app:app --port {port} --db 'host {db.port}'"
+depends_on = ["db"]
+ready = { http = "/health" }
+
+[services.web]
+port = 3000
+command = ["next", "dev", "-p", "{port}"]
+depends_on = ["api"]
+env = { API = "http://127.0.0.1:{api.port}" }
+
+[env]
+DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
+"#;
+
+    fn ports(pairs: &[(&str, u16)]) -> BTreeMap<String, u16> {
+        pairs.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn parses_services_commands_and_templates() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.attempts, 20);
+        assert_eq!(config.range, (1024, 65535));
+        assert_eq!(config.order, ["db", "api", "web"]);
+        let api = &config.services["api"];
+        let p = ports(&[("db", 5433), ("api", 8001)]);
+        let words: Vec<String> = api
+            .command
+            .iter()
+            .map(|t| t.render(Some("api"), &p))
+            .collect();
+        assert_eq!(
+            words,
+            ["uvicorn", "app:app", "--port", "8001", "--db", "host 5433"]
+        );
+        assert_eq!(api.ready, Ready::Http("/health".into()));
+        assert_eq!(config.services["db"].ready, Ready::Tcp);
+        assert_eq!(api.url.render(Some("api"), &p), "http://localhost:8001");
+        assert_eq!(
+            config.env["DATABASE_URL"].render(None, &p),
+            "postgresql://127.0.0.1:5433/app"
+        );
+        let web = &config.services["web"];
+        assert_eq!(web.refers_to(), BTreeSet::from(["api"]));
+        assert_eq!(api.refers_to(), BTreeSet::from(["db"]));
+        assert_eq!(
+            config.closure(Some(&["api".to_string()])).unwrap(),
+            ["db", "api"]
+        );
+        assert_eq!(
+            config.dependents_closure(&["api".to_string()]),
+            ["api", "web"]
+        );
+        assert_eq!(api.title(), "Api");
+    }
+
+    #[test]
+    fn braces_can_be_escaped() {
+        let text = "[services.a]\nport = 2000\ncommand = ['echo', '{{\"port\": {port}}}']\n";
+        let config = parse(text).unwrap();
+        let word = config.services["a"].command[1].render(Some("a"), &ports(&[("a", 2001)]));
+        assert_eq!(word, r#"{"port": 2001}"#);
+    }
+
+    /// Each bad input gives one error at the right line and column.
+    #[test]
+    fn errors_name_line_and_column() {
+        let cases: &[(&str, (usize, usize), &str)] = &[
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\ncolour = 1\n",
+                (4, 1),
+                "unknown field `colour`",
+            ),
+            (
+                "[services.a]\nport = 70000\ncommand = 'x'\n",
+                (2, 8),
+                "outside 1..65535",
+            ),
+            (
+                "[services.a]\nport = 0\ncommand = 'x'\n",
+                (2, 8),
+                "outside 1..65535",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\n[services.b]\nport = 2000\ncommand = 'y'\n",
+                (5, 8),
+                "which a prefers too",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\ndepends_on = ['zz']\n",
+                (4, 15),
+                "unknown service \"zz\"",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\ndepends_on = ['b']\n[services.b]\nport = 2001\ncommand = 'y'\ndepends_on = ['a']\n",
+                (8, 15),
+                "dependency cycle: a -> b -> a",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = ['x', '--p={nope.port}']\n",
+                (3, 22),
+                "unknown reference {nope.port}",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x {prot}'\n",
+                (3, 14),
+                "unknown reference {prot}",
+            ),
+            (
+                "[env]\nX = 'http://{port}'\n",
+                (2, 13),
+                "unknown reference {port}",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x \"unclosed'\n",
+                (3, 11),
+                "unclosed quote",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = []\n",
+                (3, 11),
+                "is empty",
+            ),
+            ("[ports]\nrange = [9000, 8000]\n", (2, 9), "range must be"),
+            (
+                "[services.a]\nport = 2000\n",
+                (1, 1),
+                "missing field `command`",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n",
+                (4, 18),
+                "starting with /",
+            ),
+            (
+                "[services.A]\nport = 2000\ncommand = 'x'\n",
+                (1, 11),
+                "service name \"A\"",
+            ),
+            ("[services.a\n", (1, 12), ""),
+        ];
+        for (text, (line, col), needle) in cases {
+            let errors = parse(text).expect_err(text);
+            let located = errors.located();
+            assert_eq!(located.len(), 1, "{text}: {located:?}");
+            let (l, c, msg) = located[0];
+            assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
+            assert_eq!((l, c), (*line, *col), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn display_names_the_file_and_says_what_to_do() {
+        let errors = parse("[services.a]\nport = 0\ncommand = 'x'\n")
+            .unwrap_err()
+            .with_path(Path::new("/r/ports.toml"));
+        let shown = errors.to_string();
+        assert!(
+            shown.starts_with("/r/ports.toml:2:8: port 0 of a is outside 1..65535"),
+            "{shown}"
+        );
+        assert!(shown.contains("nothing was started or written"), "{shown}");
+    }
+}

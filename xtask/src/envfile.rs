@@ -1,0 +1,94 @@
+//! `.env.runtime`: every service's port and URL, and the extra `[env]` lines,
+//! so each service knows where the others are (DESIGN.md section 4).
+//! `render` is pure; `write` is the only IO.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::files;
+use crate::state::Ports;
+
+/// The variables, in file order: per service `NAME_PORT` and `NAME_URL`
+/// (services by name), then `[env]` by name.
+pub fn vars(config: &Config, ports: &Ports) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for (name, service) in &config.services {
+        let prefix = service.env_prefix();
+        let port = ports.get(name).map_or_else(String::new, u16::to_string);
+        vars.push((format!("{prefix}_PORT"), port));
+        vars.push((
+            format!("{prefix}_URL"),
+            service.url.render(Some(name), ports),
+        ));
+    }
+    for (key, template) in &config.env {
+        vars.push((key.clone(), template.render(None, ports)));
+    }
+    vars
+}
+
+pub fn render(config: &Config, ports: &Ports) -> String {
+    let mut text = String::from(
+        "# Auto-generated runtime configuration\n# DO NOT EDIT MANUALLY - managed by cargo xtask\n",
+    );
+    for (key, value) in vars(config, ports) {
+        text += &format!("{key}={value}\n");
+    }
+    text
+}
+
+/// Writes the file unless it already says exactly that (a rewrite would wake
+/// file watchers for nothing).
+pub fn write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<()> {
+    let text = render(config, ports);
+    if files::read_optional(path)?.as_deref() != Some(text.as_str()) {
+        files::write_atomic(path, &text)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn golden() {
+        let config = config::parse(
+            r#"
+[services.backend]
+port = 8000
+url = "http://127.0.0.1:{port}"
+command = "x"
+[services.frontend]
+port = 3000
+command = "y"
+[services.my-db]
+port = 5432
+url = "postgresql://127.0.0.1:{port}/app"
+command = "z"
+[env]
+NEXT_PUBLIC_API_URL = "http://127.0.0.1:{backend.port}"
+"#,
+        )
+        .unwrap();
+        let ports = Ports::from([
+            ("backend".into(), 8001),
+            ("frontend".into(), 3000),
+            ("my-db".into(), 5433),
+        ]);
+        assert_eq!(
+            render(&config, &ports),
+            "# Auto-generated runtime configuration
+# DO NOT EDIT MANUALLY - managed by cargo xtask
+BACKEND_PORT=8001
+BACKEND_URL=http://127.0.0.1:8001
+FRONTEND_PORT=3000
+FRONTEND_URL=http://localhost:3000
+MY_DB_PORT=5433
+MY_DB_URL=postgresql://127.0.0.1:5433/app
+NEXT_PUBLIC_API_URL=http://127.0.0.1:8001
+"
+        );
+    }
+}

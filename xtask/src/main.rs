@@ -1,0 +1,46 @@
+//! The repository's dev runner, run as `cargo xtask`: it gives every service
+//! of `ports.toml` a free port, writes `.ports.json` and `.env.runtime` so the
+//! services find each other, starts them in dependency order, and stops them
+//! all, leaving nothing behind. See DESIGN.md for the contract.
+
+// Configuration and allocation: pure, with their thin IO.
+mod alloc;
+mod cli;
+mod config;
+mod envfile;
+mod registry;
+mod state;
+// The machine: files, processes, who holds a port.
+mod files;
+mod holder;
+mod paths;
+mod pids;
+mod process;
+mod ready;
+mod term;
+mod users;
+// Commands.
+mod ports;
+mod status;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::paths::Project;
+
+fn main() {
+    if let Err(e) = try_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn try_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let project = Project::find()?;
+    match cli.command {
+        Command::Ports(args) => args.run(&project),
+        Command::Status { json } => status::run(&project, json),
+        other => anyhow::bail!("not implemented yet: {other:?}"),
+    }
+}

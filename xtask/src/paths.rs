@@ -1,0 +1,77 @@
+//! Where things live: the checkout's root and one small fn per well-known file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// A checkout of the repository: the folder holding `ports.toml`.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+}
+
+impl Project {
+    /// The checkout the runner works on: the nearest folder at or above the
+    /// current directory that holds `ports.toml`, so that `cargo xtask` works
+    /// from any subfolder, and tests can point it at a temporary copy.
+    pub fn find() -> anyhow::Result<Project> {
+        let cwd = std::env::current_dir().context("reading the current directory")?;
+        for dir in cwd.ancestors() {
+            if dir.join("ports.toml").is_file() {
+                return Ok(Project {
+                    root: dir.to_path_buf(),
+                });
+            }
+        }
+        bail!(
+            "no ports.toml in {} or any folder above it: run cargo xtask inside the repository",
+            cwd.display()
+        )
+    }
+
+    pub fn ports_toml(&self) -> PathBuf {
+        self.root.join("ports.toml")
+    }
+    pub fn ports_json(&self) -> PathBuf {
+        self.root.join(".ports.json")
+    }
+    pub fn env_runtime(&self) -> PathBuf {
+        self.root.join(".env.runtime")
+    }
+    pub fn pids_dir(&self) -> PathBuf {
+        self.root.join(".pids")
+    }
+    pub fn pid_file(&self, service: &str) -> PathBuf {
+        self.pids_dir().join(format!("{service}.json"))
+    }
+    /// Serialises every change to this checkout's generated files.
+    pub fn lock_file(&self) -> PathBuf {
+        self.pids_dir().join("lock")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join(".logs")
+    }
+    pub fn log_file(&self, service: &str) -> PathBuf {
+        self.logs_dir().join(format!("{service}.log"))
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join(".data")
+    }
+    /// Resolves a path written in ports.toml (relative to the root).
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+}
+
+/// The folder of the user-level state shared by all checkouts (DESIGN.md section 7).
+pub fn state_home() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home =
+                std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?;
+            Path::new(&home).join(".local/state")
+        }
+    };
+    Ok(base.join("cargo-xtask-ports"))
+}

@@ -1,0 +1,357 @@
+//! `cargo xtask ports`: show the allocations and who holds each port;
+//! `allocate`, `set` and `reset` change them. `allocate_and_write` is the one
+//! place that allocates and writes, for every command.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, ensure};
+use serde_json::json;
+
+use crate::alloc::{self, Exhausted};
+use crate::cli::{PortsAction, PortsArgs};
+use crate::config::Config;
+use crate::envfile;
+use crate::files::{self, Lock};
+use crate::holder::{self, Class, Holder, Known};
+use crate::paths::Project;
+use crate::pids;
+use crate::registry::Registry;
+use crate::state::{self, Ports};
+use crate::term::Style;
+
+impl PortsArgs {
+    pub fn run(self, project: &Project) -> anyhow::Result<()> {
+        let config = crate::config::load(&project.ports_toml())?;
+        match self.action {
+            None if self.all => show_all(project, self.json),
+            None => show(project, &config, self.json),
+            Some(PortsAction::Allocate) => {
+                let running = running_ports(project);
+                allocate_and_write(project, &config, &running)?;
+                show(project, &config, false)
+            }
+            Some(PortsAction::Set { service, port }) => set(project, &config, &service, port),
+            Some(PortsAction::Reset) => reset(project),
+        }
+    }
+}
+
+/// A service whose port changed in an allocation, and why.
+#[derive(Debug)]
+pub struct Move {
+    pub service: String,
+    pub from: u16,
+    pub to: u16,
+}
+
+/// Ports of this checkout's services that are running now: they keep them.
+pub fn running_ports(project: &Project) -> Ports {
+    pids::load_all(&project.root)
+        .into_iter()
+        .filter(|r| r.group.is_running())
+        .map(|r| (r.service, r.port))
+        .collect()
+}
+
+/// Allocates a port for every service and writes `.ports.json`,
+/// `.env.runtime` and this checkout's registry entry, under the checkout's
+/// lock and the registry's, so concurrent runs here or in other checkouts
+/// never hand out one port twice. Services in `running` keep their port.
+/// On failure nothing is written.
+pub fn allocate_and_write(
+    project: &Project,
+    config: &Config,
+    running: &Ports,
+) -> anyhow::Result<(Ports, Vec<Move>)> {
+    let _lock = Lock::acquire(&project.lock_file())?;
+    let mut registry = Registry::open()?;
+    let current = state::load(&project.ports_json(), config)?;
+    let mut start = config.preferred_ports();
+    start.extend(current.iter().map(|(k, v)| (k.clone(), *v)));
+    start.extend(running.iter().map(|(k, v)| (k.clone(), *v)));
+    let reserved = registry.entries.reserved_by_others(&project.root);
+    let usable =
+        |service: &str, port: u16| running.get(service) == Some(&port) || alloc::is_free(port);
+    let ports = match alloc::allocate(config, &start, &reserved, usable) {
+        Ok(ports) => ports,
+        Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
+    };
+    state::save(&project.ports_json(), config, &ports)?;
+    envfile::write(&project.env_runtime(), config, &ports)?;
+    registry
+        .entries
+        .checkouts
+        .insert(project.root.clone(), ports.clone());
+    registry.save()?;
+    let moves = ports
+        .iter()
+        .filter(|(name, port)| start[*name] != **port)
+        .map(|(name, port)| Move {
+            service: name.clone(),
+            from: start[name],
+            to: *port,
+        })
+        .collect::<Vec<_>>();
+    for m in &moves {
+        println!(
+            "{}: port {} {}; using {}",
+            m.service,
+            m.from,
+            why_busy(m.from, &registry, project),
+            m.to
+        );
+    }
+    Ok((ports, moves))
+}
+
+/// Why a port could not be used, in a few words.
+fn why_busy(port: u16, registry: &Registry, project: &Project) -> String {
+    if alloc::is_browser_blocked(port) {
+        return "is blocked by browsers".into();
+    }
+    if port < alloc::MIN_PORT {
+        return format!("is below {}", alloc::MIN_PORT);
+    }
+    if let Some(owner) = registry.owner_of(port, &project.root) {
+        return format!("is reserved by the checkout {}", owner.display());
+    }
+    match holder::lookup(&BTreeSet::from([port])).remove(&port) {
+        Some(holders) => format!("is held by {}", describe(&holders)),
+        None => "was busy".into(),
+    }
+}
+
+fn describe(holders: &[Holder]) -> String {
+    holders
+        .iter()
+        .map(Holder::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> String {
+    let busy: BTreeSet<u16> = e.busy.iter().copied().collect();
+    let holders = holder::lookup(&busy);
+    let mut lines = vec![format!("{e}, and nothing was changed")];
+    let shown = 5;
+    for (port, hs) in holders.iter().take(shown) {
+        lines.push(format!("  {port}: {}", describe(hs)));
+    }
+    if holders.len() > shown {
+        lines.push(format!(
+            "  ... and {} more busy ports",
+            holders.len() - shown
+        ));
+    }
+    let reserved = (e.tried.0..=e.tried.1)
+        .filter(|p| registry.owner_of(*p, &project.root).is_some())
+        .count();
+    if reserved > 0 {
+        lines.push(format!(
+            "  {reserved} ports are reserved by other checkouts (cargo xtask ports --all)"
+        ));
+    }
+    lines.push(
+        "free some of these ports, or pick another with `cargo xtask ports set SERVICE PORT`"
+            .into(),
+    );
+    lines.join("\n")
+}
+
+/// One row of `cargo xtask ports`.
+struct Row {
+    service: String,
+    port: u16,
+    holders: Vec<(Holder, Class)>,
+}
+
+fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> {
+    let current = state::load(&project.ports_json(), config)?;
+    let allocated = !current.is_empty();
+    let ports: Ports = config
+        .preferred_ports()
+        .into_iter()
+        .chain(current)
+        .collect();
+    let registry = Registry::open()?;
+    let known = Known::gather(project, &registry);
+    drop(registry);
+    let mut holders = holder::lookup(&ports.values().copied().collect());
+    let rows = config
+        .order
+        .iter()
+        .map(|name| {
+            let port = ports[name];
+            let hs = holders.remove(&port).unwrap_or_default();
+            let holders = hs
+                .into_iter()
+                .map(|h| (known.classify(&h), h))
+                .map(|(c, h)| (h, c))
+                .collect();
+            Row {
+                service: name.clone(),
+                port,
+                holders,
+            }
+        })
+        .collect();
+    Ok((rows, allocated))
+}
+
+fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()> {
+    let (rows, allocated) = rows(project, config)?;
+    if as_json {
+        let services: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let holders: Vec<_> = row
+                    .holders
+                    .iter()
+                    .map(|(h, class)| {
+                        json!({
+                            "pid": h.id.map(|id| id.pid),
+                            "user": crate::users::name_of(h.uid),
+                            "command": h.command,
+                            "ours": matches!(class, Class::Ours(_)),
+                        })
+                    })
+                    .collect();
+                json!({ "service": row.service, "port": row.port, "free": row.holders.is_empty(), "holders": holders })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "allocated": allocated, "services": services }))?
+        );
+        return Ok(());
+    }
+    let style = Style::stdout();
+    if !allocated {
+        println!(
+            "{}",
+            style.dim(
+                "not allocated yet: these are the preferred ports (cargo xtask ports allocate)"
+            )
+        );
+    }
+    let width = rows.iter().map(|r| r.service.len()).max().unwrap_or(0);
+    for row in &rows {
+        let state = match row.holders.as_slice() {
+            [] => style.dim("free"),
+            holders if holders.iter().all(|(_, c)| matches!(c, Class::Ours(_))) => {
+                style.green(&format!(
+                    "ours ({})",
+                    describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>())
+                ))
+            }
+            holders => style.yellow(&format!(
+                "held by {}",
+                describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>())
+            )),
+        };
+        println!("{:width$}  {:>5}  {state}", row.service, row.port);
+    }
+    Ok(())
+}
+
+fn show_all(project: &Project, as_json: bool) -> anyhow::Result<()> {
+    let registry = Registry::open()?;
+    registry.save()?; // keeps the pruning
+    let checkouts = &registry.entries.checkouts;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&registry.entries)?);
+        return Ok(());
+    }
+    if checkouts.is_empty() {
+        println!("no checkout has allocated ports yet");
+    }
+    for (path, ports) in checkouts {
+        let this = if *path == project.root {
+            "  (this checkout)"
+        } else {
+            ""
+        };
+        println!("{}{this}", path.display());
+        for (service, port) in ports {
+            println!("  {service:12} {port}");
+        }
+    }
+    Ok(())
+}
+
+fn set(project: &Project, config: &Config, service: &str, port: u16) -> anyhow::Result<()> {
+    ensure!(
+        config.services.contains_key(service),
+        "unknown service {service:?}: ports.toml has {}",
+        config.names().join(", ")
+    );
+    ensure!(
+        port >= alloc::MIN_PORT,
+        "port {port} is below {}: pick a port from {} up",
+        alloc::MIN_PORT,
+        alloc::MIN_PORT
+    );
+    ensure!(
+        !alloc::is_browser_blocked(port),
+        "port {port} is blocked by browsers: pick another"
+    );
+    let _lock = Lock::acquire(&project.lock_file())?;
+    let mut registry = Registry::open()?;
+    if let Some(owner) = registry.owner_of(port, &project.root) {
+        bail!(
+            "port {port} is reserved by the checkout {}: pick another",
+            owner.display()
+        );
+    }
+    let mut ports = state::load(&project.ports_json(), config)?;
+    if ports.is_empty() {
+        ports = config.preferred_ports();
+    }
+    if let Some((other, _)) = ports
+        .iter()
+        .find(|(name, p)| **p == port && name.as_str() != service)
+    {
+        bail!("port {port} is already given to {other}: pick another, or move {other} first");
+    }
+    ports.insert(service.to_owned(), port);
+    state::save(&project.ports_json(), config, &ports)?;
+    envfile::write(&project.env_runtime(), config, &ports)?;
+    registry
+        .entries
+        .checkouts
+        .insert(project.root.clone(), ports);
+    registry.save()?;
+    println!("{service}: pinned to port {port}");
+    if !alloc::is_free(port) && running_ports(project).get(service) != Some(&port) {
+        println!(
+            "note: port {port} is busy now ({}); the next start resolves it",
+            why_busy(port, &registry, project)
+        );
+    }
+    Ok(())
+}
+
+fn reset(project: &Project) -> anyhow::Result<()> {
+    let running = running_ports(project);
+    ensure!(
+        running.is_empty(),
+        "{} running: stop {} first (cargo xtask stop), then reset",
+        running.keys().cloned().collect::<Vec<_>>().join(", "),
+        if running.len() == 1 { "it" } else { "them" }
+    );
+    let _lock = Lock::acquire(&project.lock_file())?;
+    let mut registry = Registry::open()?;
+    files::remove_optional(&project.ports_json())?;
+    files::remove_optional(&project.env_runtime())?;
+    registry.entries.checkouts.remove(&project.root);
+    registry.save()?;
+    println!("forgot the allocations: .ports.json and .env.runtime removed, reservations released");
+    Ok(())
+}
+
+/// Ports by service, for tests and the status line.
+pub fn current(project: &Project, config: &Config) -> anyhow::Result<BTreeMap<String, u16>> {
+    let mut ports = config.preferred_ports();
+    ports.extend(state::load(&project.ports_json(), config)?);
+    Ok(ports)
+}

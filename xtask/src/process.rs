@@ -1,0 +1,274 @@
+//! Processes: identity that survives pid reuse, services spawned in their own
+//! process group, and stopping a group (TERM, a grace period, then KILL).
+//!
+//! Signalling the group reaches what the service forked (`next dev`'s server,
+//! `uvicorn --reload`'s worker, a shell's background job): killing only the
+//! direct child would leave them holding the port.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use procfs::process::Process;
+use rustix::process::{Pid, Signal};
+use serde::{Deserialize, Serialize};
+
+/// A process named by its pid and its start time (clock ticks after boot):
+/// a later process that reuses the pid has another start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl ProcId {
+    pub fn of(pid: i32) -> Option<ProcId> {
+        let stat = Process::new(pid).ok()?.stat().ok()?;
+        (stat.state != 'Z').then_some(ProcId {
+            pid,
+            start: stat.starttime,
+        })
+    }
+
+    pub fn myself() -> ProcId {
+        ProcId::of(std::process::id() as i32).expect("/proc describes this process")
+    }
+
+    /// The same process is still running (not a zombie, not a newcomer with the same pid).
+    pub fn is_alive(self) -> bool {
+        ProcId::of(self.pid) == Some(self)
+    }
+}
+
+/// The live (non-zombie) members of a process group.
+pub fn group_members(pgid: i32) -> Vec<ProcId> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok()?.stat().ok())
+        .filter(|s| s.pgrp == pgid && s.state != 'Z')
+        .map(|s| ProcId {
+            pid: s.pid,
+            start: s.starttime,
+        })
+        .collect()
+}
+
+/// A group this runner started, named by its leader: the group's id is the
+/// leader's pid. The id cannot be reused while any member lives, and a new
+/// leader with that pid would have another start time, so a group that
+/// `is_ours` is the one we started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub leader: ProcId,
+}
+
+impl Group {
+    pub fn pgid(self) -> i32 {
+        self.leader.pid
+    }
+
+    /// Members still running, or `None` if the id now belongs to someone else.
+    pub fn members(self) -> Option<Vec<ProcId>> {
+        let members = group_members(self.pgid());
+        let impostor = members.iter().any(|m| m.start < self.leader.start)
+            || members
+                .iter()
+                .any(|m| m.pid == self.leader.pid && *m != self.leader);
+        (!impostor).then_some(members)
+    }
+
+    pub fn is_running(self) -> bool {
+        self.members().is_some_and(|m| !m.is_empty())
+    }
+
+    /// TERM to the whole group, up to `grace` for it to go, then KILL.
+    /// Returns what was done, for the one-line report.
+    pub fn stop(self, grace: Duration) -> Stopped {
+        let pgid = Pid::from_raw(self.pgid()).expect("a group id is positive");
+        match self.members() {
+            None => return Stopped::NotOurs,
+            Some(m) if m.is_empty() => return Stopped::AlreadyGone,
+            Some(_) => {}
+        }
+        let _ = rustix::process::kill_process_group(pgid, Signal::TERM);
+        if wait_until(grace, || !self.is_running()) {
+            return Stopped::Terminated;
+        }
+        let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+        wait_until(Duration::from_secs(5), || !self.is_running());
+        Stopped::Killed
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Terminated,
+    Killed,
+    AlreadyGone,
+    NotOurs,
+}
+
+/// Stops one process that is not ours (a holder of a port): through a pidfd,
+/// so the signal cannot reach a newcomer that reused the pid. TERM, grace, KILL.
+pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
+    let pid = Pid::from_raw(id.pid).ok_or(io::ErrorKind::InvalidInput)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    // The pidfd names whatever had the pid when it was opened: check it is still `id`.
+    if !id.is_alive() {
+        return Ok(());
+    }
+    rustix::process::pidfd_send_signal(&fd, Signal::TERM)?;
+    if wait_until(grace, || !id.is_alive()) {
+        return Ok(());
+    }
+    rustix::process::pidfd_send_signal(&fd, Signal::KILL)?;
+    if wait_until(Duration::from_secs(5), || !id.is_alive()) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "pid {} is still running after KILL",
+            id.pid
+        )))
+    }
+}
+
+/// Polls `done` until it holds or `limit` passes. Used only while stopping,
+/// never while idle.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The runner's ancestors (parent, grandparent, ... up to PID 1): never killed.
+pub fn ancestors() -> BTreeSet<i32> {
+    let mut found = BTreeSet::new();
+    let mut pid = std::process::id() as i32;
+    while let Some(stat) = Process::new(pid).ok().and_then(|p| p.stat().ok()) {
+        if stat.ppid <= 0 || !found.insert(stat.ppid) {
+            break;
+        }
+        pid = stat.ppid;
+    }
+    found
+}
+
+/// What a service is started with.
+pub struct Spec<'a> {
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    /// Run as this account (uid, gid) instead of ours.
+    pub account: Option<(u32, u32)>,
+}
+
+/// Starts `spec` in its own process group, stdin null, stdout and stderr
+/// both to `output`. Returns the handle and the group.
+pub fn spawn(
+    spec: &Spec,
+    output: impl std::os::fd::IntoRawFd,
+) -> anyhow::Result<(duct::Handle, Group)> {
+    let (program, args) = spec.argv.split_first().context("empty command")?;
+    let account = spec.account;
+    let expression = duct::cmd(program, args)
+        .dir(spec.cwd)
+        .full_env(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin_null()
+        .stdout_file(output)
+        .stderr_to_stdout()
+        .unchecked()
+        .before_spawn(move |command| {
+            command.process_group(0);
+            if let Some((uid, gid)) = account {
+                command.uid(uid).gid(gid);
+            }
+            Ok(())
+        });
+    let handle = expression
+        .start()
+        .with_context(|| format!("starting {}", spec.argv.join(" ")))?;
+    drop(expression); // closes our copy of the output's write end
+    let pid = *handle
+        .pids()
+        .first()
+        .context("a started command has a pid")? as i32;
+    // A child that exits at once may be gone before we read its start time;
+    // it is then still its group's id, and stop() finds no members.
+    let leader = ProcId::of(pid).unwrap_or(ProcId { pid, start: 0 });
+    Ok((handle, Group { leader }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_pid_is_not_the_same_process() {
+        let me = ProcId::myself();
+        assert!(me.is_alive());
+        assert!(
+            !ProcId {
+                start: me.start + 1,
+                ..me
+            }
+            .is_alive()
+        );
+        assert!(ancestors().contains(&1) || ancestors().is_empty());
+    }
+
+    #[test]
+    fn stopping_a_group_reaches_its_grandchildren() {
+        let argv = ["sh", "-c", "sleep 300 & sleep 300 & wait"].map(String::from);
+        let spec = Spec {
+            argv: &argv,
+            cwd: Path::new("."),
+            env: &[],
+            account: None,
+        };
+        let (handle, group) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
+        assert!(wait_until(Duration::from_secs(5), || group
+            .members()
+            .is_some_and(|m| m.len() == 3)));
+        assert_eq!(group.stop(Duration::from_secs(5)), Stopped::Terminated);
+        handle.wait().unwrap();
+        assert_eq!(group.members(), Some(vec![]));
+    }
+
+    #[test]
+    fn a_group_whose_id_was_reused_is_not_ours() {
+        let argv = ["sleep", "300"].map(String::from);
+        let spec = Spec {
+            argv: &argv,
+            cwd: Path::new("."),
+            env: &[],
+            account: None,
+        };
+        let (handle, real) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
+        // A record of an older process that had the same pid.
+        let stale = Group {
+            leader: ProcId {
+                start: real.leader.start + 1,
+                ..real.leader
+            },
+        };
+        assert_eq!(stale.members(), None);
+        assert_eq!(stale.stop(Duration::from_millis(10)), Stopped::NotOurs);
+        assert!(
+            real.leader.is_alive(),
+            "a stale record stopped a newer process"
+        );
+        assert_eq!(real.stop(Duration::from_secs(5)), Stopped::Terminated);
+        handle.wait().unwrap();
+    }
+}

@@ -1,0 +1,84 @@
+//! `cargo xtask status`: one line per service in the seed's format, with its
+//! URL and whether it answers.
+
+use serde_json::json;
+
+use crate::config::Config;
+use crate::paths::Project;
+use crate::pids;
+use crate::ports;
+use crate::ready;
+use crate::term::Style;
+
+/// What `status` knows of one service.
+pub struct Line {
+    pub service: String,
+    pub title: String,
+    pub port: u16,
+    pub pid: Option<i32>,
+    pub url: String,
+    pub healthy: bool,
+}
+
+pub fn lines(project: &Project, config: &Config) -> anyhow::Result<Vec<Line>> {
+    let ports = ports::current(project, config)?;
+    let records = pids::load_all(&project.root);
+    let lines = config
+        .order
+        .iter()
+        .map(|name| {
+            let service = &config.services[name];
+            let record = records
+                .iter()
+                .find(|r| &r.service == name && r.group.is_running());
+            let port = record.map_or(ports[name], |r| r.port);
+            Line {
+                service: name.clone(),
+                title: service.title(),
+                port,
+                pid: record.map(|r| r.pid()),
+                url: service.url.render(Some(name), &ports),
+                healthy: record.is_some() && ready::check(&service.ready, port),
+            }
+        })
+        .collect();
+    Ok(lines)
+}
+
+pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
+    let config = crate::config::load(&project.ports_toml())?;
+    let lines = lines(project, &config)?;
+    if as_json {
+        let rows: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                json!({
+                    "service": l.service, "port": l.port, "running": l.pid.is_some(),
+                    "pid": l.pid, "url": l.url, "healthy": l.healthy,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let style = Style::stdout();
+    for l in &lines {
+        let head = format!("{} (port {}):", l.title, l.port);
+        match l.pid {
+            Some(pid) => {
+                let health = if l.healthy {
+                    style.green("healthy")
+                } else {
+                    style.yellow("not answering")
+                };
+                println!(
+                    "{head} {} (pid {pid})  {}  {health}",
+                    style.green("✓ Running"),
+                    l.url
+                );
+            }
+            None => println!("{head} {}", style.dim("✗ Stopped")),
+        }
+    }
+    Ok(())
+}
