@@ -14,11 +14,10 @@ pub const MIN_PORT: u16 = 1024;
 /// Ports browsers refuse to fetch from (the fetch standard's "bad ports");
 /// a dev server there could never be opened in a browser.
 const BAD_PORTS: &[u16] = &[
-    1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102,
-    103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465,
-    512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993,
-    995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668,
-    6669, 6679, 6697, 10080,
+    1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109, 110,
+    111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532,
+    540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061,
+    6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
 ];
 
 pub fn is_browser_blocked(port: u16) -> bool {
@@ -58,18 +57,12 @@ pub fn allocate(
     let mut given: BTreeMap<String, u16> = BTreeMap::new();
     let (lo, hi) = config.range;
     for name in &config.order {
-        let start = current
-            .get(name)
-            .copied()
-            .unwrap_or(config.services[name].port)
-            .max(lo)
-            .max(MIN_PORT);
+        let start = current.get(name).copied().unwrap_or(config.services[name].port).max(lo).max(MIN_PORT);
         let end = start.saturating_add(config.attempts - 1).min(hi);
         let taken: BTreeSet<u16> = given.values().copied().collect();
         let mut busy = Vec::new();
         let found = (start..=end).find(|&port| {
-            let candidate =
-                !is_browser_blocked(port) && !taken.contains(&port) && !reserved.contains(&port);
+            let candidate = !is_browser_blocked(port) && !taken.contains(&port) && !reserved.contains(&port);
             candidate
                 && (usable(name, port) || {
                     busy.push(port);
@@ -79,11 +72,7 @@ pub fn allocate(
         match found {
             Some(port) => given.insert(name.clone(), port),
             None => {
-                return Err(Exhausted {
-                    service: name.clone(),
-                    tried: (start, end),
-                    busy,
-                });
+                return Err(Exhausted { service: name.clone(), tried: (start, end), busy });
             }
         };
     }
@@ -104,11 +93,7 @@ pub fn is_free(port: u16) -> bool {
     const EAFNOSUPPORT: i32 = 97; // IPv6 compiled out of the kernel
     addrs.iter().all(|addr| match TcpListener::bind(addr) {
         Ok(_) => true,
-        Err(e) => {
-            addr.is_ipv6()
-                && (e.kind() == ErrorKind::AddrNotAvailable
-                    || e.raw_os_error() == Some(EAFNOSUPPORT))
-        }
+        Err(e) => addr.is_ipv6() && (e.kind() == ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)),
     })
 }
 
@@ -120,9 +105,7 @@ mod tests {
     fn config(attempts: u16, services: &[(&str, u16, &[&str])]) -> Config {
         let mut text = format!("[ports]\nattempts = {attempts}\n");
         for (name, port, deps) in services {
-            text += &format!(
-                "[services.{name}]\nport = {port}\ncommand = 'x'\ndepends_on = {deps:?}\n"
-            );
+            text += &format!("[services.{name}]\nport = {port}\ncommand = 'x'\ndepends_on = {deps:?}\n");
         }
         config::parse(&text).unwrap()
     }
@@ -162,21 +145,10 @@ mod tests {
 
     #[test]
     fn skips_reserved_blocked_and_privileged_ports() {
-        let c = config(
-            100,
-            &[
-                ("x11", 6000, &[]),
-                ("irc", 6665, &[]),
-                ("low", 80, &[]),
-                ("r", 7000, &[]),
-            ],
-        );
+        let c = config(100, &[("x11", 6000, &[]), ("irc", 6665, &[]), ("low", 80, &[]), ("r", 7000, &[])]);
         let reserved = BTreeSet::from([7000, 7001]);
         let got = allocate(&c, &BTreeMap::new(), &reserved, |_, _| true).unwrap();
-        assert_eq!(
-            got,
-            map(&[("x11", 6001), ("irc", 6670), ("low", 1024), ("r", 7002)])
-        );
+        assert_eq!(got, map(&[("x11", 6001), ("irc", 6670), ("low", 1024), ("r", 7002)]));
     }
 
     #[test]
@@ -185,11 +157,7 @@ mod tests {
         let err = allocate(&c, &BTreeMap::new(), &BTreeSet::new(), |_, _| false).unwrap_err();
         assert_eq!(
             err,
-            Exhausted {
-                service: "a".into(),
-                tried: (8000, 8004),
-                busy: vec![8000, 8001, 8002, 8003, 8004]
-            }
+            Exhausted { service: "a".into(), tried: (8000, 8004), busy: vec![8000, 8001, 8002, 8003, 8004] }
         );
         assert_eq!(err.to_string(), "no free port for a: tried 8000-8004");
     }
@@ -211,15 +179,9 @@ mod tests {
                 continue;
             }; // no IPv6 here
             let port = listener.local_addr().unwrap().port();
-            assert!(
-                !is_free(port),
-                "a listener on {addr} (port {port}) was reported free"
-            );
+            assert!(!is_free(port), "a listener on {addr} (port {port}) was reported free");
             drop(listener);
-            assert!(
-                is_free(port),
-                "port {port} is still busy after closing the listener on {addr}"
-            );
+            assert!(is_free(port), "port {port} is still busy after closing the listener on {addr}");
         }
     }
 

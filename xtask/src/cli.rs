@@ -159,19 +159,13 @@ mod tests {
             (flags(false, true), Some("true"), false, Mode::NoKill),
         ];
         for (flags, env, tty, want) in cases {
-            assert_eq!(
-                flags.mode(env, tty),
-                want,
-                "{flags:?} FORCE_MODE={env:?} tty={tty}"
-            );
+            assert_eq!(flags.mode(env, tty), want, "{flags:?} FORCE_MODE={env:?} tty={tty}");
         }
     }
 
     #[test]
     fn cli_parses_the_documented_commands() {
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
-        };
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()));
         assert!(parse(&["dev", "backend", "--no-kill"]).is_ok());
         assert!(parse(&["start", "all", "--force"]).is_ok());
         assert!(parse(&["ports", "--json"]).is_ok());

@@ -116,15 +116,8 @@ impl Service {
     /// The services whose ports this one's command or environment uses, and
     /// those it depends on: when one of their ports moves, this one restarts.
     pub fn refers_to(&self) -> BTreeSet<&str> {
-        let templates = self
-            .command
-            .iter()
-            .chain(self.env.values())
-            .chain([&self.url]);
-        templates
-            .flat_map(Template::refers_to)
-            .chain(self.depends_on.iter().map(String::as_str))
-            .collect()
+        let templates = self.command.iter().chain(self.env.values()).chain([&self.url]);
+        templates.flat_map(Template::refers_to).chain(self.depends_on.iter().map(String::as_str)).collect()
     }
 
     /// The name used in `.env.runtime`: `backend` -> `BACKEND`.
@@ -135,10 +128,7 @@ impl Service {
     /// `Backend`, as the seed's status lines show it.
     pub fn title(&self) -> String {
         let mut chars = self.name.chars();
-        chars
-            .next()
-            .map(|c| c.to_uppercase().chain(chars).collect())
-            .unwrap_or_default()
+        chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
     }
 }
 
@@ -168,31 +158,18 @@ impl Config {
                 todo.extend(self.services[name].depends_on.iter().map(String::as_str));
             }
         }
-        Ok(self
-            .order
-            .iter()
-            .filter(|n| wanted.contains(n.as_str()))
-            .cloned()
-            .collect())
+        Ok(self.order.iter().filter(|n| wanted.contains(n.as_str())).cloned().collect())
     }
 
     /// The named services plus everything that depends on them, in dependency order.
     pub fn dependents_closure(&self, names: &[String]) -> Vec<String> {
         let mut wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         for name in &self.order {
-            if self.services[name]
-                .depends_on
-                .iter()
-                .any(|d| wanted.contains(d.as_str()))
-            {
+            if self.services[name].depends_on.iter().any(|d| wanted.contains(d.as_str())) {
                 wanted.insert(name);
             }
         }
-        self.order
-            .iter()
-            .filter(|n| wanted.contains(n.as_str()))
-            .cloned()
-            .collect()
+        self.order.iter().filter(|n| wanted.contains(n.as_str())).cloned().collect()
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -200,17 +177,13 @@ impl Config {
     }
 
     pub fn preferred_ports(&self) -> BTreeMap<String, u16> {
-        self.services
-            .iter()
-            .map(|(name, s)| (name.clone(), s.port))
-            .collect()
+        self.services.iter().map(|(name, s)| (name.clone(), s.port)).collect()
     }
 }
 
 /// Reads and parses `ports.toml`.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).map_err(|errors| anyhow::anyhow!(errors.with_path(path)))
 }
 
@@ -249,10 +222,7 @@ impl fmt::Display for Errors {
             }
             write!(f, "{}:{line}:{col}: {msg}", path.display())?;
         }
-        write!(
-            f,
-            "\nnothing was started or written: fix ports.toml and run the command again"
-        )
+        write!(f, "\nnothing was started or written: fix ports.toml and run the command again")
     }
 }
 
@@ -339,10 +309,7 @@ impl<'de> Deserialize<'de> for RawCommand {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCommand, E> {
                 Ok(RawCommand::Line(v.to_owned()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<RawCommand, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
                 let mut words = Vec::new();
                 while let Some(word) = seq.next_element()? {
                     words.push(word);
@@ -358,10 +325,7 @@ impl<'de> Deserialize<'de> for RawCommand {
 
 /// Parses and validates the text of a `ports.toml`.
 pub fn parse(text: &str) -> Result<Config, Errors> {
-    let mut v = Validator {
-        text,
-        errors: Vec::new(),
-    };
+    let mut v = Validator { text, errors: Vec::new() };
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -389,11 +353,7 @@ impl Validator<'_> {
 
     fn finish(mut self) -> Errors {
         self.errors.sort_by_key(|(span, _)| span.start);
-        Errors {
-            text: self.text.to_owned(),
-            errors: self.errors,
-            path: None,
-        }
+        Errors { text: self.text.to_owned(), errors: self.errors, path: None }
     }
 
     fn config(&mut self, raw: RawFile) -> Option<Config> {
@@ -413,27 +373,15 @@ impl Validator<'_> {
             self.env_name(key);
             env.insert(key.get_ref().clone(), self.template(value, None, &names)?);
         }
-        Some(Config {
-            range,
-            attempts,
-            programs: raw.programs,
-            services,
-            order: order?,
-            env,
-        })
+        Some(Config { range, attempts, programs: raw.programs, services, order: order?, env })
     }
 
     fn ports(&mut self, raw: &RawPorts) -> ((u16, u16), u16) {
         let mut range = (1024, 65535);
         if let Some(r) = &raw.range {
             match r.get_ref()[..] {
-                [lo, hi] if (1..=65535).contains(&lo) && (lo..=65535).contains(&hi) => {
-                    range = (lo as u16, hi as u16)
-                }
-                _ => self.error(
-                    r.span(),
-                    "range must be [low, high] with 1 <= low <= high <= 65535",
-                ),
+                [lo, hi] if (1..=65535).contains(&lo) && (lo..=65535).contains(&hi) => range = (lo as u16, hi as u16),
+                _ => self.error(r.span(), "range must be [low, high] with 1 <= low <= high <= 65535"),
             }
         }
         let mut attempts = 100;
@@ -449,8 +397,7 @@ impl Validator<'_> {
     fn service_name(&mut self, name: &Spanned<String>) {
         let n = name.get_ref();
         let ok = n.starts_with(|c: char| c.is_ascii_lowercase())
-            && n.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !ok || n == "all" {
             self.error(
                 name.span(),
@@ -464,52 +411,32 @@ impl Validator<'_> {
         let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
-            self.error(
-                key.span(),
-                format!("{k:?} is not a valid environment variable name"),
-            );
+            self.error(key.span(), format!("{k:?} is not a valid environment variable name"));
         }
     }
 
-    fn service(
-        &mut self,
-        name: &str,
-        raw: &RawService,
-        names: &BTreeSet<String>,
-    ) -> Option<Service> {
+    fn service(&mut self, name: &str, raw: &RawService, names: &BTreeSet<String>) -> Option<Service> {
         let port = match u16::try_from(*raw.port.get_ref()) {
             Ok(p) if p >= 1 => p,
             _ => {
                 let p = raw.port.get_ref();
-                self.error(
-                    raw.port.span(),
-                    format!("port {p} of {name} is outside 1..65535"),
-                );
+                self.error(raw.port.span(), format!("port {p} of {name} is outside 1..65535"));
                 0
             }
         };
         for dep in &raw.depends_on {
             if !names.contains(dep.get_ref()) {
-                let known = names
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let known = names.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
                 self.error(
                     dep.span(),
-                    format!(
-                        "{name} depends on unknown service {:?}; known: {known}",
-                        dep.get_ref()
-                    ),
+                    format!("{name} depends on unknown service {:?}; known: {known}", dep.get_ref()),
                 );
             }
         }
         let words = self.words(&raw.command, &format!("command of {name}"))?;
         let command = words
             .iter()
-            .map(|(span, word)| {
-                self.template(&Spanned::new(span.clone(), word.clone()), Some(name), names)
-            })
+            .map(|(span, word)| self.template(&Spanned::new(span.clone(), word.clone()), Some(name), names))
             .collect::<Option<Vec<_>>>()?;
         let url = match &raw.url {
             Some(url) => self.template(url, Some(name), names)?,
@@ -518,10 +445,7 @@ impl Validator<'_> {
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
             self.env_name(key);
-            env.insert(
-                key.get_ref().clone(),
-                self.template(value, Some(name), names)?,
-            );
+            env.insert(key.get_ref().clone(), self.template(value, Some(name), names)?);
         }
         let setup = raw
             .setup
@@ -529,23 +453,14 @@ impl Validator<'_> {
             .map(|step| {
                 let words = self.words(&step.command, &format!("setup command of {name}"))?;
                 let command = words.into_iter().map(|(_, w)| w).collect();
-                Some(Step {
-                    command,
-                    inputs: step.inputs.clone(),
-                    creates: step.creates.clone(),
-                })
+                Some(Step { command, inputs: step.inputs.clone(), creates: step.creates.clone() })
             })
             .collect::<Option<Vec<_>>>()?;
         let ready = match &raw.ready {
             None => Ready::Tcp,
-            Some(RawReady { http }) if http.get_ref().starts_with('/') => {
-                Ready::Http(http.get_ref().clone())
-            }
+            Some(RawReady { http }) if http.get_ref().starts_with('/') => Ready::Http(http.get_ref().clone()),
             Some(RawReady { http }) => {
-                self.error(
-                    http.span(),
-                    format!("ready.http of {name} must be a path starting with /"),
-                );
+                self.error(http.span(), format!("ready.http of {name} must be a path starting with /"));
                 Ready::Tcp
             }
         };
@@ -565,23 +480,13 @@ impl Validator<'_> {
     }
 
     /// The words of a command, each with the span to blame.
-    fn words(
-        &mut self,
-        raw: &Spanned<RawCommand>,
-        what: &str,
-    ) -> Option<Vec<(Range<usize>, String)>> {
+    fn words(&mut self, raw: &Spanned<RawCommand>, what: &str) -> Option<Vec<(Range<usize>, String)>> {
         let words: Vec<(Range<usize>, String)> = match raw.get_ref() {
-            RawCommand::Words(words) => words
-                .iter()
-                .map(|w| (w.span(), w.get_ref().clone()))
-                .collect(),
+            RawCommand::Words(words) => words.iter().map(|w| (w.span(), w.get_ref().clone())).collect(),
             RawCommand::Line(line) => match shlex::split(line) {
                 Some(words) => words.into_iter().map(|w| (raw.span(), w)).collect(),
                 None => {
-                    self.error(
-                        raw.span(),
-                        format!("{what} has an unclosed quote or a trailing backslash"),
-                    );
+                    self.error(raw.span(), format!("{what} has an unclosed quote or a trailing backslash"));
                     return None;
                 }
             },
@@ -594,12 +499,7 @@ impl Validator<'_> {
     }
 
     /// Parses `{port}`, `{NAME.port}`, and `{{` / `}}` for literal braces.
-    fn template(
-        &mut self,
-        s: &Spanned<String>,
-        own: Option<&str>,
-        names: &BTreeSet<String>,
-    ) -> Option<Template> {
+    fn template(&mut self, s: &Spanned<String>, own: Option<&str>, names: &BTreeSet<String>) -> Option<Template> {
         let text = s.get_ref();
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -614,10 +514,7 @@ impl Validator<'_> {
             }
             let Some(end) = tail.find('}').filter(|_| tail.starts_with('{')) else {
                 let at = self.find_in(s.span(), &tail[..1]);
-                self.error(
-                    at,
-                    format!("unmatched brace in {text:?}: write {{{{ or }}}} for a literal one"),
-                );
+                self.error(at, format!("unmatched brace in {text:?}: write {{{{ or }}}} for a literal one"));
                 return None;
             };
             let reference = &tail[1..end];
@@ -626,16 +523,9 @@ impl Validator<'_> {
                 Some((name, "port")) if names.contains(name) => Part::PortOf(name.to_owned()),
                 _ => {
                     let own_hint = if own.is_some() { "{port} or " } else { "" };
-                    let known = names
-                        .iter()
-                        .map(|n| format!("{{{n}.port}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let known = names.iter().map(|n| format!("{{{n}.port}}")).collect::<Vec<_>>().join(", ");
                     let at = self.find_in(s.span(), &tail[..=end]);
-                    self.error(
-                        at,
-                        format!("unknown reference {{{reference}}}: use {own_hint}one of {known}"),
-                    );
+                    self.error(at, format!("unknown reference {{{reference}}}: use {own_hint}one of {known}"));
                     return None;
                 }
             };
@@ -655,11 +545,7 @@ impl Validator<'_> {
     /// Where `needle` stands in the source inside `span` (the whole span if
     /// quoting or shell splitting changed its text).
     fn find_in(&self, span: Range<usize>, needle: &str) -> Range<usize> {
-        match self
-            .text
-            .get(span.clone())
-            .and_then(|source| source.find(needle))
-        {
+        match self.text.get(span.clone()).and_then(|source| source.find(needle)) {
             Some(i) => span.start + i..span.start + i + needle.len(),
             None => span,
         }
@@ -674,21 +560,19 @@ impl Validator<'_> {
             if let Some(first) = seen.insert(port, name.get_ref()) {
                 self.error(
                     service.port.span(),
-                    format!("{} prefers port {port}, which {first} prefers too: give each service its own port", name.get_ref()),
+                    format!(
+                        "{} prefers port {port}, which {first} prefers too: give each service its own port",
+                        name.get_ref()
+                    ),
                 );
             }
         }
     }
 
     /// Dependencies first, then by name; a cycle is an error at the edge that closes it.
-    fn dependency_order(
-        &mut self,
-        services: &BTreeMap<Spanned<String>, RawService>,
-    ) -> Option<Vec<String>> {
-        let deps: BTreeMap<&str, Vec<&Spanned<String>>> = services
-            .iter()
-            .map(|(n, s)| (n.get_ref().as_str(), s.depends_on.iter().collect()))
-            .collect();
+    fn dependency_order(&mut self, services: &BTreeMap<Spanned<String>, RawService>) -> Option<Vec<String>> {
+        let deps: BTreeMap<&str, Vec<&Spanned<String>>> =
+            services.iter().map(|(n, s)| (n.get_ref().as_str(), s.depends_on.iter().collect())).collect();
         let mut order = Vec::new();
         let mut state: BTreeMap<&str, bool> = BTreeMap::new(); // false: on the path, true: done
         let mut ok = true;
@@ -714,12 +598,7 @@ impl Validator<'_> {
                 }
                 if state.get(d) == Some(&false) {
                     let start = path.iter().position(|n| *n == d).unwrap_or(0);
-                    let cycle = path[start..]
-                        .iter()
-                        .chain([&d])
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(" -> ");
+                    let cycle = path[start..].iter().chain([&d]).copied().collect::<Vec<_>>().join(" -> ");
                     v.error(dep.span(), format!("dependency cycle: {cycle}"));
                     return false;
                 }
@@ -779,33 +658,17 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
         assert_eq!(config.order, ["db", "api", "web"]);
         let api = &config.services["api"];
         let p = ports(&[("db", 5433), ("api", 8001)]);
-        let words: Vec<String> = api
-            .command
-            .iter()
-            .map(|t| t.render(Some("api"), &p))
-            .collect();
-        assert_eq!(
-            words,
-            ["uvicorn", "app:app", "--port", "8001", "--db", "host 5433"]
-        );
+        let words: Vec<String> = api.command.iter().map(|t| t.render(Some("api"), &p)).collect();
+        assert_eq!(words, ["uvicorn", "app:app", "--port", "8001", "--db", "host 5433"]);
         assert_eq!(api.ready, Ready::Http("/health".into()));
         assert_eq!(config.services["db"].ready, Ready::Tcp);
         assert_eq!(api.url.render(Some("api"), &p), "http://localhost:8001");
-        assert_eq!(
-            config.env["DATABASE_URL"].render(None, &p),
-            "postgresql://127.0.0.1:5433/app"
-        );
+        assert_eq!(config.env["DATABASE_URL"].render(None, &p), "postgresql://127.0.0.1:5433/app");
         let web = &config.services["web"];
         assert_eq!(web.refers_to(), BTreeSet::from(["api"]));
         assert_eq!(api.refers_to(), BTreeSet::from(["db"]));
-        assert_eq!(
-            config.closure(Some(&["api".to_string()])).unwrap(),
-            ["db", "api"]
-        );
-        assert_eq!(
-            config.dependents_closure(&["api".to_string()]),
-            ["api", "web"]
-        );
+        assert_eq!(config.closure(Some(&["api".to_string()])).unwrap(), ["db", "api"]);
+        assert_eq!(config.dependents_closure(&["api".to_string()]), ["api", "web"]);
         assert_eq!(api.title(), "Api");
     }
 
@@ -821,31 +684,15 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
     #[test]
     fn errors_name_line_and_column() {
         let cases: &[(&str, (usize, usize), &str)] = &[
-            (
-                "[services.a]\nport = 2000\ncommand = 'x'\ncolour = 1\n",
-                (4, 1),
-                "unknown field `colour`",
-            ),
-            (
-                "[services.a]\nport = 70000\ncommand = 'x'\n",
-                (2, 8),
-                "outside 1..65535",
-            ),
-            (
-                "[services.a]\nport = 0\ncommand = 'x'\n",
-                (2, 8),
-                "outside 1..65535",
-            ),
+            ("[services.a]\nport = 2000\ncommand = 'x'\ncolour = 1\n", (4, 1), "unknown field `colour`"),
+            ("[services.a]\nport = 70000\ncommand = 'x'\n", (2, 8), "outside 1..65535"),
+            ("[services.a]\nport = 0\ncommand = 'x'\n", (2, 8), "outside 1..65535"),
             (
                 "[services.a]\nport = 2000\ncommand = 'x'\n[services.b]\nport = 2000\ncommand = 'y'\n",
                 (5, 8),
                 "which a prefers too",
             ),
-            (
-                "[services.a]\nport = 2000\ncommand = 'x'\ndepends_on = ['zz']\n",
-                (4, 15),
-                "unknown service \"zz\"",
-            ),
+            ("[services.a]\nport = 2000\ncommand = 'x'\ndepends_on = ['zz']\n", (4, 15), "unknown service \"zz\""),
             (
                 "[services.a]\nport = 2000\ncommand = 'x'\ndepends_on = ['b']\n[services.b]\nport = 2001\ncommand = 'y'\ndepends_on = ['a']\n",
                 (8, 15),
@@ -856,42 +703,14 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
                 (3, 22),
                 "unknown reference {nope.port}",
             ),
-            (
-                "[services.a]\nport = 2000\ncommand = 'x {prot}'\n",
-                (3, 14),
-                "unknown reference {prot}",
-            ),
-            (
-                "[env]\nX = 'http://{port}'\n",
-                (2, 13),
-                "unknown reference {port}",
-            ),
-            (
-                "[services.a]\nport = 2000\ncommand = 'x \"unclosed'\n",
-                (3, 11),
-                "unclosed quote",
-            ),
-            (
-                "[services.a]\nport = 2000\ncommand = []\n",
-                (3, 11),
-                "is empty",
-            ),
+            ("[services.a]\nport = 2000\ncommand = 'x {prot}'\n", (3, 14), "unknown reference {prot}"),
+            ("[env]\nX = 'http://{port}'\n", (2, 13), "unknown reference {port}"),
+            ("[services.a]\nport = 2000\ncommand = 'x \"unclosed'\n", (3, 11), "unclosed quote"),
+            ("[services.a]\nport = 2000\ncommand = []\n", (3, 11), "is empty"),
             ("[ports]\nrange = [9000, 8000]\n", (2, 9), "range must be"),
-            (
-                "[services.a]\nport = 2000\n",
-                (1, 1),
-                "missing field `command`",
-            ),
-            (
-                "[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n",
-                (4, 18),
-                "starting with /",
-            ),
-            (
-                "[services.A]\nport = 2000\ncommand = 'x'\n",
-                (1, 11),
-                "service name \"A\"",
-            ),
+            ("[services.a]\nport = 2000\n", (1, 1), "missing field `command`"),
+            ("[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n", (4, 18), "starting with /"),
+            ("[services.A]\nport = 2000\ncommand = 'x'\n", (1, 11), "service name \"A\""),
             ("[services.a\n", (1, 12), ""),
         ];
         for (text, (line, col), needle) in cases {
@@ -906,14 +725,10 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
 
     #[test]
     fn display_names_the_file_and_says_what_to_do() {
-        let errors = parse("[services.a]\nport = 0\ncommand = 'x'\n")
-            .unwrap_err()
-            .with_path(Path::new("/r/ports.toml"));
+        let errors =
+            parse("[services.a]\nport = 0\ncommand = 'x'\n").unwrap_err().with_path(Path::new("/r/ports.toml"));
         let shown = errors.to_string();
-        assert!(
-            shown.starts_with("/r/ports.toml:2:8: port 0 of a is outside 1..65535"),
-            "{shown}"
-        );
+        assert!(shown.starts_with("/r/ports.toml:2:8: port 0 of a is outside 1..65535"), "{shown}");
         assert!(shown.contains("nothing was started or written"), "{shown}");
     }
 }

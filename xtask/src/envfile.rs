@@ -16,10 +16,7 @@ pub fn vars(config: &Config, ports: &Ports) -> Vec<(String, String)> {
         let prefix = service.env_prefix();
         let port = ports.get(name).map_or_else(String::new, u16::to_string);
         vars.push((format!("{prefix}_PORT"), port));
-        vars.push((
-            format!("{prefix}_URL"),
-            service.url.render(Some(name), ports),
-        ));
+        vars.push((format!("{prefix}_URL"), service.url.render(Some(name), ports)));
     }
     for (key, template) in &config.env {
         vars.push((key.clone(), template.render(None, ports)));
@@ -28,9 +25,8 @@ pub fn vars(config: &Config, ports: &Ports) -> Vec<(String, String)> {
 }
 
 pub fn render(config: &Config, ports: &Ports) -> String {
-    let mut text = String::from(
-        "# Auto-generated runtime configuration\n# DO NOT EDIT MANUALLY - managed by cargo xtask\n",
-    );
+    let mut text =
+        String::from("# Auto-generated runtime configuration\n# DO NOT EDIT MANUALLY - managed by cargo xtask\n");
     for (key, value) in vars(config, ports) {
         text += &format!("{key}={value}\n");
     }
@@ -72,11 +68,7 @@ NEXT_PUBLIC_API_URL = "http://127.0.0.1:{backend.port}"
 "#,
         )
         .unwrap();
-        let ports = Ports::from([
-            ("backend".into(), 8001),
-            ("frontend".into(), 3000),
-            ("my-db".into(), 5433),
-        ]);
+        let ports = Ports::from([("backend".into(), 8001), ("frontend".into(), 3000), ("my-db".into(), 5433)]);
         assert_eq!(
             render(&config, &ports),
             "# Auto-generated runtime configuration

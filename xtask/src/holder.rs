@@ -53,11 +53,7 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
         return found;
     }
     let mut seen_inodes = BTreeSet::new();
-    for process in procfs::process::all_processes()
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for process in procfs::process::all_processes().into_iter().flatten().flatten() {
         let Ok(fds) = process.fd() else { continue }; // another user's, or gone
         let inodes: BTreeSet<u64> = fds
             .flatten()
@@ -70,18 +66,11 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
             continue;
         }
         let Ok(stat) = process.stat() else { continue };
-        let command = process
-            .cmdline()
-            .ok()
-            .filter(|c| !c.is_empty())
-            .map_or(stat.comm.clone(), |c| c.join(" "));
+        let command = process.cmdline().ok().filter(|c| !c.is_empty()).map_or(stat.comm.clone(), |c| c.join(" "));
         let ports: BTreeSet<u16> = inodes.iter().map(|i| sockets[i].0).collect();
         for port in ports {
             found.entry(port).or_default().push(Holder {
-                id: Some(ProcId {
-                    pid: stat.pid,
-                    start: stat.starttime,
-                }),
+                id: Some(ProcId { pid: stat.pid, start: stat.starttime }),
                 pgid: stat.pgrp,
                 uid: process.uid().unwrap_or(u32::MAX),
                 command: command.clone(),
@@ -92,12 +81,7 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
     // Sockets whose process we could not see still say whose they are.
     for (inode, (port, uid)) in sockets {
         if !seen_inodes.contains(&inode) {
-            found.entry(port).or_default().push(Holder {
-                id: None,
-                pgid: 0,
-                uid,
-                command: String::new(),
-            });
+            found.entry(port).or_default().push(Holder { id: None, pgid: 0, uid, command: String::new() });
         }
     }
     found
@@ -131,10 +115,7 @@ pub struct Known {
 impl Known {
     /// Reads what is known now: our records, the other checkouts' records, our ancestry.
     pub fn gather(project: &Project, registry: &Registry) -> Known {
-        let ours = pids::load_all(&project.root)
-            .into_iter()
-            .map(|r| (r.service, r.group))
-            .collect();
+        let ours = pids::load_all(&project.root).into_iter().map(|r| (r.service, r.group)).collect();
         Known {
             uid: users::current_uid(),
             ancestors: process::ancestors(),
@@ -147,8 +128,7 @@ impl Known {
         let Some(id) = holder.id else {
             return Class::Unknown;
         };
-        let in_group =
-            |group: &Group| group.pgid() == holder.pgid && id.start >= group.leader.start;
+        let in_group = |group: &Group| group.pgid() == holder.pgid && id.start >= group.leader.start;
         if let Some((service, _)) = self.ours.iter().find(|(_, g)| in_group(g)) {
             Class::Ours(service.clone())
         } else if let Some((path, _)) = self.others.iter().find(|(_, g)| in_group(g)) {
@@ -181,10 +161,7 @@ pub enum Action {
 pub fn decide(class: &Class, mode: Mode) -> Action {
     match (class, mode) {
         (Class::Ours(_), _) => Action::StopOurs,
-        (Class::OtherCheckout(path), _) => Action::Move(format!(
-            "it is a service of the checkout {}",
-            path.display()
-        )),
+        (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
         (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
         (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
@@ -204,10 +181,7 @@ pub fn decide_all(classes: &[Class], mode: Mode) -> Action {
         Action::Kill => 1,
         Action::StopOurs => 0,
     };
-    actions
-        .into_iter()
-        .max_by_key(rank)
-        .unwrap_or(Action::Move("nobody can be seen holding it".into()))
+    actions.into_iter().max_by_key(rank).unwrap_or(Action::Move("nobody can be seen holding it".into()))
 }
 
 #[cfg(test)]
@@ -223,26 +197,11 @@ mod tests {
         let rows: &[(Class, [Action; 3])] = &[
             (Class::Ours("api".into()), [StopOurs, StopOurs, StopOurs]),
             (Class::SameUser, [Ask, Kill, Move("--no-kill".into())]),
-            (
-                other.clone(),
-                [0, 1, 2].map(|_| Move("it is a service of the checkout /src/wt2".into())),
-            ),
-            (
-                Class::OtherUser("bob".into()),
-                [0, 1, 2].map(|_| Move("it belongs to user bob".into())),
-            ),
-            (
-                Class::Init,
-                [0, 1, 2].map(|_| Move("PID 1 is never killed".into())),
-            ),
-            (
-                Class::Ancestor,
-                [0, 1, 2].map(|_| Move("it is an ancestor of this runner".into())),
-            ),
-            (
-                Class::Unknown,
-                [0, 1, 2].map(|_| Move("its owner cannot be seen".into())),
-            ),
+            (other.clone(), [0, 1, 2].map(|_| Move("it is a service of the checkout /src/wt2".into()))),
+            (Class::OtherUser("bob".into()), [0, 1, 2].map(|_| Move("it belongs to user bob".into()))),
+            (Class::Init, [0, 1, 2].map(|_| Move("PID 1 is never killed".into()))),
+            (Class::Ancestor, [0, 1, 2].map(|_| Move("it is an ancestor of this runner".into()))),
+            (Class::Unknown, [0, 1, 2].map(|_| Move("its owner cannot be seen".into()))),
         ];
         for (class, want) in rows {
             for (mode, want) in [Interactive, Force, NoKill].into_iter().zip(want) {
@@ -250,76 +209,32 @@ mod tests {
             }
         }
         // Several holders: the most careful decision wins.
-        assert_eq!(
-            decide_all(&[Class::SameUser, Class::Init], Force),
-            Move("PID 1 is never killed".into())
-        );
+        assert_eq!(decide_all(&[Class::SameUser, Class::Init], Force), Move("PID 1 is never killed".into()));
         assert_eq!(decide_all(&[Class::SameUser, Class::SameUser], Force), Kill);
-        assert_eq!(
-            decide_all(&[Class::Ours("a".into()), Class::SameUser], Interactive),
-            Ask
-        );
+        assert_eq!(decide_all(&[Class::Ours("a".into()), Class::SameUser], Interactive), Ask);
     }
 
     #[test]
     fn classify_by_group_pid_and_user() {
         let me = ProcId::myself();
-        let ours = Group {
-            leader: ProcId {
-                pid: 500,
-                start: 10,
-            },
-        };
+        let ours = Group { leader: ProcId { pid: 500, start: 10 } };
         let known = Known {
             uid: 1000,
             ancestors: BTreeSet::from([1, 77]),
             ours: vec![("api".into(), ours)],
-            others: vec![(
-                "/wt2".into(),
-                Group {
-                    leader: ProcId {
-                        pid: 600,
-                        start: 10,
-                    },
-                },
-            )],
+            others: vec![("/wt2".into(), Group { leader: ProcId { pid: 600, start: 10 } })],
         };
-        let holder = |pid, start, pgid, uid| Holder {
-            id: Some(ProcId { pid, start }),
-            pgid,
-            uid,
-            command: "x".into(),
-        };
-        assert_eq!(
-            known.classify(&holder(501, 12, 500, 1000)),
-            Class::Ours("api".into())
-        );
+        let holder = |pid, start, pgid, uid| Holder { id: Some(ProcId { pid, start }), pgid, uid, command: "x".into() };
+        assert_eq!(known.classify(&holder(501, 12, 500, 1000)), Class::Ours("api".into()));
         // In a group with our group's id but older than our leader: not ours.
         assert_eq!(known.classify(&holder(501, 5, 500, 1000)), Class::SameUser);
-        assert_eq!(
-            known.classify(&holder(601, 12, 600, 1000)),
-            Class::OtherCheckout("/wt2".into())
-        );
+        assert_eq!(known.classify(&holder(601, 12, 600, 1000)), Class::OtherCheckout("/wt2".into()));
         assert_eq!(known.classify(&holder(1, 1, 1, 0)), Class::Init);
         assert_eq!(known.classify(&holder(77, 3, 77, 1000)), Class::Ancestor);
-        assert_eq!(
-            known.classify(&holder(me.pid, me.start, 9, 1000)),
-            Class::Ancestor
-        );
-        assert!(matches!(
-            known.classify(&holder(900, 3, 900, 0)),
-            Class::OtherUser(_)
-        ));
+        assert_eq!(known.classify(&holder(me.pid, me.start, 9, 1000)), Class::Ancestor);
+        assert!(matches!(known.classify(&holder(900, 3, 900, 0)), Class::OtherUser(_)));
         assert_eq!(known.classify(&holder(900, 3, 900, 1000)), Class::SameUser);
-        assert_eq!(
-            known.classify(&Holder {
-                id: None,
-                pgid: 0,
-                uid: 0,
-                command: String::new()
-            }),
-            Class::Unknown
-        );
+        assert_eq!(known.classify(&Holder { id: None, pgid: 0, uid: 0, command: String::new() }), Class::Unknown);
     }
 
     #[test]
@@ -334,11 +249,7 @@ mod tests {
             assert_eq!(holders.len(), 1, "{holders:?}");
             assert_eq!(holders[0].id, Some(ProcId::myself()));
             assert_eq!(holders[0].uid, users::current_uid());
-            assert!(
-                holders[0].command.contains("xtask"),
-                "{}",
-                holders[0].command
-            );
+            assert!(holders[0].command.contains("xtask"), "{}", holders[0].command);
             drop(listener);
             assert!(lookup(&BTreeSet::from([port])).is_empty());
         }

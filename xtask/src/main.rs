@@ -19,8 +19,16 @@ mod process;
 mod ready;
 mod term;
 mod users;
+// Running services.
+mod conflict;
+mod launch;
+mod setup;
+mod supervisor;
 // Commands.
+mod dev;
+mod logs;
 mod ports;
+mod start;
 mod status;
 
 use clap::Parser;
@@ -41,6 +49,11 @@ fn try_main() -> anyhow::Result<()> {
     match cli.command {
         Command::Ports(args) => args.run(&project),
         Command::Status { json } => status::run(&project, json),
+        Command::Dev { services, conflicts } => dev::run(&project, &services, conflicts),
+        Command::Start { services, conflicts } => start::start(&project, &services, conflicts),
+        Command::Stop { services } => start::stop(&project, &services),
+        Command::Restart { services, conflicts } => start::restart(&project, &services, conflicts),
+        Command::Logs { service, follow, lines } => logs::run(&project, service.as_deref(), follow, lines),
         other => anyhow::bail!("not implemented yet: {other:?}"),
     }
 }

@@ -18,15 +18,10 @@ impl Project {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         for dir in cwd.ancestors() {
             if dir.join("ports.toml").is_file() {
-                return Ok(Project {
-                    root: dir.to_path_buf(),
-                });
+                return Ok(Project { root: dir.to_path_buf() });
             }
         }
-        bail!(
-            "no ports.toml in {} or any folder above it: run cargo xtask inside the repository",
-            cwd.display()
-        )
+        bail!("no ports.toml in {} or any folder above it: run cargo xtask inside the repository", cwd.display())
     }
 
     pub fn ports_toml(&self) -> PathBuf {
@@ -68,8 +63,7 @@ pub fn state_home() -> anyhow::Result<PathBuf> {
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => {
-            let home =
-                std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?;
+            let home = std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?;
             Path::new(&home).join(".local/state")
         }
     };

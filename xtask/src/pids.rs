@@ -50,17 +50,9 @@ pub fn load_all(root: &Path) -> Vec<Record> {
             let parsed = std::fs::read_to_string(&path)
                 .context("reading")
                 .and_then(|text| serde_json::from_str(&text).context("parsing"));
-            parsed
-                .map_err(|e| eprintln!("warning: ignoring {}: {e:#}", path.display()))
-                .ok()
+            parsed.map_err(|e| eprintln!("warning: ignoring {}: {e:#}", path.display())).ok()
         })
         .collect();
     records.sort_by(|a, b| a.service.cmp(&b.service));
     records
-}
-
-pub fn load(project: &Project, service: &str) -> Option<Record> {
-    load_all(&project.root)
-        .into_iter()
-        .find(|r| r.service == service)
 }

@@ -18,6 +18,7 @@ use crate::pids;
 use crate::registry::Registry;
 use crate::state::{self, Ports};
 use crate::term::Style;
+use crate::term::say;
 
 impl PortsArgs {
     pub fn run(self, project: &Project) -> anyhow::Result<()> {
@@ -46,11 +47,7 @@ pub struct Move {
 
 /// Ports of this checkout's services that are running now: they keep them.
 pub fn running_ports(project: &Project) -> Ports {
-    pids::load_all(&project.root)
-        .into_iter()
-        .filter(|r| r.group.is_running())
-        .map(|r| (r.service, r.port))
-        .collect()
+    pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).map(|r| (r.service, r.port)).collect()
 }
 
 /// Allocates a port for every service and writes `.ports.json`,
@@ -58,11 +55,7 @@ pub fn running_ports(project: &Project) -> Ports {
 /// lock and the registry's, so concurrent runs here or in other checkouts
 /// never hand out one port twice. Services in `running` keep their port.
 /// On failure nothing is written.
-pub fn allocate_and_write(
-    project: &Project,
-    config: &Config,
-    running: &Ports,
-) -> anyhow::Result<(Ports, Vec<Move>)> {
+pub fn allocate_and_write(project: &Project, config: &Config, running: &Ports) -> anyhow::Result<(Ports, Vec<Move>)> {
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
     let current = state::load(&project.ports_json(), config)?;
@@ -70,36 +63,22 @@ pub fn allocate_and_write(
     start.extend(current.iter().map(|(k, v)| (k.clone(), *v)));
     start.extend(running.iter().map(|(k, v)| (k.clone(), *v)));
     let reserved = registry.entries.reserved_by_others(&project.root);
-    let usable =
-        |service: &str, port: u16| running.get(service) == Some(&port) || alloc::is_free(port);
+    let usable = |service: &str, port: u16| running.get(service) == Some(&port) || alloc::is_free(port);
     let ports = match alloc::allocate(config, &start, &reserved, usable) {
         Ok(ports) => ports,
         Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
     };
     state::save(&project.ports_json(), config, &ports)?;
     envfile::write(&project.env_runtime(), config, &ports)?;
-    registry
-        .entries
-        .checkouts
-        .insert(project.root.clone(), ports.clone());
+    registry.entries.checkouts.insert(project.root.clone(), ports.clone());
     registry.save()?;
     let moves = ports
         .iter()
         .filter(|(name, port)| start[*name] != **port)
-        .map(|(name, port)| Move {
-            service: name.clone(),
-            from: start[name],
-            to: *port,
-        })
+        .map(|(name, port)| Move { service: name.clone(), from: start[name], to: *port })
         .collect::<Vec<_>>();
     for m in &moves {
-        println!(
-            "{}: port {} {}; using {}",
-            m.service,
-            m.from,
-            why_busy(m.from, &registry, project),
-            m.to
-        );
+        say!("{}: port {} {}; using {}", m.service, m.from, why_busy(m.from, &registry, project), m.to);
     }
     Ok((ports, moves))
 }
@@ -122,11 +101,7 @@ fn why_busy(port: u16, registry: &Registry, project: &Project) -> String {
 }
 
 fn describe(holders: &[Holder]) -> String {
-    holders
-        .iter()
-        .map(Holder::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> String {
@@ -138,23 +113,13 @@ fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> S
         lines.push(format!("  {port}: {}", describe(hs)));
     }
     if holders.len() > shown {
-        lines.push(format!(
-            "  ... and {} more busy ports",
-            holders.len() - shown
-        ));
+        lines.push(format!("  ... and {} more busy ports", holders.len() - shown));
     }
-    let reserved = (e.tried.0..=e.tried.1)
-        .filter(|p| registry.owner_of(*p, &project.root).is_some())
-        .count();
+    let reserved = (e.tried.0..=e.tried.1).filter(|p| registry.owner_of(*p, &project.root).is_some()).count();
     if reserved > 0 {
-        lines.push(format!(
-            "  {reserved} ports are reserved by other checkouts (cargo xtask ports --all)"
-        ));
+        lines.push(format!("  {reserved} ports are reserved by other checkouts (cargo xtask ports --all)"));
     }
-    lines.push(
-        "free some of these ports, or pick another with `cargo xtask ports set SERVICE PORT`"
-            .into(),
-    );
+    lines.push("free some of these ports, or pick another with `cargo xtask ports set SERVICE PORT`".into());
     lines.join("\n")
 }
 
@@ -168,11 +133,7 @@ struct Row {
 fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> {
     let current = state::load(&project.ports_json(), config)?;
     let allocated = !current.is_empty();
-    let ports: Ports = config
-        .preferred_ports()
-        .into_iter()
-        .chain(current)
-        .collect();
+    let ports: Ports = config.preferred_ports().into_iter().chain(current).collect();
     let registry = Registry::open()?;
     let known = Known::gather(project, &registry);
     drop(registry);
@@ -183,16 +144,8 @@ fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> 
         .map(|name| {
             let port = ports[name];
             let hs = holders.remove(&port).unwrap_or_default();
-            let holders = hs
-                .into_iter()
-                .map(|h| (known.classify(&h), h))
-                .map(|(c, h)| (h, c))
-                .collect();
-            Row {
-                service: name.clone(),
-                port,
-                holders,
-            }
+            let holders = hs.into_iter().map(|h| (known.classify(&h), h)).map(|(c, h)| (h, c)).collect();
+            Row { service: name.clone(), port, holders }
         })
         .collect();
     Ok((rows, allocated))
@@ -219,37 +172,23 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
                 json!({ "service": row.service, "port": row.port, "free": row.holders.is_empty(), "holders": holders })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "allocated": allocated, "services": services }))?
-        );
+        say!("{}", serde_json::to_string_pretty(&json!({ "allocated": allocated, "services": services }))?);
         return Ok(());
     }
     let style = Style::stdout();
     if !allocated {
-        println!(
-            "{}",
-            style.dim(
-                "not allocated yet: these are the preferred ports (cargo xtask ports allocate)"
-            )
-        );
+        say!("{}", style.dim("not allocated yet: these are the preferred ports (cargo xtask ports allocate)"));
     }
     let width = rows.iter().map(|r| r.service.len()).max().unwrap_or(0);
     for row in &rows {
         let state = match row.holders.as_slice() {
             [] => style.dim("free"),
-            holders if holders.iter().all(|(_, c)| matches!(c, Class::Ours(_))) => {
-                style.green(&format!(
-                    "ours ({})",
-                    describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>())
-                ))
-            }
-            holders => style.yellow(&format!(
-                "held by {}",
-                describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>())
-            )),
+            holders if holders.iter().all(|(_, c)| matches!(c, Class::Ours(_))) => style
+                .green(&format!("ours ({})", describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>()))),
+            holders => style
+                .yellow(&format!("held by {}", describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>()))),
         };
-        println!("{:width$}  {:>5}  {state}", row.service, row.port);
+        say!("{:width$}  {:>5}  {state}", row.service, row.port);
     }
     Ok(())
 }
@@ -259,21 +198,17 @@ fn show_all(project: &Project, as_json: bool) -> anyhow::Result<()> {
     registry.save()?; // keeps the pruning
     let checkouts = &registry.entries.checkouts;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&registry.entries)?);
+        say!("{}", serde_json::to_string_pretty(&registry.entries)?);
         return Ok(());
     }
     if checkouts.is_empty() {
-        println!("no checkout has allocated ports yet");
+        say!("no checkout has allocated ports yet");
     }
     for (path, ports) in checkouts {
-        let this = if *path == project.root {
-            "  (this checkout)"
-        } else {
-            ""
-        };
-        println!("{}{this}", path.display());
+        let this = if *path == project.root { "  (this checkout)" } else { "" };
+        say!("{}{this}", path.display());
         for (service, port) in ports {
-            println!("  {service:12} {port}");
+            say!("  {service:12} {port}");
         }
     }
     Ok(())
@@ -291,42 +226,27 @@ fn set(project: &Project, config: &Config, service: &str, port: u16) -> anyhow::
         alloc::MIN_PORT,
         alloc::MIN_PORT
     );
-    ensure!(
-        !alloc::is_browser_blocked(port),
-        "port {port} is blocked by browsers: pick another"
-    );
+    ensure!(!alloc::is_browser_blocked(port), "port {port} is blocked by browsers: pick another");
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
     if let Some(owner) = registry.owner_of(port, &project.root) {
-        bail!(
-            "port {port} is reserved by the checkout {}: pick another",
-            owner.display()
-        );
+        bail!("port {port} is reserved by the checkout {}: pick another", owner.display());
     }
     let mut ports = state::load(&project.ports_json(), config)?;
     if ports.is_empty() {
         ports = config.preferred_ports();
     }
-    if let Some((other, _)) = ports
-        .iter()
-        .find(|(name, p)| **p == port && name.as_str() != service)
-    {
+    if let Some((other, _)) = ports.iter().find(|(name, p)| **p == port && name.as_str() != service) {
         bail!("port {port} is already given to {other}: pick another, or move {other} first");
     }
     ports.insert(service.to_owned(), port);
     state::save(&project.ports_json(), config, &ports)?;
     envfile::write(&project.env_runtime(), config, &ports)?;
-    registry
-        .entries
-        .checkouts
-        .insert(project.root.clone(), ports);
+    registry.entries.checkouts.insert(project.root.clone(), ports);
     registry.save()?;
-    println!("{service}: pinned to port {port}");
+    say!("{service}: pinned to port {port}");
     if !alloc::is_free(port) && running_ports(project).get(service) != Some(&port) {
-        println!(
-            "note: port {port} is busy now ({}); the next start resolves it",
-            why_busy(port, &registry, project)
-        );
+        say!("note: port {port} is busy now ({}); the next start resolves it", why_busy(port, &registry, project));
     }
     Ok(())
 }
@@ -345,7 +265,7 @@ fn reset(project: &Project) -> anyhow::Result<()> {
     files::remove_optional(&project.env_runtime())?;
     registry.entries.checkouts.remove(&project.root);
     registry.save()?;
-    println!("forgot the allocations: .ports.json and .env.runtime removed, reservations released");
+    say!("forgot the allocations: .ports.json and .env.runtime removed, reservations released");
     Ok(())
 }
 

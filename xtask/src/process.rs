@@ -27,10 +27,7 @@ pub struct ProcId {
 impl ProcId {
     pub fn of(pid: i32) -> Option<ProcId> {
         let stat = Process::new(pid).ok()?.stat().ok()?;
-        (stat.state != 'Z').then_some(ProcId {
-            pid,
-            start: stat.starttime,
-        })
+        (stat.state != 'Z').then_some(ProcId { pid, start: stat.starttime })
     }
 
     pub fn myself() -> ProcId {
@@ -50,10 +47,7 @@ pub fn group_members(pgid: i32) -> Vec<ProcId> {
     };
     all.filter_map(|p| p.ok()?.stat().ok())
         .filter(|s| s.pgrp == pgid && s.state != 'Z')
-        .map(|s| ProcId {
-            pid: s.pid,
-            start: s.starttime,
-        })
+        .map(|s| ProcId { pid: s.pid, start: s.starttime })
         .collect()
 }
 
@@ -75,9 +69,7 @@ impl Group {
     pub fn members(self) -> Option<Vec<ProcId>> {
         let members = group_members(self.pgid());
         let impostor = members.iter().any(|m| m.start < self.leader.start)
-            || members
-                .iter()
-                .any(|m| m.pid == self.leader.pid && *m != self.leader);
+            || members.iter().any(|m| m.pid == self.leader.pid && *m != self.leader);
         (!impostor).then_some(members)
     }
 
@@ -129,10 +121,7 @@ pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
     if wait_until(Duration::from_secs(5), || !id.is_alive()) {
         Ok(())
     } else {
-        Err(io::Error::other(format!(
-            "pid {} is still running after KILL",
-            id.pid
-        )))
+        Err(io::Error::other(format!("pid {} is still running after KILL", id.pid)))
     }
 }
 
@@ -175,18 +164,16 @@ pub struct Spec<'a> {
 
 /// Starts `spec` in its own process group, stdin null, stdout and stderr
 /// both to `output`. Returns the handle and the group.
-pub fn spawn(
-    spec: &Spec,
-    output: impl std::os::fd::IntoRawFd,
-) -> anyhow::Result<(duct::Handle, Group)> {
+pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result<(duct::Handle, Group)> {
     let (program, args) = spec.argv.split_first().context("empty command")?;
     let account = spec.account;
     let expression = duct::cmd(program, args)
         .dir(spec.cwd)
         .full_env(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin_null()
-        .stdout_file(output)
+        // duct applies the outer redirection first: stdout to `output`, then stderr to stdout.
         .stderr_to_stdout()
+        .stdout_file(output)
         .unchecked()
         .before_spawn(move |command| {
             command.process_group(0);
@@ -195,14 +182,9 @@ pub fn spawn(
             }
             Ok(())
         });
-    let handle = expression
-        .start()
-        .with_context(|| format!("starting {}", spec.argv.join(" ")))?;
+    let handle = expression.start().with_context(|| format!("starting {}", spec.argv.join(" ")))?;
     drop(expression); // closes our copy of the output's write end
-    let pid = *handle
-        .pids()
-        .first()
-        .context("a started command has a pid")? as i32;
+    let pid = *handle.pids().first().context("a started command has a pid")? as i32;
     // A child that exits at once may be gone before we read its start time;
     // it is then still its group's id, and stop() finds no members.
     let leader = ProcId::of(pid).unwrap_or(ProcId { pid, start: 0 });
@@ -217,29 +199,16 @@ mod tests {
     fn a_reused_pid_is_not_the_same_process() {
         let me = ProcId::myself();
         assert!(me.is_alive());
-        assert!(
-            !ProcId {
-                start: me.start + 1,
-                ..me
-            }
-            .is_alive()
-        );
+        assert!(!ProcId { start: me.start + 1, ..me }.is_alive());
         assert!(ancestors().contains(&1) || ancestors().is_empty());
     }
 
     #[test]
     fn stopping_a_group_reaches_its_grandchildren() {
         let argv = ["sh", "-c", "sleep 300 & sleep 300 & wait"].map(String::from);
-        let spec = Spec {
-            argv: &argv,
-            cwd: Path::new("."),
-            env: &[],
-            account: None,
-        };
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
         let (handle, group) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
-        assert!(wait_until(Duration::from_secs(5), || group
-            .members()
-            .is_some_and(|m| m.len() == 3)));
+        assert!(wait_until(Duration::from_secs(5), || group.members().is_some_and(|m| m.len() == 3)));
         assert_eq!(group.stop(Duration::from_secs(5)), Stopped::Terminated);
         handle.wait().unwrap();
         assert_eq!(group.members(), Some(vec![]));
@@ -248,26 +217,13 @@ mod tests {
     #[test]
     fn a_group_whose_id_was_reused_is_not_ours() {
         let argv = ["sleep", "300"].map(String::from);
-        let spec = Spec {
-            argv: &argv,
-            cwd: Path::new("."),
-            env: &[],
-            account: None,
-        };
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
         let (handle, real) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
         // A record of an older process that had the same pid.
-        let stale = Group {
-            leader: ProcId {
-                start: real.leader.start + 1,
-                ..real.leader
-            },
-        };
+        let stale = Group { leader: ProcId { start: real.leader.start + 1, ..real.leader } };
         assert_eq!(stale.members(), None);
         assert_eq!(stale.stop(Duration::from_millis(10)), Stopped::NotOurs);
-        assert!(
-            real.leader.is_alive(),
-            "a stale record stopped a newer process"
-        );
+        assert!(real.leader.is_alive(), "a stale record stopped a newer process");
         assert_eq!(real.stop(Duration::from_secs(5)), Stopped::Terminated);
         handle.wait().unwrap();
     }

@@ -10,10 +10,7 @@ use crate::config::Ready;
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn check(ready: &Ready, port: u16) -> bool {
-    let addrs: [SocketAddr; 2] = [
-        (Ipv4Addr::LOCALHOST, port).into(),
-        (Ipv6Addr::LOCALHOST, port).into(),
-    ];
+    let addrs: [SocketAddr; 2] = [(Ipv4Addr::LOCALHOST, port).into(), (Ipv6Addr::LOCALHOST, port).into()];
     addrs.iter().any(|addr| match ready {
         Ready::Tcp => TcpStream::connect_timeout(addr, TIMEOUT).is_ok(),
         Ready::Http(path) => http_ok(addr, path).unwrap_or(false),
@@ -28,10 +25,7 @@ fn http_ok(addr: &SocketAddr, path: &str) -> std::io::Result<bool> {
         SocketAddr::V4(_) => format!("127.0.0.1:{}", addr.port()),
         SocketAddr::V6(_) => format!("[::1]:{}", addr.port()),
     };
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut head = [0u8; 16];
     let mut read = 0;
     while read < head.len() {
@@ -48,9 +42,7 @@ fn status_is_success(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(head);
     let mut words = text.split_whitespace();
     words.next().is_some_and(|v| v.starts_with("HTTP/"))
-        && words
-            .next()
-            .is_some_and(|code| code.starts_with('2') && code.len() == 3)
+        && words.next().is_some_and(|code| code.starts_with('2') && code.len() == 3)
 }
 
 #[cfg(test)]

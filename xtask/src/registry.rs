@@ -28,21 +28,12 @@ pub struct Entries {
 impl Entries {
     /// Ports held by every checkout but `me`.
     pub fn reserved_by_others(&self, me: &Path) -> BTreeSet<u16> {
-        self.checkouts
-            .iter()
-            .filter(|(path, _)| *path != me)
-            .flat_map(|(_, ports)| ports.values().copied())
-            .collect()
+        self.checkouts.iter().filter(|(path, _)| *path != me).flat_map(|(_, ports)| ports.values().copied()).collect()
     }
 
     /// Forgets checkouts that no longer exist; returns them.
     pub fn prune(&mut self, exists: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
-        let gone: Vec<PathBuf> = self
-            .checkouts
-            .keys()
-            .filter(|p| !exists(p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = self.checkouts.keys().filter(|p| !exists(p)).cloned().collect();
         for path in &gone {
             self.checkouts.remove(path);
         }
@@ -75,43 +66,26 @@ impl Registry {
                 ),
             },
         };
-        let mut registry = Registry {
-            path,
-            entries,
-            _lock: lock,
-        };
+        let mut registry = Registry { path, entries, _lock: lock };
         registry.entries.prune(|p| p.join("ports.toml").is_file());
         Ok(registry)
     }
 
     pub fn save(&self) -> anyhow::Result<()> {
-        let text =
-            serde_json::to_string_pretty(&self.entries).expect("the registry serialises") + "\n";
+        let text = serde_json::to_string_pretty(&self.entries).expect("the registry serialises") + "\n";
         files::write_atomic(&self.path, &text)
     }
 
     /// The service groups of the other checkouts, from their `.pids/`.
     pub fn others_groups(&self, me: &Path) -> Vec<(PathBuf, Group)> {
         let others = self.entries.checkouts.keys().filter(|p| *p != me);
-        others
-            .flat_map(|path| {
-                pids::load_all(path)
-                    .into_iter()
-                    .map(move |r| (path.clone(), r.group))
-            })
-            .collect()
+        others.flat_map(|path| pids::load_all(path).into_iter().map(move |r| (path.clone(), r.group))).collect()
     }
 
     /// Which checkout reserves `port`, if another one does.
     pub fn owner_of(&self, port: u16, me: &Path) -> Option<&Path> {
-        let mut others = self
-            .entries
-            .checkouts
-            .iter()
-            .filter(|(path, _)| *path != me);
-        others
-            .find(|(_, ports)| ports.values().any(|p| *p == port))
-            .map(|(path, _)| path.as_path())
+        let mut others = self.entries.checkouts.iter().filter(|(path, _)| *path != me);
+        others.find(|(_, ports)| ports.values().any(|p| *p == port)).map(|(path, _)| path.as_path())
     }
 }
 
@@ -122,27 +96,11 @@ mod tests {
     #[test]
     fn reservations_of_others_and_pruning() {
         let mut entries = Entries::default();
-        entries.checkouts.insert(
-            "/a".into(),
-            Ports::from([("web".into(), 3000), ("api".into(), 8000)]),
-        );
-        entries
-            .checkouts
-            .insert("/b".into(), Ports::from([("web".into(), 3001)]));
-        entries
-            .checkouts
-            .insert("/gone".into(), Ports::from([("web".into(), 3002)]));
-        assert_eq!(
-            entries.reserved_by_others(Path::new("/a")),
-            BTreeSet::from([3001, 3002])
-        );
-        assert_eq!(
-            entries.prune(|p| p != Path::new("/gone")),
-            [PathBuf::from("/gone")]
-        );
-        assert_eq!(
-            entries.reserved_by_others(Path::new("/b")),
-            BTreeSet::from([3000, 8000])
-        );
+        entries.checkouts.insert("/a".into(), Ports::from([("web".into(), 3000), ("api".into(), 8000)]));
+        entries.checkouts.insert("/b".into(), Ports::from([("web".into(), 3001)]));
+        entries.checkouts.insert("/gone".into(), Ports::from([("web".into(), 3002)]));
+        assert_eq!(entries.reserved_by_others(Path::new("/a")), BTreeSet::from([3001, 3002]));
+        assert_eq!(entries.prune(|p| p != Path::new("/gone")), [PathBuf::from("/gone")]);
+        assert_eq!(entries.reserved_by_others(Path::new("/b")), BTreeSet::from([3000, 8000]));
     }
 }

@@ -34,16 +34,9 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
                 config.names().join(", ")
             );
         }
-        match value
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-        {
+        match value.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
             Some(port) => ports.insert(name, port),
-            None => bail!(
-                "{}: the port of {name} must be a whole number from 1 to 65535, not {value}",
-                at(line, col)
-            ),
+            None => bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {value}", at(line, col)),
         };
     }
     Ok(ports)
@@ -52,11 +45,7 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
 /// serde_json's message without its own " at line L column C".
 fn without_position(e: &serde_json::Error) -> String {
     let message = e.to_string();
-    message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_owned()
+    message.split(" at line ").next().unwrap_or(&message).to_owned()
 }
 
 /// Where `"name"` first appears as a key, 1-based; (1, 1) if not found.
@@ -64,10 +53,7 @@ fn locate_key(text: &str, name: &str) -> (usize, usize) {
     let quoted = serde_json::to_string(name).unwrap_or_default();
     text.find(&quoted).map_or((1, 1), |offset| {
         let before = &text[..offset];
-        (
-            before.matches('\n').count() + 1,
-            offset - before.rfind('\n').map_or(0, |i| i + 1) + 1,
-        )
+        (before.matches('\n').count() + 1, offset - before.rfind('\n').map_or(0, |i| i + 1) + 1)
     })
 }
 
@@ -107,45 +93,23 @@ mod tests {
 
     #[test]
     fn reads_the_seed_format() {
-        let ports = parse(
-            "{ \"backend\": 8001, \"web\": 3000 }",
-            Path::new(".ports.json"),
-            &config(),
-        )
-        .unwrap();
-        assert_eq!(
-            ports,
-            Ports::from([("backend".into(), 8001), ("web".into(), 3000)])
-        );
-        assert_eq!(
-            render(&ports),
-            "{\n  \"backend\": 8001,\n  \"web\": 3000\n}\n"
-        );
+        let ports = parse("{ \"backend\": 8001, \"web\": 3000 }", Path::new(".ports.json"), &config()).unwrap();
+        assert_eq!(ports, Ports::from([("backend".into(), 8001), ("web".into(), 3000)]));
+        assert_eq!(render(&ports), "{\n  \"backend\": 8001,\n  \"web\": 3000\n}\n");
     }
 
     #[test]
     fn rejects_what_it_cannot_read_exactly() {
         let cases = [
-            (
-                "{ \"backend\": 8001,",
-                "/r/.ports.json:1:18: EOF while parsing",
-            ),
+            ("{ \"backend\": 8001,", "/r/.ports.json:1:18: EOF while parsing"),
             ("[8000]", "/r/.ports.json:1:1: invalid type"),
-            (
-                "{\n  \"backnd\": 9000\n}",
-                "/r/.ports.json:2:3: unknown service \"backnd\"",
-            ),
-            (
-                "{\n\"backend\": 70000}",
-                "/r/.ports.json:2:1: the port of backend must be a whole number",
-            ),
+            ("{\n  \"backnd\": 9000\n}", "/r/.ports.json:2:3: unknown service \"backnd\""),
+            ("{\n\"backend\": 70000}", "/r/.ports.json:2:1: the port of backend must be a whole number"),
             ("{\"backend\": \"8000\"}", "the port of backend must be"),
             ("{\"backend\": 0}", "the port of backend must be"),
         ];
         for (text, want) in cases {
-            let err = parse(text, Path::new("/r/.ports.json"), &config())
-                .unwrap_err()
-                .to_string();
+            let err = parse(text, Path::new("/r/.ports.json"), &config()).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
     }

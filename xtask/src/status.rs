@@ -9,6 +9,7 @@ use crate::pids;
 use crate::ports;
 use crate::ready;
 use crate::term::Style;
+use crate::term::say;
 
 /// What `status` knows of one service.
 pub struct Line {
@@ -28,9 +29,7 @@ pub fn lines(project: &Project, config: &Config) -> anyhow::Result<Vec<Line>> {
         .iter()
         .map(|name| {
             let service = &config.services[name];
-            let record = records
-                .iter()
-                .find(|r| &r.service == name && r.group.is_running());
+            let record = records.iter().find(|r| &r.service == name && r.group.is_running());
             let port = record.map_or(ports[name], |r| r.port);
             Line {
                 service: name.clone(),
@@ -58,7 +57,7 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        say!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     let style = Style::stdout();
@@ -66,18 +65,10 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
         let head = format!("{} (port {}):", l.title, l.port);
         match l.pid {
             Some(pid) => {
-                let health = if l.healthy {
-                    style.green("healthy")
-                } else {
-                    style.yellow("not answering")
-                };
-                println!(
-                    "{head} {} (pid {pid})  {}  {health}",
-                    style.green("✓ Running"),
-                    l.url
-                );
+                let health = if l.healthy { style.green("healthy") } else { style.yellow("not answering") };
+                say!("{head} {} (pid {pid})  {}  {health}", style.green("✓ Running"), l.url);
             }
-            None => println!("{head} {}", style.dim("✗ Stopped")),
+            None => say!("{head} {}", style.dim("✗ Stopped")),
         }
     }
     Ok(())

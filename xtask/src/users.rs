@@ -36,10 +36,7 @@ pub fn by_name(name: &str) -> anyhow::Result<Account> {
 
 /// A name to show for a uid: the account's name, else the number.
 pub fn name_of(uid: u32) -> String {
-    accounts()
-        .into_iter()
-        .find(|a| a.uid == uid)
-        .map_or_else(|| uid.to_string(), |a| a.name)
+    accounts().into_iter().find(|a| a.uid == uid).map_or_else(|| uid.to_string(), |a| a.name)
 }
 
 pub fn current_uid() -> u32 {
@@ -52,19 +49,10 @@ mod tests {
 
     #[test]
     fn reads_passwd_lines() {
-        let text = "root:x:0:0:root:/root:/bin/bash\n# comment\npostgres:x:101:104:PostgreSQL:/var/lib/postgresql:/bin/bash\n";
-        let want = [
-            Account {
-                name: "root".into(),
-                uid: 0,
-                gid: 0,
-            },
-            Account {
-                name: "postgres".into(),
-                uid: 101,
-                gid: 104,
-            },
-        ];
+        let text =
+            "root:x:0:0:root:/root:/bin/bash\n# comment\npostgres:x:101:104:PostgreSQL:/var/lib/postgresql:/bin/bash\n";
+        let want =
+            [Account { name: "root".into(), uid: 0, gid: 0 }, Account { name: "postgres".into(), uid: 101, gid: 104 }];
         assert_eq!(parse_passwd(text), want);
     }
 }

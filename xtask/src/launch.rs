@@ -1,0 +1,93 @@
+//! What `dev`, `start` and `restart` do before starting anything: stop the
+//! leftovers of a runner that was killed, settle who may keep running,
+//! resolve conflicts on the services' ports, allocate, and set up.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+
+use crate::alloc;
+use crate::cli::Mode;
+use crate::config::Config;
+use crate::conflict;
+use crate::holder::Known;
+use crate::paths::Project;
+use crate::pids;
+use crate::ports;
+use crate::process::ProcId;
+use crate::registry::Registry;
+use crate::setup;
+use crate::state::{self, Ports};
+use crate::supervisor::{Output, STOP_GRACE, Supervisor};
+use crate::term::say;
+
+/// Prepares `names` (already closed over their dependencies) to start.
+/// With `Output::Terminal` (dev) services that run in the background are
+/// taken over; with `Output::Files` (start) they keep running.
+pub fn prepare(
+    project: &Project,
+    config: Config,
+    names: &[String],
+    mode: Mode,
+    output: Output,
+) -> anyhow::Result<Supervisor> {
+    let me = ProcId::myself();
+    let mut kept = BTreeMap::new();
+    for record in pids::load_all(&project.root) {
+        let name = &record.service;
+        if !record.group.is_running() {
+            pids::remove(project, name)?; // stale: it exited
+            continue;
+        }
+        match record.supervisor {
+            Some(dev) if dev.is_alive() && dev != me => bail!(
+                "{name} is run by `cargo xtask dev` (pid {}) in another terminal: stop that one first \
+                 (Ctrl-C there, or `cargo xtask stop`)",
+                dev.pid
+            ),
+            Some(_) => {
+                say!("{name}: stopping the leftover of a runner that was killed (pid {})", record.pid());
+                record.group.stop(STOP_GRACE);
+                pids::remove(project, name)?;
+            }
+            None if output == Output::Terminal && names.contains(name) => {
+                say!("{name}: stopping the background instance (pid {}) to run it here", record.pid());
+                record.group.stop(STOP_GRACE);
+                pids::remove(project, name)?;
+            }
+            None => {
+                if names.contains(name) {
+                    say!("{name}: already running (pid {})", record.pid());
+                }
+                kept.insert(name.clone(), record.group);
+            }
+        }
+    }
+    let to_start: Vec<String> = names.iter().filter(|n| !kept.contains_key(*n)).cloned().collect();
+
+    // A busy port of a service about to start: free it if the policy allows.
+    let current = state::load(&project.ports_json(), &config)?;
+    let known = Known::gather(project, &Registry::open()?);
+    for name in &to_start {
+        let port = current.get(name).copied().unwrap_or(config.services[name].port);
+        if !alloc::is_free(port) {
+            conflict::resolve(name, port, mode, &known);
+        }
+    }
+
+    let running: Ports = pids::load_all(&project.root).into_iter().map(|r| (r.service, r.port)).collect();
+    let (ports, _) = ports::allocate_and_write(project, &config, &running)?;
+
+    let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
+    setup::check_programs(&supervisor.config, &to_start, supervisor.path())?;
+    for name in &to_start {
+        setup::prepare(project, &supervisor.config, name, supervisor.path())?;
+    }
+    supervisor.kept = kept;
+    Ok(supervisor)
+}
+
+/// The services to start for a selection, with their dependencies, in order.
+pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>> {
+    config.closure(crate::cli::selection(names))
+}

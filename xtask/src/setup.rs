@@ -1,0 +1,243 @@
+//! The set-up a checkout can do for itself before a service first starts:
+//! the programs it needs are there, its folders exist (owned by the account
+//! it runs as), and its set-up steps (a virtualenv, `npm ci`, `initdb`) have
+//! run, again only when their inputs changed.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+
+use crate::config::{Config, Service, Step};
+use crate::files;
+use crate::paths::Project;
+use crate::term::say;
+use crate::users::{self, Account};
+
+/// `PATH` for services and steps: ours, then the folders `[programs]` search
+/// (Debian keeps postgres in /usr/lib/postgresql/VERSION/bin).
+pub fn search_path(config: &Config) -> OsString {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    for program in config.programs.values() {
+        for pattern in &program.search {
+            for dir in glob_dirs(pattern) {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// Folders matching a pattern where `*` stands for one path component,
+/// newest-looking (highest name) first.
+fn glob_dirs(pattern: &str) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::from("/")];
+    for part in Path::new(pattern).components().skip(1) {
+        let part = part.as_os_str().to_string_lossy();
+        found = found
+            .into_iter()
+            .flat_map(|dir| match part.split_once('*') {
+                None => vec![dir.join(&*part)],
+                Some((prefix, suffix)) => {
+                    let mut names: Vec<String> = std::fs::read_dir(&dir)
+                        .map(|entries| {
+                            entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                        })
+                        .unwrap_or_default();
+                    names.retain(|n| n.starts_with(prefix) && n.ends_with(suffix));
+                    names.sort_by(|a, b| b.cmp(a));
+                    names.into_iter().map(|n| dir.join(n)).collect()
+                }
+            })
+            .collect();
+    }
+    found.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
+    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+/// Every program of `[programs]` that a service mentions must be found;
+/// otherwise say what to install.
+pub fn check_programs(config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
+    let words: BTreeSet<String> = services
+        .iter()
+        .flat_map(|name| {
+            let service = &config.services[name];
+            let command = service.command.iter().map(|t| t.render(None, &Default::default()));
+            let steps = service.setup.iter().flat_map(|s| s.command.iter().cloned());
+            command
+                .chain(steps)
+                .flat_map(|w| w.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let missing: Vec<String> = config
+        .programs
+        .iter()
+        .filter(|(name, _)| words.contains(*name) && find_program(name, path).is_none())
+        .map(|(name, program)| match &program.install {
+            Some(install) => format!("  {name}: install it with `{install}`"),
+            None => format!("  {name}"),
+        })
+        .collect();
+    ensure!(missing.is_empty(), "missing programs (not found in PATH):\n{}", missing.join("\n"));
+    Ok(())
+}
+
+/// The account a service runs as: its `user` when the runner is root (which
+/// postgres, for one, refuses), else the runner's own.
+pub fn account(service: &Service) -> anyhow::Result<Option<Account>> {
+    match &service.user {
+        Some(name) if users::current_uid() == 0 => users::by_name(name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// An account other than ours must be able to reach the checkout.
+fn check_reachable(root: &Path, account: &Account) -> anyhow::Result<()> {
+    for dir in root.ancestors() {
+        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let mode = meta.mode();
+        let can_enter = (meta.uid() == account.uid && mode & 0o100 != 0)
+            || (meta.gid() == account.gid && mode & 0o010 != 0)
+            || mode & 0o001 != 0;
+        if !can_enter {
+            bail!(
+                "services run as the account {} (the runner is root), which cannot enter {}: \
+                 allow it with `chmod o+x {}`, or put the checkout somewhere it can reach",
+                account.name,
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Does everything a service needs before it can start.
+pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) -> anyhow::Result<()> {
+    let service = &config.services[name];
+    let account = account(service)?;
+    if let Some(account) = &account {
+        check_reachable(&project.root, account)?;
+    }
+    for dir in &service.dirs {
+        let dir = project.path(dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(a) = &account {
+            std::os::unix::fs::chown(&dir, Some(a.uid), Some(a.gid))
+                .with_context(|| format!("giving {} to {}", dir.display(), a.name))?;
+        }
+    }
+    for (i, step) in service.setup.iter().enumerate() {
+        let stamp = project.data_dir().join("setup").join(format!("{name}.{i}"));
+        let fingerprint = fingerprint(project, step)?;
+        let created = step.creates.as_ref().is_none_or(|p| project.path(p).exists());
+        if created && files::read_optional(&stamp)?.as_deref() == Some(fingerprint.as_str()) {
+            continue;
+        }
+        run_step(project, name, step, account.as_ref(), path)?;
+        files::write_atomic(&stamp, &fingerprint)?;
+    }
+    Ok(())
+}
+
+/// What a step depends on: its command and the contents of its inputs.
+fn fingerprint(project: &Project, step: &Step) -> anyhow::Result<String> {
+    let mut hash = Fnv::default();
+    hash.add(step.command.join("\0").as_bytes());
+    for input in &step.inputs {
+        let path = project.path(input);
+        let contents =
+            std::fs::read(&path).with_context(|| format!("reading {}, an input of a set-up step", path.display()))?;
+        hash.add(input.as_bytes());
+        hash.add(&contents);
+    }
+    Ok(format!("{:016x}\n", hash.0))
+}
+
+/// FNV-1a: a stable hash (std's may change between Rust releases).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain([&0xff]) {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn run_step(
+    project: &Project,
+    name: &str,
+    step: &Step,
+    account: Option<&Account>,
+    path: &OsString,
+) -> anyhow::Result<()> {
+    say!("{name}: setting up: {}", step.command.join(" "));
+    let started = Instant::now();
+    let (program, args) = step.command.split_first().context("empty set-up command")?;
+    let ids = account.map(|a| (a.uid, a.gid));
+    let status = duct::cmd(program, args)
+        .dir(&project.root)
+        .env("PATH", path)
+        .stdin_null()
+        .stdout_to_stderr()
+        .unchecked()
+        .before_spawn(move |command| {
+            if let Some((uid, gid)) = ids {
+                command.uid(uid).gid(gid);
+            }
+            Ok(())
+        })
+        .run()
+        .with_context(|| format!("{name}: running {program}"))?
+        .status;
+    ensure!(
+        status.success(),
+        "{name}: set-up step `{}` failed ({status}); see its output above",
+        step.command.join(" ")
+    );
+    say!("{name}: set up in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_one_component() {
+        let dirs = glob_dirs("/*/bin");
+        assert!(dirs.contains(&PathBuf::from("/usr/bin")), "{dirs:?}");
+        assert!(glob_dirs("/no-such-dir-*/bin").is_empty());
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        let mut h = Fnv::default();
+        h.add(b"a");
+        assert_eq!(h.0, {
+            let mut x = 0xcbf2_9ce4_8422_2325u64;
+            for b in [b'a', 0xff] {
+                x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            x
+        });
+    }
+}

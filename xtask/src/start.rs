@@ -1,0 +1,101 @@
+//! `cargo xtask start`, `stop` and `restart`: services in the background,
+//! recorded in `.pids/`, their output in `.logs/`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{self, ConflictFlags};
+use crate::config::Config;
+use crate::launch;
+use crate::paths::Project;
+use crate::pids;
+use crate::process;
+use crate::state::Ports;
+use crate::supervisor::{self, Output, Supervisor};
+use crate::term::say;
+
+pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
+    let config = crate::config::load(&project.ports_toml())?;
+    let names = launch::selected(&config, services)?;
+    let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
+    let mut sup = launch::prepare(project, config, &names, mode, Output::Files)?;
+    supervisor::forward_signals(sup.sender())?;
+    sup.start_all(&names)?;
+    say!("running in the background: `cargo xtask status`, `cargo xtask logs`, `cargo xtask stop`");
+    sup.detach();
+    Ok(())
+}
+
+pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
+    let config = crate::config::load(&project.ports_toml())?;
+    let names = to_stop(project, &config, services)?;
+    if names.is_empty() {
+        say!("nothing is running");
+        return Ok(());
+    }
+    background(project, config)?.stop(&names);
+    Ok(())
+}
+
+pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
+    let config = crate::config::load(&project.ports_toml())?;
+    let stopping = to_stop(project, &config, services)?;
+    background(project, config.clone())?.stop(&stopping);
+    let mut names = launch::selected(&config, services)?;
+    names.extend(stopping);
+    let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
+    start(project, &names, flags)
+}
+
+/// The running services a stop of `services` reaches: they and what depends
+/// on them. Services of a `dev` in another terminal are stopped by stopping
+/// that `dev` (only as a whole).
+fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
+    let records: Vec<pids::Record> =
+        pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
+    let supervised: Vec<_> = records.iter().filter_map(|r| r.supervisor.filter(|s| s.is_alive())).collect();
+    if let Some(dev) = supervised.first() {
+        if cli::selection(services).is_some() {
+            bail!(
+                "these services are run by `cargo xtask dev` (pid {}) in another terminal: \
+                 stop them there, or stop everything with `cargo xtask stop`",
+                dev.pid
+            );
+        }
+        say!("stopping `cargo xtask dev` (pid {})", dev.pid);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(dev.pid).context("a pid is positive")?,
+            rustix::process::Signal::TERM,
+        )
+        .context("signalling cargo xtask dev")?;
+        if !process::wait_until(Duration::from_secs(60), || !dev.is_alive()) {
+            bail!("`cargo xtask dev` (pid {}) did not stop within 60 s", dev.pid);
+        }
+    }
+    let selected = match cli::selection(services) {
+        None => config.order.clone(),
+        Some(names) => {
+            for name in names {
+                config.closure(Some(std::slice::from_ref(name)))?; // checks the name
+            }
+            config.dependents_closure(names)
+        }
+    };
+    let running: Vec<String> =
+        pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).map(|r| r.service).collect();
+    Ok(selected.into_iter().filter(|n| running.contains(n)).collect())
+}
+
+/// A supervisor over the services an earlier `start` left running.
+fn background(project: &Project, config: Config) -> anyhow::Result<Supervisor> {
+    let records: Vec<pids::Record> =
+        pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
+    let ports: Ports =
+        config.preferred_ports().into_iter().chain(records.iter().map(|r| (r.service.clone(), r.port))).collect();
+    let mut sup = Supervisor::new(project.clone(), config, ports, Output::Files)?;
+    sup.kept = records.into_iter().map(|r| (r.service, r.group)).collect::<BTreeMap<_, _>>();
+    Ok(sup)
+}
