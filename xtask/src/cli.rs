@@ -99,7 +99,7 @@ pub enum PortsAction {
     Reset,
 }
 
-#[derive(Args, Debug, Clone, Copy)]
+#[derive(Args, Debug, Clone, Copy, Default)]
 pub struct ConflictFlags {
     /// Non-interactive: kill a same-user process holding a preferred port (also FORCE_MODE=true)
     #[arg(long, conflicts_with = "no_kill")]

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -58,6 +59,8 @@ pub struct Service {
     pub dirs: Vec<String>,
     pub setup: Vec<Step>,
     pub env: BTreeMap<String, Template>,
+    /// How long it may take to stop after TERM before it gets KILL.
+    pub stop_grace: Duration,
 }
 
 /// When a started service counts as ready.
@@ -274,6 +277,7 @@ struct RawService {
     setup: Vec<RawStep>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
+    stop_grace: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +468,14 @@ impl Validator<'_> {
                 Ready::Tcp
             }
         };
+        let stop_grace = match &raw.stop_grace {
+            None => Duration::from_secs(10),
+            Some(g) if (0.0..=3600.0).contains(g.get_ref()) => Duration::from_secs_f64(*g.get_ref()),
+            Some(g) => {
+                self.error(g.span(), format!("stop_grace of {name} must be a number of seconds from 0 to 3600"));
+                Duration::ZERO
+            }
+        };
         Some(Service {
             name: name.to_owned(),
             port,
@@ -476,6 +488,7 @@ impl Validator<'_> {
             dirs: raw.dirs.clone(),
             setup,
             env,
+            stop_grace,
         })
     }
 

@@ -3,6 +3,7 @@
 //! resolve conflicts on the services' ports, allocate, and set up.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -18,7 +19,7 @@ use crate::process::ProcId;
 use crate::registry::Registry;
 use crate::setup;
 use crate::state::{self, Ports};
-use crate::supervisor::{Output, STOP_GRACE, Supervisor};
+use crate::supervisor::{Output, Supervisor};
 use crate::term::say;
 
 /// Prepares `names` (already closed over their dependencies) to start.
@@ -35,6 +36,7 @@ pub fn prepare(
     let mut kept = BTreeMap::new();
     for record in pids::load_all(&project.root) {
         let name = &record.service;
+        let grace = config.services.get(name).map_or(Duration::from_secs(10), |s| s.stop_grace);
         if !record.group.is_running() {
             pids::remove(project, name)?; // stale: it exited
             continue;
@@ -47,12 +49,12 @@ pub fn prepare(
             ),
             Some(_) => {
                 say!("{name}: stopping the leftover of a runner that was killed (pid {})", record.pid());
-                record.group.stop(STOP_GRACE);
+                record.group.stop(grace);
                 pids::remove(project, name)?;
             }
             None if output == Output::Terminal && names.contains(name) => {
                 say!("{name}: stopping the background instance (pid {}) to run it here", record.pid());
-                record.group.stop(STOP_GRACE);
+                record.group.stop(grace);
                 pids::remove(project, name)?;
             }
             None => {

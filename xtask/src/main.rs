@@ -30,6 +30,9 @@ mod logs;
 mod ports;
 mod start;
 mod status;
+mod test;
+#[cfg(test)]
+mod tidy;
 
 use clap::Parser;
 
@@ -54,6 +57,7 @@ fn try_main() -> anyhow::Result<()> {
         Command::Stop { services } => start::stop(&project, &services),
         Command::Restart { services, conflicts } => start::restart(&project, &services, conflicts),
         Command::Logs { service, follow, lines } => logs::run(&project, service.as_deref(), follow, lines),
+        Command::Test => test::run(&project),
         other => anyhow::bail!("not implemented yet: {other:?}"),
     }
 }

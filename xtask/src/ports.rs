@@ -8,7 +8,7 @@ use anyhow::{bail, ensure};
 use serde_json::json;
 
 use crate::alloc::{self, Exhausted};
-use crate::cli::{PortsAction, PortsArgs};
+use crate::cli::{ConflictFlags, PortsAction, PortsArgs};
 use crate::config::Config;
 use crate::envfile;
 use crate::files::{self, Lock};
@@ -245,10 +245,20 @@ fn set(project: &Project, config: &Config, service: &str, port: u16) -> anyhow::
     registry.entries.checkouts.insert(project.root.clone(), ports);
     registry.save()?;
     say!("{service}: pinned to port {port}");
-    if !alloc::is_free(port) && running_ports(project).get(service) != Some(&port) {
-        say!("note: port {port} is busy now ({}); the next start resolves it", why_busy(port, &registry, project));
+    drop((registry, _lock));
+    // Running services that use the port restart with the new environment.
+    let running = running_ports(project);
+    let restart: Vec<String> = config
+        .order
+        .iter()
+        .filter(|n| running.contains_key(*n) && (*n == service || config.services[*n].refers_to().contains(service)))
+        .cloned()
+        .collect();
+    if restart.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    say!("restarting {} with the new port", restart.join(", "));
+    crate::start::restart(project, &restart, ConflictFlags::default())
 }
 
 fn reset(project: &Project) -> anyhow::Result<()> {

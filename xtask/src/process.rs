@@ -166,6 +166,13 @@ pub struct Spec<'a> {
 /// both to `output`. Returns the handle and the group.
 pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result<(duct::Handle, Group)> {
     let (program, args) = spec.argv.split_first().context("empty command")?;
+    // A relative path like `.venv/bin/uvicorn` means relative to the service's
+    // folder; std would resolve it against ours.
+    // (An OsString, not a Path: duct would read a Path `postgres` as `./postgres`.)
+    let program = match Path::new(program) {
+        p if p.is_relative() && p.components().count() > 1 => spec.cwd.join(p).into_os_string(),
+        _ => program.into(),
+    };
     let account = spec.account;
     let expression = duct::cmd(program, args)
         .dir(spec.cwd)

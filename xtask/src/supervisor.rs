@@ -32,8 +32,6 @@ use crate::term::say;
 
 /// How long a service may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long a service may take to stop after TERM before it gets KILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many times a service whose port was taken before it could bind moves on.
 const PORT_RETRIES: u32 = 3;
 
@@ -265,7 +263,7 @@ impl Supervisor {
                 Event::Exited { service, generation, status } if self.is_current(&service, generation) => {
                     let port = self.ports[&service];
                     let running = self.running.remove(&service).expect("current");
-                    running.group.stop(STOP_GRACE);
+                    running.group.stop(self.config.services[&service].stop_grace);
                     pids::remove(&self.project, &service)?;
                     let tries = retries.entry(service.clone()).or_default();
                     if !alloc::is_free(port) && *tries < PORT_RETRIES {
@@ -349,13 +347,14 @@ impl Supervisor {
             let wave: Vec<String> = left.iter().filter(|n| !depended_on.contains(n)).cloned().collect();
             std::thread::scope(|scope| {
                 for name in &wave {
+                    let grace = self.config.services[name].stop_grace;
                     let (group, handle) = match (self.running.get(name), self.kept.get(name)) {
                         (Some(running), _) => (running.group, Some(running.handle.clone())),
                         (None, Some(group)) => (*group, None),
                         (None, None) => continue,
                     };
                     scope.spawn(move || {
-                        group.stop(STOP_GRACE);
+                        group.stop(grace);
                         if let Some(handle) = handle {
                             let _ = handle.wait();
                         }
