@@ -1,0 +1,217 @@
+//! Test harness: temporary checkouts driven through the real `xtask` binary,
+//! each with its own registry folder, on ports no other test uses.
+#![allow(dead_code)] // each test file uses a part
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// A temporary checkout: a folder with a `ports.toml`.
+pub struct Checkout {
+    pub dir: TempDir,
+    /// `XDG_STATE_HOME`: never the real home folder.
+    pub state: PathBuf,
+    _own_state: Option<TempDir>,
+}
+
+impl Checkout {
+    pub fn new(ports_toml: &str) -> Checkout {
+        let state = TempDir::new().unwrap();
+        let mut checkout = Checkout::sharing(ports_toml, state.path());
+        checkout._own_state = Some(state);
+        checkout
+    }
+
+    /// A checkout whose registry is shared with others (worktrees of one machine).
+    pub fn sharing(ports_toml: &str, state: &Path) -> Checkout {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("ports.toml"), ports_toml).unwrap();
+        Checkout { dir, state: state.to_path_buf(), _own_state: None }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(XTASK);
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_STATE_HOME", &self.state)
+            .env("NO_COLOR", "1")
+            .env_remove("FORCE_MODE")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout and stderr together.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let text = text(&output);
+        assert!(output.status.success(), "xtask {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Runs and expects failure; returns stdout and stderr together.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let text = text(&output);
+        assert!(!output.status.success(), "xtask {args:?} succeeded but should fail:\n{text}");
+        text
+    }
+
+    pub fn read(&self, relative: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(relative)).ok()
+    }
+
+    pub fn ports(&self) -> BTreeMap<String, u16> {
+        serde_json::from_str(&self.read(".ports.json").expect(".ports.json exists")).unwrap()
+    }
+
+    /// `status --json`, by service.
+    pub fn status(&self) -> BTreeMap<String, serde_json::Value> {
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&self.ok(&["status", "--json"])).unwrap();
+        rows.into_iter().map(|r| (r["service"].as_str().unwrap().to_owned(), r)).collect()
+    }
+
+    pub fn pid_of(&self, service: &str) -> Option<i32> {
+        self.status()[service]["pid"].as_i64().map(|p| p as i32)
+    }
+}
+
+impl Drop for Checkout {
+    /// A failed test must not leave services running.
+    fn drop(&mut self) {
+        let _ = self.command(&["stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// The first of `n` (at most 100) consecutive free ports, in a block of
+/// 100 in 20000-29999 that no other test of this process gets. Blocks are
+/// handed out from a random start, so concurrent test processes rarely meet.
+pub fn free_ports(n: u16) -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<u64> = OnceLock::new();
+    assert!(n <= 100);
+    let start = *START.get_or_init(|| RandomState::new().hash_one(std::process::id()) % 100);
+    for _ in 0..100 {
+        let block = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 100;
+        let base = 20000 + block as u16 * 100;
+        if (base..base + n).all(is_free) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports in 20000-29999");
+}
+
+/// Free on every loopback and wildcard address, as the runner checks.
+pub fn is_free(port: u16) -> bool {
+    ["127.0.0.1", "0.0.0.0", "::1", "::"].iter().all(|host| {
+        TcpListener::bind((*host, port)).is_ok() || (host.contains(':') && TcpListener::bind(("::1", 0)).is_err())
+    })
+}
+
+pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Is a process with this pid running (a zombie is not)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// Live processes whose command line mentions `needle`.
+pub fn processes_with(needle: &str) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && alive(pid) && pid != std::process::id() as i32 {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// A process of ours listening on a port until dropped (or killed).
+pub struct Squatter {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Squatter {
+    /// `python3 -m http.server PORT` on `host`, as the account `uid` when given (needs root).
+    pub fn start(port: u16, host: &str, uid: Option<u32>) -> Squatter {
+        let mut command = Command::new(if uid.is_some() { "/usr/bin/python3" } else { "python3" });
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, uid);
+        }
+        let child = command
+            .args(["-m", "http.server", &port.to_string(), "--bind", host])
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for(Duration::from_secs(10), || !is_free(port)), "the squatter on {port} did not listen");
+        Squatter { child, port }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Squatter {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `nobody` account: another user whose processes the runner must not kill.
+pub const NOBODY: u32 = 65534;
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// A `ports.toml` service serving HTTP on its port, with extra lines.
+pub fn http_service(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[services.{name}]\nport = {port}\ncommand = \"python3 -m http.server {{port}} --bind 127.0.0.1\"\n{extra}\n"
+    )
+}

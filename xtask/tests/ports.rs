@@ -1,0 +1,188 @@
+//! The runner's core through its command line: ports.toml errors,
+//! allocation, .ports.json and .env.runtime, who holds a port.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+
+fn two_services(base: u16) -> String {
+    format!(
+        "[ports]\nattempts = 5\n{}{}[env]\nAPI = \"http://127.0.0.1:{{api.port}}\"\n",
+        http_service("api", base, ""),
+        http_service("web", base + 10, "depends_on = [\"api\"]"),
+    )
+}
+
+#[test]
+fn first_run_writes_the_preferred_ports_in_the_seed_formats() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["ports", "allocate"]);
+    assert_eq!(c.read(".ports.json").unwrap(), format!("{{\n  \"api\": {base},\n  \"web\": {}\n}}\n", base + 10));
+    assert_eq!(
+        c.read(".env.runtime").unwrap(),
+        format!(
+            "# Auto-generated runtime configuration\n# DO NOT EDIT MANUALLY - managed by cargo xtask\n\
+             API_PORT={base}\nAPI_URL=http://localhost:{base}\nWEB_PORT={web}\nWEB_URL=http://localhost:{web}\n\
+             API=http://127.0.0.1:{base}\n",
+            web = base + 10
+        )
+    );
+}
+
+#[test]
+fn a_listener_on_any_one_address_moves_the_service() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    for host in ["127.0.0.1", "0.0.0.0", "::1", "::"] {
+        let Ok(listener) = std::net::TcpListener::bind((host, base)) else { continue }; // no IPv6 here
+        let _ = std::fs::remove_file(c.path(".ports.json"));
+        let out = c.ok(&["ports", "allocate"]);
+        assert_eq!(c.ports()["api"], base + 1, "a listener on {host} was not seen:\n{out}");
+        assert!(out.contains(&format!("api: port {base} is held by pid {}", std::process::id())), "{out}");
+        assert!(c.read(".env.runtime").unwrap().contains(&format!("API_PORT={}\n", base + 1)));
+        drop(listener);
+    }
+}
+
+#[test]
+fn hand_edits_are_honoured_and_kept_as_written() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    let edited = format!("{{\"api\": {},   \"web\": {}}}", base + 3, base + 10);
+    std::fs::write(c.path(".ports.json"), &edited).unwrap();
+    c.ok(&["ports", "allocate"]);
+    assert_eq!(c.read(".ports.json").unwrap(), edited, "an unchanged allocation rewrote the hand-edited file");
+    assert!(c.read(".env.runtime").unwrap().contains(&format!("API_PORT={}\n", base + 3)));
+}
+
+#[test]
+fn invalid_ports_json_is_an_error_and_changes_nothing() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    for bad in ["{\"api\": 8000,", "{\"apx\": 8000}", "{\"api\": \"8000\"}", "[1]"] {
+        std::fs::write(c.path(".ports.json"), bad).unwrap();
+        let out = c.fails(&["ports", "allocate"]);
+        assert!(out.contains(".ports.json:1:"), "{bad}: the error does not name the file and place:\n{out}");
+        assert_eq!(c.read(".ports.json").unwrap(), bad, "{bad}: the file was overwritten");
+        assert_eq!(c.read(".env.runtime"), None, "{bad}: .env.runtime was written");
+    }
+}
+
+#[test]
+fn bad_ports_toml_names_the_place_and_writes_nothing() {
+    let base = free_ports(20);
+    let good = two_services(base);
+    let cases = [
+        (good.replace("command = \"python3", "colour = 1\ncommand = \"python3"), "unknown field `colour`"),
+        (good.replace(&format!("port = {base}"), "port = 70000"), "outside 1..65535"),
+        (good.replace(&format!("port = {}", base + 10), &format!("port = {base}")), "prefers too"),
+        (good.replace("depends_on = [\"api\"]", "depends_on = [\"db\"]"), "unknown service \"db\""),
+        (good.replace("{api.port}", "{db.port}"), "unknown reference {db.port}"),
+        (
+            good.replace("[env]", "[services.api2]\nport = 1\ncommand = 'x'\ndepends_on = ['web']\n[env]")
+                .replace("depends_on = [\"api\"]", "depends_on = [\"api2\"]"),
+            "dependency cycle",
+        ),
+    ];
+    for (text, needle) in cases {
+        let c = Checkout::new(&text);
+        for args in [&["ports", "allocate"][..], &["start"], &["dev"], &["ports"]] {
+            let out = c.fails(args);
+            assert!(out.contains("ports.toml:") && out.contains(needle), "{args:?} {needle}:\n{out}");
+            let place = out.split("ports.toml:").nth(1).unwrap();
+            let mut numbers = place.split(':').take(2).map(|n| n.parse::<usize>());
+            assert!(numbers.all(|n| n.is_ok_and(|n| n > 0)), "no line:column in {out}");
+        }
+        for generated in [".ports.json", ".env.runtime", ".pids", ".logs"] {
+            assert!(!c.path(generated).exists(), "{needle}: {generated} was written");
+        }
+    }
+}
+
+#[test]
+fn no_free_port_fails_naming_service_range_and_holders() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    let squatters: Vec<_> = (base..base + 5).map(|p| Squatter::start(p, "127.0.0.1", None)).collect();
+    let out = c.fails(&["ports", "allocate"]);
+    assert!(out.contains(&format!("no free port for api: tried {base}-{}", base + 4)), "{out}");
+    assert!(out.contains(&format!("pid {}", squatters[0].pid())) && out.contains("http.server"), "{out}");
+    assert!(out.contains("nothing was changed"), "{out}");
+    assert!(!c.path(".ports.json").exists() && !c.path(".env.runtime").exists());
+    assert!(squatters.iter().all(|s| alive(s.pid())), "allocation killed a holder");
+}
+
+#[test]
+fn ports_shows_who_holds_each_port() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    let squatter = Squatter::start(base + 10, "127.0.0.1", None);
+    let out = c.ok(&["ports"]);
+    assert!(out.contains("not allocated yet"), "{out}");
+    let web = out.lines().find(|l| l.starts_with("web")).unwrap();
+    assert!(web.contains(&format!("held by pid {}", squatter.pid())) && web.contains("http.server"), "{out}");
+    assert!(out.lines().find(|l| l.starts_with("api")).unwrap().ends_with("free"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&c.ok(&["ports", "--json"])).unwrap();
+    let web = &json["services"][1];
+    assert_eq!(web["service"], "web");
+    assert_eq!(web["holders"][0]["pid"], squatter.pid());
+    assert!(web["holders"][0]["user"].is_string());
+    assert_eq!(json["services"][0]["free"], true);
+    assert!(!c.path(".ports.json").exists(), "`ports` is read-only");
+}
+
+#[test]
+fn eight_concurrent_allocations_leave_whole_consistent_files() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    let _squatter = Squatter::start(base, "127.0.0.1", None);
+    let children: Vec<_> = (0..8)
+        .map(|_| c.command(&["ports", "allocate"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    let ports = c.ports();
+    assert_eq!(ports["api"], base + 1);
+    let env = c.read(".env.runtime").unwrap();
+    for (name, port) in &ports {
+        assert!(env.contains(&format!("{}_PORT={port}\n", name.to_uppercase())), "{env}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(c.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn set_pins_a_port_and_reset_forgets() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["ports", "set", "api", &(base + 7).to_string()]);
+    assert_eq!(c.ports()["api"], base + 7);
+    assert!(c.read(".env.runtime").unwrap().contains(&format!("API=http://127.0.0.1:{}\n", base + 7)));
+    let out = c.fails(&["ports", "set", "web", &(base + 7).to_string()]);
+    assert!(out.contains("already given to api"), "{out}");
+    assert!(c.fails(&["ports", "set", "nope", "9000"]).contains("unknown service \"nope\""));
+    assert!(c.fails(&["ports", "set", "api", "80"]).contains("below 1024"));
+    assert!(c.fails(&["ports", "set", "api", "6000"]).contains("blocked by browsers"));
+    c.ok(&["ports", "reset"]);
+    assert!(!c.path(".ports.json").exists() && !c.path(".env.runtime").exists());
+    c.ok(&["ports", "allocate"]);
+    assert_eq!(c.ports()["api"], base, "reset did not forget the pinned port");
+}
+
+#[test]
+fn status_says_stopped_before_anything_runs() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    let out = c.ok(&["status"]);
+    assert!(out.contains(&format!("Api (port {base}): ✗ Stopped")), "{out}");
+    assert_eq!(c.status()["web"]["running"], false);
+}
