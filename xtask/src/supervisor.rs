@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use crate::alloc;
 use crate::config::Config;
 use crate::envfile;
+use crate::holder;
 use crate::paths::Project;
 use crate::pids::{self, Record};
 use crate::ports;
@@ -142,7 +143,7 @@ impl Supervisor {
         self.generation += 1;
         let generation = self.generation;
         let handle = Arc::new(handle);
-        self.watch(name, generation, &handle, port);
+        self.watch(name, generation, &handle, port, group.pgid());
         self.running.insert(name.into(), Running { handle, group, generation, ready: false, started: Instant::now() });
         say!("{}", self.say(name, &format!("starting on port {port} (pid {})", group.pgid())));
         Ok(())
@@ -150,7 +151,8 @@ impl Supervisor {
 
     /// Two threads per service: one blocked in `wait` reports the exit; one
     /// polls readiness until it succeeds, the service exits, or time is up.
-    fn watch(&self, name: &str, generation: u64, handle: &Arc<duct::Handle>, port: u16) {
+    /// Ready means that the service answers, not whoever took its port.
+    fn watch(&self, name: &str, generation: u64, handle: &Arc<duct::Handle>, port: u16, pgid: i32) {
         let (sender, waited, service) = (self.sender.clone(), handle.clone(), name.to_owned());
         std::thread::spawn(move || {
             let status = match waited.wait() {
@@ -167,7 +169,7 @@ impl Supervisor {
                 if !matches!(polled.try_wait(), Ok(None)) {
                     return; // exited: the waiter reports it
                 }
-                if ready::check(&ready, port) {
+                if ready::check(&ready, port) && listens_in_group(port, pgid) {
                     let _ = sender.send(Event::Ready { service, generation });
                     return;
                 }
@@ -399,6 +401,13 @@ impl Supervisor {
     pub fn sender(&self) -> Sender<Event> {
         self.sender.clone()
     }
+}
+
+/// Whether the listener on `port` belongs to the group (true when the
+/// holder cannot be seen at all).
+fn listens_in_group(port: u16, pgid: i32) -> bool {
+    let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
+    holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid)
 }
 
 /// The last `n` lines of a file, indented.

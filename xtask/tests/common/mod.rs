@@ -215,3 +215,43 @@ pub fn http_service(name: &str, port: u16, extra: &str) -> String {
         "[services.{name}]\nport = {port}\ncommand = \"python3 -m http.server {{port}} --bind 127.0.0.1\"\n{extra}\n"
     )
 }
+
+/// Live members of a process group.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+/// Runs `xtask args` under a pseudo-terminal (util-linux `script`), typing
+/// `answer` at it; returns what it printed and whether it succeeded.
+pub fn run_in_terminal(c: &Checkout, args: &str, answer: &str, env: &[(&str, &str)]) -> (bool, String) {
+    use std::io::Write;
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &format!("{XTASK} {args}"), "/dev/null"])
+        .current_dir(c.dir.path())
+        .env("XDG_STATE_HOME", &c.state)
+        .env("NO_COLOR", "1")
+        .env_remove("FORCE_MODE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    // Closing the terminal's input would hang it up: keep it open until the end.
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    (output.status.success(), text(&output))
+}

@@ -1,0 +1,306 @@
+//! Running services: start/stop/restart, dev and its signals, process
+//! groups, leftovers of a killed runner, port races and port propagation.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// a: plain; b: its listener is a grandchild; c: depends on both, ready on HTTP.
+fn stack(base: u16) -> String {
+    format!(
+        "{}[services.b]\nport = {}\ncommand = [\"sh\", \"-c\", \"python3 -m http.server {{port}} --bind 127.0.0.1 & wait\"]\n\n{}",
+        http_service("a", base, ""),
+        base + 10,
+        http_service("c", base + 20, "depends_on = [\"a\", \"b\"]\nready = { http = \"/\" }"),
+    )
+}
+
+/// Every process of every running service, by process group.
+fn service_processes(c: &Checkout) -> Vec<i32> {
+    c.status().values().filter_map(|s| s["pid"].as_i64()).flat_map(|pgid| group_members(pgid as i32)).collect()
+}
+
+fn assert_all_gone(c: &Checkout, processes: &[i32], ports: &[u16]) {
+    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    for port in ports {
+        assert!(wait_for(Duration::from_secs(2), || is_free(*port)), "port {port} is still busy");
+    }
+    assert!(c.status().values().all(|s| s["running"] == false));
+    let records: Vec<_> =
+        std::fs::read_dir(c.path(".pids")).unwrap().flatten().filter(|e| e.file_name() != "lock").collect();
+    assert!(records.is_empty(), "records left in .pids: {records:?}");
+}
+
+/// `xtask dev` in the background of the test, its output in a file.
+fn spawn_dev(c: &Checkout, args: &[&str]) -> (Child, std::path::PathBuf) {
+    let log = c.path("dev.out");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = c.command(&[&["dev"], args].concat()).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    (child, log)
+}
+
+fn wait_running(c: &Checkout, n: usize) {
+    let ok = wait_for(LONG, || c.status().values().filter(|s| s["healthy"] == true).count() == n);
+    assert!(ok, "services did not come up:\n{}", c.read("dev.out").unwrap_or_default());
+}
+
+#[test]
+fn start_then_stop_leaves_no_process_and_frees_every_port() {
+    let base = free_ports(30);
+    let c = Checkout::new(&stack(base));
+    let out = c.ok(&["start"]);
+    assert!(out.contains("3 services ready"), "{out}");
+    let status = c.status();
+    assert!(status.values().all(|s| s["running"] == true && s["healthy"] == true), "{status:?}");
+    let human = c.ok(&["status"]);
+    let a_pid = status["a"]["pid"].as_i64().unwrap();
+    assert!(human.contains(&format!("A (port {base}): ✓ Running (pid {a_pid})")), "{human}");
+    let processes = service_processes(&c);
+    assert!(processes.len() >= 4, "b's grandchild is not in its group: {processes:?}");
+    assert!(c.read(".logs/a.log").unwrap().contains("Serving HTTP"));
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &processes, &[base, base + 10, base + 20]);
+}
+
+#[test]
+fn stop_kills_a_service_that_ignores_term() {
+    let base = free_ports(10);
+    let toml = format!(
+        "[services.stubborn]\nport = {base}\nstop_grace = 0.5\n\
+         command = [\"sh\", \"-c\", \"trap '' TERM; python3 -m http.server {{port}} --bind 127.0.0.1\"]\n"
+    );
+    let c = Checkout::new(&toml);
+    c.ok(&["start"]);
+    let processes = service_processes(&c);
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &processes, &[base]);
+}
+
+#[test]
+fn a_service_that_exits_at_once_fails_start_with_its_last_lines() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}[services.broken]\nport = {}\ncommand = [\"sh\", \"-c\", \"echo starting; echo config missing-42 >&2; exit 3\"]\n",
+        http_service("a", base, ""),
+        base + 1
+    );
+    let c = Checkout::new(&toml);
+    let out = c.fails(&["start"]);
+    assert!(out.contains("broken exited (exit status: 3) before it was ready"), "{out}");
+    assert!(out.contains("config missing-42"), "its output is not shown:\n{out}");
+    assert!(c.status().values().all(|s| s["running"] == false), "a half-started stack was left running");
+    assert!(is_free(base));
+}
+
+#[test]
+fn dev_stops_everything_on_sigint_sigterm_and_sighup() {
+    for signal in ["INT", "TERM", "HUP"] {
+        let base = free_ports(30);
+        let c = Checkout::new(&stack(base));
+        let (mut dev, _) = spawn_dev(&c, &[]);
+        wait_running(&c, 3);
+        let processes = service_processes(&c);
+        std::process::Command::new("kill").args(["-s", signal, &dev.id().to_string()]).status().unwrap();
+        let status = dev.wait().unwrap();
+        let out = c.read("dev.out").unwrap();
+        assert!(status.success(), "dev exited with {status} on SIG{signal}:\n{out}");
+        assert!(out.contains(&format!("received SIG{signal}: stopping")), "{out}");
+        // Dependents first: c stops before a and b.
+        let stopped =
+            |s: &str| out.find(&format!("{s} | stopped")).unwrap_or_else(|| panic!("{s} not stopped:\n{out}"));
+        assert!(stopped("c") < stopped("a") && stopped("c") < stopped("b"), "{out}");
+        assert_all_gone(&c, &processes, &[base, base + 10, base + 20]);
+    }
+}
+
+#[test]
+fn dev_prefixes_each_line_and_writes_the_logs() {
+    let base = free_ports(30);
+    let c = Checkout::new(&stack(base));
+    let (mut dev, _) = spawn_dev(&c, &["a"]);
+    wait_running(&c, 1);
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    dev.wait().unwrap();
+    let out = c.read("dev.out").unwrap();
+    assert!(out.lines().any(|l| l.starts_with("a | Serving HTTP on 127.0.0.1 port")), "{out}");
+    assert!(!out.contains("b |"), "dev a started b:\n{out}");
+    assert!(c.read(".logs/a.log").unwrap().starts_with("Serving HTTP"));
+}
+
+#[test]
+fn a_service_that_exits_later_is_reported_with_its_last_lines() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}[services.flaky]\nport = {}\ncommand = [\"sh\", \"-c\", \"python3 -m http.server {{port}} --bind 127.0.0.1 & \
+         sleep 1.5; kill $!; echo lost-connection-77; exit 7\"]\n",
+        http_service("a", base, ""),
+        base + 1
+    );
+    let c = Checkout::new(&toml);
+    let (mut dev, log) = spawn_dev(&c, &[]);
+    let reported = wait_for(LONG, || std::fs::read_to_string(&log).unwrap().contains("lost-connection-77"));
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(reported, "{out}");
+    assert!(wait_for(LONG, || std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("flaky exited unexpectedly (exit status: 7)")));
+    assert_eq!(dev.try_wait().unwrap(), None, "dev stopped although a still runs");
+    assert_eq!(c.status()["a"]["healthy"], true);
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    assert!(dev.wait().unwrap().success());
+    assert!(is_free(base));
+}
+
+#[test]
+fn after_the_runner_is_killed_the_next_run_stops_the_leftovers_and_takes_the_ports_back() {
+    let base = free_ports(30);
+    let c = Checkout::new(&stack(base));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 3);
+    let old = service_processes(&c);
+    dev.kill().unwrap(); // SIGKILL: no chance to clean up
+    dev.wait().unwrap();
+    assert!(old.iter().any(|p| alive(*p)), "the services died with the runner: nothing to test");
+    let out = c.ok(&["start"]);
+    assert!(out.contains("stopping the leftover of a runner that was killed"), "{out}");
+    assert!(old.iter().all(|p| !alive(*p)), "leftovers still running");
+    let ports = c.ports();
+    assert_eq!(
+        (ports["a"], ports["b"], ports["c"]),
+        (base, base + 10, base + 20),
+        "the services did not get their ports back"
+    );
+    assert!(c.status().values().all(|s| s["healthy"] == true));
+}
+
+#[test]
+fn dev_takes_over_services_started_in_the_background() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    c.ok(&["start"]);
+    let old = c.pid_of("a").unwrap();
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    assert!(wait_for(LONG, || c.pid_of("a").is_some_and(|p| p != old) && c.status()["a"]["healthy"] == true));
+    assert!(!alive(old));
+    assert_eq!(c.ports()["a"], base);
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    dev.wait().unwrap();
+    assert!(c.read("dev.out").unwrap().contains("stopping the background instance"));
+}
+
+#[test]
+fn restart_gives_a_new_process_on_the_same_port() {
+    let base = free_ports(30);
+    let c = Checkout::new(&stack(base));
+    c.ok(&["start"]);
+    let (a, cc) = (c.pid_of("a").unwrap(), c.pid_of("c").unwrap());
+    c.ok(&["restart", "a"]);
+    let (a2, c2) = (c.pid_of("a").unwrap(), c.pid_of("c").unwrap());
+    assert!(a2 != a && c2 != cc, "a and its dependent c were not restarted");
+    assert!(!alive(a) && !alive(cc));
+    assert_eq!(c.status()["a"]["port"], base);
+}
+
+#[test]
+fn a_record_with_a_reused_pid_is_never_taken_for_ours() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    let mut stranger = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = stranger.id();
+    std::fs::create_dir_all(c.path(".pids")).unwrap();
+    // What a record of an earlier process with the same pid looks like: another start time.
+    let record = format!(
+        r#"{{"service": "a", "group": {{"leader": {{"pid": {pid}, "start": 1}}}}, "port": {base}, "command": ["x"], "supervisor": null}}"#
+    );
+    std::fs::write(c.path(".pids/a.json"), record).unwrap();
+    c.ok(&["stop"]);
+    c.ok(&["start"]);
+    c.ok(&["stop"]);
+    assert_eq!(stranger.try_wait().unwrap(), None, "a process was killed because its pid matched a record");
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+}
+
+#[test]
+fn a_port_taken_between_check_and_bind_moves_the_service() {
+    let base = free_ports(10);
+    // The first run starts a squatter of its own port (outside its process
+    // group, as another program would), then binds and fails.
+    let toml = format!(
+        "{}[services.racy]\nport = {}\ncommand = [\"sh\", \"-c\", \"\
+         if [ ! -e raced ]; then touch raced; setsid python3 -m http.server {{port}} --bind 127.0.0.1 >/dev/null 2>&1 & sleep 1; fi; \
+         exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n\
+         [services.user]\nport = {}\ncommand = [\"sh\", \"-c\", \"echo racy is on {{racy.port}}; exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n",
+        http_service("a", base, ""),
+        base + 1,
+        base + 5,
+    );
+    let c = Checkout::new(&toml);
+    let out = c.run(&["start"]);
+    let squatters = processes_with(&format!("http.server {} ", base + 1));
+    for (pid, _) in &squatters {
+        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    }
+    let out = text(&out);
+    assert!(out.contains(&format!("port {} was taken before it could bind; moving", base + 1)), "{out}");
+    assert_eq!(c.ports()["racy"], base + 2, "{out}");
+    assert_eq!(c.status()["racy"]["healthy"], true);
+    assert!(c.read(".env.runtime").unwrap().contains(&format!("RACY_PORT={}\n", base + 2)));
+    assert!(c.read(".logs/user.log").unwrap().contains(&format!("racy is on {}", base + 2)));
+}
+
+#[test]
+fn a_port_change_restarts_the_services_that_refer_to_it() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}[services.user]\nport = {}\ncommand = [\"sh\", \"-c\", \"echo a is on {{a.port}} and $A_PORT; exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n{}",
+        http_service("a", base, ""),
+        base + 1,
+        http_service("bystander", base + 2, ""),
+    );
+    let c = Checkout::new(&toml);
+    c.ok(&["start"]);
+    let (user, bystander) = (c.pid_of("user").unwrap(), c.pid_of("bystander").unwrap());
+    let out = c.ok(&["ports", "set", "a", &(base + 7).to_string()]);
+    assert!(out.contains("restarting a, user"), "{out}");
+    let status = c.status();
+    assert_eq!(status["a"]["port"], base + 7);
+    assert_eq!(status["a"]["healthy"], true);
+    assert_ne!(c.pid_of("user").unwrap(), user, "user was not restarted");
+    assert_eq!(c.pid_of("bystander").unwrap(), bystander, "bystander was restarted for nothing");
+    let log = c.read(".logs/user.log").unwrap();
+    assert!(log.contains(&format!("a is on {0} and {0}", base + 7)), "{log}");
+    assert!(is_free(base));
+}
+
+#[test]
+fn logs_shows_each_service() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    c.ok(&["start"]);
+    let out = c.ok(&["logs", "a"]);
+    assert!(out.contains("==> a") && out.contains("Serving HTTP"), "{out}");
+    assert!(c.fails(&["logs", "zz"]).contains("unknown service \"zz\""));
+    let mut follow = c.command(&["logs", "-f"]).stdout(Stdio::piped()).spawn().unwrap();
+    http_get(base);
+    std::thread::sleep(Duration::from_millis(600));
+    follow.kill().unwrap();
+    let mut followed = String::new();
+    follow.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
+    assert!(followed.contains("a | 127.0.0.1 - - ") && followed.contains("GET /followed"), "{followed}");
+}
+
+/// One request, so that http.server logs a line.
+fn http_get(port: u16) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /followed HTTP/1.0\r\n\r\n").unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+}
