@@ -65,28 +65,26 @@ fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
     std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
-/// Every program of `[programs]` that a service mentions must be found;
-/// otherwise say what to install.
+/// The programs the services run (the first word of each command, and any
+/// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)
+/// must be found; otherwise say what to install.
 pub fn check_programs(config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
-    let words: BTreeSet<String> = services
+    let mut needed = BTreeSet::new();
+    for name in services {
+        let service = &config.services[name];
+        let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
+        for words in [&command].into_iter().chain(service.setup.iter().map(|s| &s.command)) {
+            needed.extend(words.first().filter(|w| !w.contains('/')).cloned());
+            let mentioned = words.iter().flat_map(|w| w.split_whitespace());
+            needed.extend(mentioned.filter(|w| config.programs.contains_key(*w)).map(str::to_owned));
+        }
+    }
+    let missing: Vec<String> = needed
         .iter()
-        .flat_map(|name| {
-            let service = &config.services[name];
-            let command = service.command.iter().map(|t| t.render(None, &Default::default()));
-            let steps = service.setup.iter().flat_map(|s| s.command.iter().cloned());
-            command
-                .chain(steps)
-                .flat_map(|w| w.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let missing: Vec<String> = config
-        .programs
-        .iter()
-        .filter(|(name, _)| words.contains(*name) && find_program(name, path).is_none())
-        .map(|(name, program)| match &program.install {
-            Some(install) => format!("  {name}: install it with `{install}`"),
-            None => format!("  {name}"),
+        .filter(|program| find_program(program, path).is_none())
+        .map(|program| match config.programs.get(program).and_then(|p| p.install.as_ref()) {
+            Some(install) => format!("  {program}: install it with `{install}`"),
+            None => format!("  {program}: install it, or fix the command in ports.toml"),
         })
         .collect();
     ensure!(missing.is_empty(), "missing programs (not found in PATH):\n{}", missing.join("\n"));

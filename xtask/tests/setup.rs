@@ -1,0 +1,66 @@
+//! The set-up a checkout does for itself: missing programs are named with
+//! how to install them, folders are made, and set-up steps run again only
+//! when their inputs change.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_missing_program_says_what_to_install() {
+    let base = free_ports(10);
+    let toml = format!(
+        "[programs]\nno-such-db = {{ install = \"apt-get install no-such-db\" }}\n\
+         [services.db]\nport = {base}\ncommand = \"no-such-db --port {{port}}\"\n\
+         [services.tool]\nport = {}\ncommand = \"no-such-tool-9\"\n",
+        base + 1
+    );
+    let c = Checkout::new(&toml);
+    let out = c.fails(&["start"]);
+    assert!(out.contains("no-such-db: install it with `apt-get install no-such-db`"), "{out}");
+    assert!(out.contains("no-such-tool-9: install it, or fix the command in ports.toml"), "{out}");
+    assert!(!c.path(".pids/db.json").exists());
+}
+
+#[test]
+fn set_up_steps_run_once_and_again_when_their_inputs_change() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}dirs = [\".data/a\"]\n[[services.a.setup]]\ninputs = [\"deps.txt\"]\n\
+         command = [\"sh\", \"-c\", \"cat deps.txt >> .data/a/installed\"]\n\
+         [[services.a.setup]]\ncreates = \".data/a/db\"\ncommand = [\"sh\", \"-c\", \"echo init >> .data/a/db\"]\n",
+        http_service("a", base, "")
+    );
+    let c = Checkout::new(&toml);
+    std::fs::write(c.path("deps.txt"), "one\n").unwrap();
+    let out = c.ok(&["start"]);
+    assert!(out.contains("a: setting up: sh -c cat deps.txt"), "{out}");
+    c.ok(&["restart"]);
+    c.ok(&["stop"]);
+    c.ok(&["start"]);
+    assert_eq!(c.read(".data/a/installed").unwrap(), "one\n", "the step ran again with the same inputs");
+    assert_eq!(c.read(".data/a/db").unwrap(), "init\n");
+    std::fs::write(c.path("deps.txt"), "two\n").unwrap();
+    c.ok(&["restart"]);
+    assert_eq!(c.read(".data/a/installed").unwrap(), "one\ntwo\n", "a changed input did not run the step again");
+    std::fs::remove_file(c.path(".data/a/db")).unwrap();
+    c.ok(&["restart"]);
+    assert_eq!(c.read(".data/a/db").unwrap(), "init\n", "what the step creates was missing, but it did not run");
+}
+
+#[test]
+fn a_failing_step_stops_the_start_with_its_output() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"echo resolver-error-5 >&2; exit 2\"]\n",
+        http_service("a", base, "")
+    );
+    let c = Checkout::new(&toml);
+    let out = c.fails(&["start"]);
+    assert!(
+        out.contains("resolver-error-5")
+            && out.contains("set-up step `sh -c echo resolver-error-5 >&2; exit 2` failed"),
+        "{out}"
+    );
+    assert!(is_free(base), "the service started although its set-up failed");
+}
