@@ -57,11 +57,11 @@ pub fn allocate(
     let mut given: BTreeMap<String, u16> = BTreeMap::new();
     let (lo, hi) = config.range;
     for name in &config.order {
-        let start = current.get(name).copied().unwrap_or(config.services[name].port).max(lo).max(MIN_PORT);
-        let end = start.saturating_add(config.attempts - 1).min(hi);
+        let walk = walk(current.get(name).copied().unwrap_or(config.services[name].port), config.attempts, (lo, hi));
+        let (start, end) = (*walk.start(), *walk.end());
         let taken: BTreeSet<u16> = given.values().copied().collect();
         let mut busy = Vec::new();
-        let found = (start..=end).find(|&port| {
+        let found = walk.into_iter().find(|&port| {
             let candidate = !is_browser_blocked(port) && !taken.contains(&port) && !reserved.contains(&port);
             candidate
                 && (usable(name, port) || {
@@ -77,6 +77,12 @@ pub fn allocate(
         };
     }
     Ok(given)
+}
+
+/// The ports tried from `start`: `attempts` in all, inside `range`, never below 1024.
+pub fn walk(start: u16, attempts: u16, (lo, hi): (u16, u16)) -> std::ops::RangeInclusive<u16> {
+    let start = start.max(lo).max(MIN_PORT);
+    start..=start.saturating_add(attempts.max(1) - 1).min(hi)
 }
 
 /// The real probe: a port is free only if it can be bound on 127.0.0.1,

@@ -1,15 +1,15 @@
-//! `cargo xtask dev`: everything in the foreground, logs in one terminal;
-//! Ctrl-C, SIGTERM or SIGHUP stops it all, dependents first.
+//! `cargo xtask dev`: everything in the foreground, logs in one terminal, a
+//! dashboard beside it; Ctrl-C, SIGTERM or SIGHUP stops it all, dependents
+//! first.
 
 use std::io::IsTerminal;
-
-use anyhow::bail;
 
 use crate::cli::ConflictFlags;
 use crate::launch;
 use crate::paths::Project;
-use crate::supervisor::{self, Event, Output};
+use crate::supervisor::{self, Output};
 use crate::term::say;
+use crate::ui;
 
 pub fn run(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
@@ -18,22 +18,10 @@ pub fn run(project: &Project, services: &[String], flags: ConflictFlags) -> anyh
     let mut sup = launch::prepare(project, config, &names, mode, Output::Terminal)?;
     supervisor::forward_signals(sup.sender())?;
     sup.start_all(&names)?;
+    let dashboard = ui::serve(project, ui::Control::Foreground(sup.sender()))?;
+    say!("Dashboard: {}", dashboard.url);
     say!("Ctrl-C stops everything.");
-    while let Some(event) = sup.next_event() {
-        match event {
-            Event::Signal(signal) => {
-                say!("received {}: stopping", supervisor::signal_name(signal));
-                sup.stop_all();
-                return Ok(());
-            }
-            Event::Exited { service, generation, status } if sup.exited(&service, generation) => {
-                say!("{service} exited unexpectedly ({status}); its last lines:\n{}", sup.last_lines(&service));
-                if sup.running_names().is_empty() {
-                    bail!("every service has exited");
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    let result = sup.run_until_signal();
+    dashboard.close();
+    result
 }

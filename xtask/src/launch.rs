@@ -68,11 +68,14 @@ pub fn prepare(
     let to_start: Vec<String> = names.iter().filter(|n| !kept.contains_key(*n)).cloned().collect();
 
     // A busy port of a service about to start: free it if the policy allows.
+    // Not a port another checkout reserves: allocation moves past those anyway.
     let current = state::load(&project.ports_json(), &config)?;
-    let known = Known::gather(project, &Registry::open()?);
+    let registry = Registry::open()?;
+    let (known, reserved) = (Known::gather(project, &registry), registry.entries.reserved_by_others(&project.root));
+    drop(registry);
     for name in &to_start {
         let port = current.get(name).copied().unwrap_or(config.services[name].port);
-        if !alloc::is_free(port) {
+        if !reserved.contains(&port) && !alloc::is_free(port) {
             conflict::resolve(name, port, mode, &known);
         }
     }

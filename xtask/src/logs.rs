@@ -1,12 +1,12 @@
 //! `cargo xtask logs`: what services wrote to `.logs/`, optionally followed.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::ensure;
 
 use crate::paths::Project;
-use crate::supervisor::tail;
 use crate::term::say;
 
 pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize) -> anyhow::Result<()> {
@@ -25,13 +25,27 @@ pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize)
     for name in &names {
         let path = project.log_file(name);
         if path.exists() {
-            say!("==> {name} ({}) <==\n{}", path.display(), tail(&path, lines));
+            say!("==> {name} ({}) <==\n{}", path.display(), indented(&last_lines(&path, lines)));
         }
     }
     if follow {
         follow_files(project, &names)?;
     }
     Ok(())
+}
+
+/// The last `n` lines of a log (none if it does not exist).
+pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+}
+
+pub fn indented(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return "  (no output)".into();
+    }
+    lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Prints what is appended to the logs, prefixed, until interrupted. Logs are

@@ -60,7 +60,8 @@ impl Project {
 
 /// The folder of the user-level state shared by all checkouts (DESIGN.md section 7).
 pub fn state_home() -> anyhow::Result<PathBuf> {
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+    // The XDG spec: a relative path is invalid and must be ignored.
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| Path::new(v).is_absolute()) {
         Some(dir) => PathBuf::from(dir),
         None => {
             let home = std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?;

@@ -31,7 +31,7 @@ impl PortsArgs {
                 allocate_and_write(project, &config, &running)?;
                 show(project, &config, false)
             }
-            Some(PortsAction::Set { service, port }) => set(project, &config, &service, port),
+            Some(PortsAction::Set { service, port }) => set(project, &config, &service, port, ConflictFlags::default()),
             Some(PortsAction::Reset) => reset(project),
         }
     }
@@ -70,7 +70,7 @@ pub fn allocate_and_write(project: &Project, config: &Config, running: &Ports) -
     };
     state::save(&project.ports_json(), config, &ports)?;
     envfile::write(&project.env_runtime(), config, &ports)?;
-    registry.entries.checkouts.insert(project.root.clone(), ports.clone());
+    registry.entries.mine(&project.root).ports = ports.clone();
     registry.save()?;
     let moves = ports
         .iter()
@@ -204,61 +204,64 @@ fn show_all(project: &Project, as_json: bool) -> anyhow::Result<()> {
     if checkouts.is_empty() {
         say!("no checkout has allocated ports yet");
     }
-    for (path, ports) in checkouts {
+    for (path, entry) in checkouts {
         let this = if *path == project.root { "  (this checkout)" } else { "" };
         say!("{}{this}", path.display());
-        for (service, port) in ports {
+        for (service, port) in &entry.ports {
             say!("  {service:12} {port}");
+        }
+        if let Some(port) = entry.dashboard {
+            say!("  {:12} {port}", "(dashboard)");
         }
     }
     Ok(())
 }
 
-fn set(project: &Project, config: &Config, service: &str, port: u16) -> anyhow::Result<()> {
+/// `ports set`: pins the port, then restarts the background services that use it.
+pub fn set(project: &Project, config: &Config, service: &str, port: u16, flags: ConflictFlags) -> anyhow::Result<()> {
+    pin(project, config, service, port)?;
+    let running = running_ports(project);
+    let restart: Vec<String> = users_of(config, service).into_iter().filter(|n| running.contains_key(n)).collect();
+    if restart.is_empty() {
+        return Ok(());
+    }
+    say!("restarting {} with the new port", restart.join(", "));
+    crate::start::restart(project, &restart, flags)
+}
+
+/// A service and the services whose command or environment uses its port,
+/// in dependency order: what must restart when the port changes.
+pub fn users_of(config: &Config, service: &str) -> Vec<String> {
+    let uses = |n: &String| n == service || config.services[n].refers_to().contains(service);
+    config.order.iter().filter(|n| uses(n)).cloned().collect()
+}
+
+/// Pins `service` to `port` in `.ports.json`, `.env.runtime` and the registry.
+pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyhow::Result<Ports> {
     ensure!(
         config.services.contains_key(service),
         "unknown service {service:?}: ports.toml has {}",
         config.names().join(", ")
     );
-    ensure!(
-        port >= alloc::MIN_PORT,
-        "port {port} is below {}: pick a port from {} up",
-        alloc::MIN_PORT,
-        alloc::MIN_PORT
-    );
+    ensure!(port >= alloc::MIN_PORT, "port {port} is below {}: pick a port from {} up", alloc::MIN_PORT, alloc::MIN_PORT);
     ensure!(!alloc::is_browser_blocked(port), "port {port} is blocked by browsers: pick another");
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
     if let Some(owner) = registry.owner_of(port, &project.root) {
         bail!("port {port} is reserved by the checkout {}: pick another", owner.display());
     }
-    let mut ports = state::load(&project.ports_json(), config)?;
-    if ports.is_empty() {
-        ports = config.preferred_ports();
-    }
+    let mut ports = config.preferred_ports();
+    ports.extend(state::load(&project.ports_json(), config)?);
     if let Some((other, _)) = ports.iter().find(|(name, p)| **p == port && name.as_str() != service) {
         bail!("port {port} is already given to {other}: pick another, or move {other} first");
     }
     ports.insert(service.to_owned(), port);
     state::save(&project.ports_json(), config, &ports)?;
     envfile::write(&project.env_runtime(), config, &ports)?;
-    registry.entries.checkouts.insert(project.root.clone(), ports);
+    registry.entries.mine(&project.root).ports = ports.clone();
     registry.save()?;
     say!("{service}: pinned to port {port}");
-    drop((registry, _lock));
-    // Running services that use the port restart with the new environment.
-    let running = running_ports(project);
-    let restart: Vec<String> = config
-        .order
-        .iter()
-        .filter(|n| running.contains_key(*n) && (*n == service || config.services[*n].refers_to().contains(service)))
-        .cloned()
-        .collect();
-    if restart.is_empty() {
-        return Ok(());
-    }
-    say!("restarting {} with the new port", restart.join(", "));
-    crate::start::restart(project, &restart, ConflictFlags::default())
+    Ok(ports)
 }
 
 fn reset(project: &Project) -> anyhow::Result<()> {

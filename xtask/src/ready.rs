@@ -26,20 +26,16 @@ fn http_ok(addr: &SocketAddr, path: &str) -> std::io::Result<bool> {
         SocketAddr::V6(_) => format!("[::1]:{}", addr.port()),
     };
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 16];
-    let mut read = 0;
-    while read < head.len() {
-        match stream.read(&mut head[read..])? {
-            0 => break,
-            n => read += n,
-        }
-    }
-    Ok(status_is_success(&head[..read]))
+    // Read the whole (small) answer: closing with unread data resets the
+    // connection, and some servers log that as an error.
+    let mut answer = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut answer)?;
+    Ok(status_is_success(&answer))
 }
 
 /// `HTTP/1.x 2xx` at the start of a response.
-fn status_is_success(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(head);
+fn status_is_success(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(32)]);
     let mut words = text.split_whitespace();
     words.next().is_some_and(|v| v.starts_with("HTTP/"))
         && words.next().is_some_and(|code| code.starts_with('2') && code.len() == 3)

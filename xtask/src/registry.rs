@@ -21,14 +21,36 @@ use crate::state::Ports;
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entries {
-    /// Checkout root -> its ports by service.
-    pub checkouts: BTreeMap<PathBuf, Ports>,
+    /// By checkout root.
+    pub checkouts: BTreeMap<PathBuf, Entry>,
+}
+
+/// What one checkout reserves.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Its services' ports.
+    pub ports: Ports,
+    /// Its dashboard's port, once it has served one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<u16>,
+}
+
+impl Entry {
+    pub fn all_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.values().copied().chain(self.dashboard)
+    }
 }
 
 impl Entries {
     /// Ports held by every checkout but `me`.
     pub fn reserved_by_others(&self, me: &Path) -> BTreeSet<u16> {
-        self.checkouts.iter().filter(|(path, _)| *path != me).flat_map(|(_, ports)| ports.values().copied()).collect()
+        self.checkouts.iter().filter(|(path, _)| *path != me).flat_map(|(_, entry)| entry.all_ports()).collect()
+    }
+
+    /// This checkout's entry, created empty if needed.
+    pub fn mine(&mut self, me: &Path) -> &mut Entry {
+        self.checkouts.entry(me.to_path_buf()).or_default()
     }
 
     /// Forgets checkouts that no longer exist; returns them.
@@ -85,7 +107,7 @@ impl Registry {
     /// Which checkout reserves `port`, if another one does.
     pub fn owner_of(&self, port: u16, me: &Path) -> Option<&Path> {
         let mut others = self.entries.checkouts.iter().filter(|(path, _)| *path != me);
-        others.find(|(_, ports)| ports.values().any(|p| *p == port)).map(|(path, _)| path.as_path())
+        others.find(|(_, entry)| entry.all_ports().any(|p| p == port)).map(|(path, _)| path.as_path())
     }
 }
 
@@ -96,11 +118,15 @@ mod tests {
     #[test]
     fn reservations_of_others_and_pruning() {
         let mut entries = Entries::default();
-        entries.checkouts.insert("/a".into(), Ports::from([("web".into(), 3000), ("api".into(), 8000)]));
-        entries.checkouts.insert("/b".into(), Ports::from([("web".into(), 3001)]));
-        entries.checkouts.insert("/gone".into(), Ports::from([("web".into(), 3002)]));
+        let entry = |ports: &[(&str, u16)], dashboard| Entry {
+            ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            dashboard,
+        };
+        entries.checkouts.insert("/a".into(), entry(&[("web", 3000), ("api", 8000)], Some(7400)));
+        entries.checkouts.insert("/b".into(), entry(&[("web", 3001)], None));
+        entries.checkouts.insert("/gone".into(), entry(&[("web", 3002)], None));
         assert_eq!(entries.reserved_by_others(Path::new("/a")), BTreeSet::from([3001, 3002]));
         assert_eq!(entries.prune(|p| p != Path::new("/gone")), [PathBuf::from("/gone")]);
-        assert_eq!(entries.reserved_by_others(Path::new("/b")), BTreeSet::from([3000, 8000]));
+        assert_eq!(entries.reserved_by_others(Path::new("/b")), BTreeSet::from([3000, 7400, 8000]));
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Service};
 use crate::paths::Project;
 use crate::pids;
 use crate::ports;
@@ -21,7 +21,12 @@ pub struct Line {
     pub healthy: bool,
 }
 
-pub fn lines(project: &Project, config: &Config) -> anyhow::Result<Vec<Line>> {
+/// What `status` shows; `healthy(service, port)` checks a running service.
+pub fn lines(
+    project: &Project,
+    config: &Config,
+    mut healthy: impl FnMut(&Service, u16) -> bool,
+) -> anyhow::Result<Vec<Line>> {
     let ports = ports::current(project, config)?;
     let records = pids::load_all(&project.root);
     let lines = config
@@ -37,7 +42,7 @@ pub fn lines(project: &Project, config: &Config) -> anyhow::Result<Vec<Line>> {
                 port,
                 pid: record.map(|r| r.pid()),
                 url: service.url.render(Some(name), &ports),
-                healthy: record.is_some() && ready::check(&service.ready, port),
+                healthy: record.is_some() && healthy(service, port),
             }
         })
         .collect();
@@ -46,7 +51,7 @@ pub fn lines(project: &Project, config: &Config) -> anyhow::Result<Vec<Line>> {
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
-    let lines = lines(project, &config)?;
+    let lines = lines(project, &config, |service, port| ready::check(&service.ready, port))?;
     if as_json {
         let rows: Vec<_> = lines
             .iter()

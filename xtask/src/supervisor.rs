@@ -21,6 +21,7 @@ use crate::alloc;
 use crate::config::Config;
 use crate::envfile;
 use crate::holder;
+use crate::logs;
 use crate::paths::Project;
 use crate::pids::{self, Record};
 use crate::ports;
@@ -50,6 +51,17 @@ pub enum Event {
     NotReady { service: String, generation: u64 },
     Exited { service: String, generation: u64, status: String },
     Signal(i32),
+    /// An action from the dashboard, and where to send its outcome.
+    Command { action: Action, reply: Sender<Result<String, String>> },
+}
+
+/// What the dashboard can ask for.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Start(String),
+    Stop(String),
+    Restart(String),
+    SetPort(String, u16),
 }
 
 struct Running {
@@ -102,9 +114,6 @@ impl Supervisor {
         &self.path
     }
 
-    pub fn running_names(&self) -> Vec<String> {
-        self.running.keys().cloned().collect()
-    }
 
     /// The environment of a service: ours, every `.env.runtime` variable,
     /// `PORT`, and its own `env`.
@@ -204,13 +213,13 @@ impl Supervisor {
     }
 
     /// Starts `names` (in dependency order): each once its dependencies are
-    /// ready. Returns when all are ready. On failure or a signal, stops what
-    /// it started and says why.
+    /// ready. Returns when all are ready. On failure it stops what it
+    /// started and says why; on a signal it stops everything.
     pub fn start_all(&mut self, names: &[String]) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut pending: Vec<String> = names.iter().filter(|n| !self.running.contains_key(*n)).cloned().collect();
+        let mut ours: BTreeSet<String> = pending.iter().cloned().collect();
         let mut retries: BTreeMap<String, u32> = BTreeMap::new();
-        let mut last_progress = Instant::now();
         loop {
             let ready =
                 |s: &Supervisor, dep: &String| s.kept.contains_key(dep) || s.running.get(dep).is_some_and(|r| r.ready);
@@ -220,27 +229,22 @@ impl Supervisor {
             pending = later;
             for name in now {
                 if let Err(e) = self.spawn(&name) {
-                    self.stop_all();
+                    self.stop_started(&ours);
                     return Err(e);
                 }
             }
-            if pending.is_empty() && self.running.values().all(|r| r.ready) {
-                let n = self.running.len();
-                say!(
-                    "{}",
-                    self.style.green(&format!("✓ {n} services ready in {:.1}s", started.elapsed().as_secs_f64()))
-                );
+            if pending.is_empty() && ours.iter().all(|n| ready(self, n)) {
+                let n = ours.len();
+                let took = started.elapsed().as_secs_f64();
+                say!("{}", self.style.green(&format!("✓ {n} services ready in {took:.1}s")));
                 return Ok(());
             }
             let event = match self.events.recv_timeout(Duration::from_secs(5)) {
                 Ok(event) => event,
                 Err(RecvTimeoutError::Timeout) => {
-                    let waiting: Vec<String> =
-                        self.running.iter().filter(|(_, r)| !r.ready).map(|(n, _)| n.clone()).collect();
-                    if last_progress.elapsed() >= Duration::from_secs(5) {
-                        say!("… waiting for {} ({:.0}s)", waiting.join(", "), started.elapsed().as_secs_f64());
-                        last_progress = Instant::now();
-                    }
+                    let waiting: Vec<&String> = self.running.iter().filter(|(_, r)| !r.ready).map(|(n, _)| n).collect();
+                    let waiting = waiting.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+                    say!("… waiting for {waiting} ({:.0}s)", started.elapsed().as_secs_f64());
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => bail!("the event channel closed"),
@@ -256,28 +260,44 @@ impl Supervisor {
                 }
                 Event::NotReady { service, generation } if self.is_current(&service, generation) => {
                     let lines = self.last_lines(&service);
-                    self.stop_all();
-                    bail!(
-                        "{service} did not become ready within {}s; its last lines:\n{lines}",
-                        READY_TIMEOUT.as_secs()
-                    );
+                    self.stop_started(&ours);
+                    let limit = READY_TIMEOUT.as_secs();
+                    bail!("{service} did not become ready within {limit}s; its last lines:\n{lines}");
                 }
                 Event::Exited { service, generation, status } if self.is_current(&service, generation) => {
+                    if !ours.contains(&service) || self.running[&service].ready {
+                        self.exited(&service, &status);
+                        continue;
+                    }
                     let port = self.ports[&service];
                     let running = self.running.remove(&service).expect("current");
                     running.group.stop(self.config.services[&service].stop_grace);
                     pids::remove(&self.project, &service)?;
                     let tries = retries.entry(service.clone()).or_default();
-                    if !alloc::is_free(port) && *tries < PORT_RETRIES {
-                        *tries += 1;
-                        say!("{}", self.say(&service, &format!("port {port} was taken before it could bind; moving")));
-                        self.reallocate(&service)?;
-                        pending.insert(0, service);
-                        continue;
+                    if alloc::is_free(port) || *tries >= PORT_RETRIES {
+                        let lines = self.last_lines(&service);
+                        self.stop_started(&ours);
+                        bail!("{service} exited ({status}) before it was ready; its last lines:\n{lines}");
                     }
-                    let lines = self.last_lines(&service);
-                    self.stop_all();
-                    bail!("{service} exited ({status}) before it was ready; its last lines:\n{lines}");
+                    // Someone took the port between our check and its bind: move,
+                    // and restart what uses the port with the new environment.
+                    *tries += 1;
+                    say!("{}", self.say(&service, &format!("port {port} was taken before it could bind; moving")));
+                    self.reallocate()?;
+                    let users: Vec<String> = ports::users_of(&self.config, &service)
+                        .into_iter()
+                        .filter(|n| self.running.contains_key(n) || self.kept.contains_key(n) || *n == service)
+                        .collect();
+                    self.stop(&users);
+                    ours.extend(users.iter().cloned());
+                    for user in users {
+                        if !pending.contains(&user) {
+                            pending.push(user);
+                        }
+                    }
+                }
+                Event::Command { reply, .. } => {
+                    let _ = reply.send(Err("busy: services are starting; try again in a moment".into()));
                 }
                 Event::Signal(signal) => {
                     say!("received {}: stopping", signal_name(signal));
@@ -293,38 +313,27 @@ impl Supervisor {
         self.running.get(service).is_some_and(|r| r.generation == generation)
     }
 
-    /// Gives `service` a new port (its old one was taken), rewrites the
-    /// files, and restarts the running services that refer to it.
-    fn reallocate(&mut self, service: &str) -> anyhow::Result<()> {
+    /// Stops what a failed start had started.
+    fn stop_started(&mut self, ours: &BTreeSet<String>) {
+        let started: Vec<String> = ours.iter().filter(|n| self.running.contains_key(*n)).cloned().collect();
+        self.stop(&started);
+    }
+
+    /// A running service exited on its own: say so, with its last lines.
+    pub fn exited(&mut self, service: &str, status: &str) {
+        self.running.remove(service);
+        let _ = pids::remove(&self.project, service);
+        say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));
+    }
+
+    /// New ports for what is not running, keeping the running services' own.
+    fn reallocate(&mut self) -> anyhow::Result<()> {
         let keep: Ports = self.running.keys().chain(self.kept.keys()).map(|n| (n.clone(), self.ports[n])).collect();
-        let (new_ports, _) = ports::allocate_and_write(&self.project, &self.config, &keep)?;
-        self.ports = new_ports;
-        self.propagate(&BTreeSet::from([service.to_owned()]))
+        (self.ports, _) = ports::allocate_and_write(&self.project, &self.config, &keep)?;
+        Ok(())
     }
 
-    /// Restarts the running services that refer to any of `moved`, with the
-    /// new environment.
-    pub fn propagate(&mut self, moved: &BTreeSet<String>) -> anyhow::Result<()> {
-        let referring: Vec<String> = self
-            .config
-            .order
-            .iter()
-            .filter(|n| self.running.contains_key(*n) || self.kept.contains_key(*n))
-            .filter(|n| !moved.contains(*n) && self.config.services[*n].refers_to().iter().any(|r| moved.contains(*r)))
-            .cloned()
-            .collect();
-        if referring.is_empty() {
-            return Ok(());
-        }
-        say!(
-            "restarting {} for the new port of {}",
-            referring.join(", "),
-            moved.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
-        self.restart(&referring)
-    }
-
-    /// Stops `names` (and what depends on them), then starts them again.
+    /// Stops `names` and what depends on them, then starts them again.
     pub fn restart(&mut self, names: &[String]) -> anyhow::Result<()> {
         let names = self.config.dependents_closure(names);
         let names: Vec<String> =
@@ -333,9 +342,9 @@ impl Supervisor {
         self.start_all(&names)
     }
 
-    /// The last lines a service wrote, for an error message.
+    /// The last lines a service wrote, indented, for an error message.
     pub fn last_lines(&self, service: &str) -> String {
-        tail(&self.project.log_file(service), 15)
+        logs::indented(&logs::last_lines(&self.project.log_file(service), 15))
     }
 
     /// Stops services, dependents first; those that nothing left running
@@ -378,20 +387,61 @@ impl Supervisor {
         self.stop(&names);
     }
 
-    /// The next event, for the foreground loop.
-    pub fn next_event(&self) -> Option<Event> {
-        self.events.recv().ok()
+    /// Runs in the foreground until a signal: reports services that exit,
+    /// carries out the dashboard's actions, and stops everything at the end.
+    /// Fails when the services all exited on their own.
+    pub fn run_until_signal(&mut self) -> anyhow::Result<()> {
+        while let Ok(event) = self.events.recv() {
+            match event {
+                Event::Signal(signal) => {
+                    say!("received {}: stopping", signal_name(signal));
+                    break;
+                }
+                Event::Exited { service, generation, status } if self.is_current(&service, generation) => {
+                    self.exited(&service, &status);
+                    if self.running.is_empty() {
+                        self.stop_all();
+                        bail!("every service has exited");
+                    }
+                }
+                Event::Command { action, reply } => {
+                    let _ = reply.send(self.act(&action).map_err(|e| format!("{e:#}")));
+                }
+                _ => {}
+            }
+        }
+        self.stop_all();
+        Ok(())
     }
 
-    /// A running service's event is current (not from an earlier start).
-    pub fn exited(&mut self, service: &str, generation: u64) -> bool {
-        if !self.is_current(service, generation) {
-            return false;
+    /// Carries out a dashboard action on the services this runner runs.
+    pub fn act(&mut self, action: &Action) -> anyhow::Result<String> {
+        match action {
+            Action::Start(name) => {
+                let names = self.config.closure(Some(std::slice::from_ref(name)))?;
+                self.start_all(&names)?;
+                Ok(format!("{name} started"))
+            }
+            Action::Stop(name) => {
+                let names: Vec<String> = self.config.dependents_closure(std::slice::from_ref(name));
+                self.stop(&names);
+                Ok(format!("{name} stopped"))
+            }
+            Action::Restart(name) => {
+                anyhow::ensure!(self.running.contains_key(name), "{name} is not running");
+                self.restart(std::slice::from_ref(name))?;
+                Ok(format!("{name} restarted"))
+            }
+            Action::SetPort(name, port) => {
+                self.ports = ports::pin(&self.project, &self.config, name, *port)?;
+                let users: Vec<String> =
+                    ports::users_of(&self.config, name).into_iter().filter(|n| self.running.contains_key(n)).collect();
+                self.restart(&users)?;
+                Ok(format!("{name} moved to port {port}"))
+            }
         }
-        self.running.remove(service);
-        let _ = pids::remove(&self.project, service);
-        true
     }
+
 
     /// Lets the services run on after this process leaves (`start`).
     pub fn detach(mut self) {
@@ -408,17 +458,6 @@ impl Supervisor {
 fn listens_in_group(port: u16, pgid: i32) -> bool {
     let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
     holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid)
-}
-
-/// The last `n` lines of a file, indented.
-pub fn tail(path: &std::path::Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    if lines.is_empty() {
-        return "  (no output)".into();
-    }
-    lines[start..].iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 fn colour_of(config: &Config, name: &str) -> &'static str {

@@ -1,0 +1,355 @@
+//! Several checkouts (git worktrees) on one machine: the user-level registry
+//! keeps their ports disjoint and stable, and no checkout kills another's services.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::*;
+use tempfile::TempDir;
+
+/// Three services: api on `base`, web on `base + 10`, worker on `base + 20`.
+fn three_services(base: u16) -> String {
+    format!(
+        "[ports]\nattempts = 5\n{}{}{}",
+        http_service("api", base, ""),
+        http_service("web", base + 10, "depends_on = [\"api\"]"),
+        http_service("worker", base + 20, ""),
+    )
+}
+
+fn preferred(base: u16) -> BTreeMap<String, u16> {
+    BTreeMap::from([("api".into(), base), ("web".into(), base + 10), ("worker".into(), base + 20)])
+}
+
+/// The checkout's root as the runner sees it (its current directory, symlinks resolved).
+fn root(c: &Checkout) -> PathBuf {
+    c.dir.path().canonicalize().unwrap()
+}
+
+fn registry_file(state: &Path) -> PathBuf {
+    state.join("cargo-xtask-ports/registry.json")
+}
+
+fn registry(state: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(registry_file(state)).expect("the registry exists");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the registry is not valid JSON ({e}):\n{text}"))
+}
+
+/// The services' ports of a registry entry: `{"ports": {...}, "dashboard": N}`.
+fn ports_of(entry: &serde_json::Value) -> BTreeMap<String, u16> {
+    serde_json::from_value(entry["ports"].clone()).unwrap_or_else(|e| panic!("a registry entry without ports ({e}): {entry}"))
+}
+
+/// The ports the registry reserves for the checkout at `root`, if it has an entry.
+fn reserved(state: &Path, root: &Path) -> Option<BTreeMap<String, u16>> {
+    registry(state)["checkouts"].get(root.to_str().unwrap()).map(ports_of)
+}
+
+fn values(ports: &BTreeMap<String, u16>) -> BTreeSet<u16> {
+    ports.values().copied().collect()
+}
+
+fn assert_disjoint(a: &BTreeMap<String, u16>, b: &BTreeMap<String, u16>) {
+    assert!(values(a).is_disjoint(&values(b)), "two checkouts share ports: {a:?} and {b:?}");
+}
+
+/// Pid and running state of every service, from `status --json`.
+fn pids(c: &Checkout) -> BTreeMap<String, (i32, bool)> {
+    c.status()
+        .into_iter()
+        .map(|(name, row)| (name, (row["pid"].as_i64().unwrap_or(0) as i32, row["running"] == true)))
+        .collect()
+}
+
+/// `start` with `FORCE_MODE=true`, expected to succeed.
+fn start_forced(c: &Checkout) -> String {
+    let output = c.command(&["start"]).env("FORCE_MODE", "true").output().unwrap();
+    let out = text(&output);
+    assert!(output.status.success(), "start with FORCE_MODE=true failed:\n{out}");
+    out
+}
+
+/// Asserts that A's services still run with the same pids, and that B runs
+/// on ports of its own, none of A's.
+fn assert_both_running(a: &Checkout, a_pids: &BTreeMap<String, (i32, bool)>, b: &Checkout, out: &str) {
+    assert_eq!(&pids(a), a_pids, "a service of the other checkout was stopped or restarted:\n{out}");
+    assert!(a_pids.values().all(|(pid, _)| alive(*pid)), "a service of the other checkout was killed:\n{out}");
+    assert_disjoint(&a.ports(), &b.ports());
+    let b_status = b.status();
+    for (name, port) in b.ports() {
+        assert_eq!(b_status[&name]["running"], true, "{name} of the second checkout is not running:\n{out}");
+        assert_eq!(b_status[&name]["port"], port, "{name} of the second checkout runs on another port:\n{out}");
+    }
+}
+
+/// Asserts that for each of A's ports the output has a line that names A's checkout.
+fn assert_names_the_other_checkout(out: &str, a: &Checkout) {
+    let a_path = root(a).display().to_string();
+    for (name, port) in a.ports() {
+        let said = out.lines().any(|l| l.starts_with(&format!("{name}: port {port} ")) && l.contains(&a_path));
+        assert!(said, "no line says that {name}'s port {port} is the checkout {a_path}'s:\n{out}");
+    }
+}
+
+/// Two checkouts of one ports.toml get disjoint ports, and each keeps its own from run to run, whatever the order.
+#[test]
+fn two_checkouts_get_disjoint_ports_and_keep_them() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    a.ok(&["ports", "allocate"]);
+    let out = b.ok(&["ports", "allocate"]);
+    let (first_a, first_b) = (a.ports(), b.ports());
+    assert_eq!(first_a, preferred(base), "the first checkout did not get the preferred ports");
+    assert_disjoint(&first_a, &first_b);
+    assert!(out.contains(&format!("is reserved by the checkout {}", root(&a).display())), "{out}");
+    for (c, first) in [(&b, &first_b), (&a, &first_a), (&a, &first_a), (&b, &first_b)] {
+        c.ok(&["ports", "allocate"]);
+        assert_eq!(&c.ports(), first, "a second allocation changed a checkout's ports");
+        assert_eq!(
+            reserved(state.path(), &root(c)).as_ref(),
+            Some(first),
+            "the registry does not say the checkout's ports"
+        );
+    }
+    let out = b.fails(&["ports", "set", "api", &base.to_string()]);
+    assert!(out.contains(&format!("reserved by the checkout {}", root(&a).display())), "{out}");
+}
+
+/// A checkout's reservations hold while its services are stopped: a second checkout allocates and starts elsewhere.
+#[test]
+fn reservations_hold_while_the_services_are_stopped() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    a.ok(&["ports", "allocate"]);
+    assert!(pids(&a).values().all(|(_, running)| !running));
+    b.ok(&["ports", "allocate"]);
+    assert_disjoint(&a.ports(), &b.ports());
+    // Even with A's ports all free, B starts on its own.
+    assert!(values(&a.ports()).into_iter().all(is_free));
+    let out = b.ok(&["start"]);
+    let b_status = b.status();
+    for (name, port) in b.ports() {
+        assert_eq!(b_status[&name]["running"], true, "{name} is not running:\n{out}");
+        assert_eq!(b_status[&name]["port"], port, "{name} runs on another port:\n{out}");
+    }
+    assert_disjoint(&a.ports(), &b.ports());
+    b.ok(&["stop"]);
+    // A ran once and stopped: still reserved.
+    a.ok(&["start"]);
+    a.ok(&["stop"]);
+    b.ok(&["ports", "reset"]);
+    b.ok(&["ports", "allocate"]);
+    assert_disjoint(&a.ports(), &b.ports());
+}
+
+/// FORCE_MODE never kills another checkout's services on our preferred ports: we move and say whose they are.
+#[test]
+fn force_mode_never_kills_the_services_of_another_checkout() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    a.ok(&["start"]);
+    let a_pids = pids(&a);
+    assert!(a_pids.values().all(|(_, running)| *running), "{a_pids:?}");
+    let out = start_forced(&b);
+    assert_both_running(&a, &a_pids, &b, &out);
+    assert_names_the_other_checkout(&out, &a);
+}
+
+/// A port of our own .ports.json held by another checkout's service: not killed (FORCE_MODE); we move, naming it.
+#[test]
+fn our_own_port_held_by_another_checkouts_service_is_not_killed() {
+    let base = free_ports(80);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    a.ok(&["start"]);
+    let a_pids = pids(&a);
+    // B prefers other ports, but its .ports.json points at A's running services.
+    std::fs::write(b.path("ports.toml"), three_services(base + 50)).unwrap();
+    std::fs::write(b.path(".ports.json"), serde_json::to_string(&a.ports()).unwrap()).unwrap();
+    let out = start_forced(&b);
+    assert_both_running(&a, &a_pids, &b, &out);
+    assert_names_the_other_checkout(&out, &a);
+}
+
+/// `ports reset` releases the checkout's reservations: another checkout can then take those ports.
+#[test]
+fn reset_releases_the_reservations() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    a.ok(&["ports", "allocate"]);
+    b.ok(&["ports", "allocate"]);
+    assert_ne!(b.ports(), preferred(base));
+    a.ok(&["ports", "reset"]);
+    assert_eq!(reserved(state.path(), &root(&a)), None, "reset left the checkout in the registry");
+    assert!(!a.path(".ports.json").exists());
+    b.ok(&["ports", "allocate"]);
+    assert_ne!(b.ports(), preferred(base), "an allocation without reset moved the checkout's ports");
+    b.ok(&["ports", "reset"]);
+    b.ok(&["ports", "allocate"]);
+    assert_eq!(b.ports(), preferred(base), "the released ports were not given to the other checkout");
+    // Now A is the one that moves.
+    a.ok(&["ports", "allocate"]);
+    assert_disjoint(&a.ports(), &b.ports());
+}
+
+/// A deleted checkout's reservations are pruned; `ports --all` lists every existing checkout, as text and JSON.
+#[test]
+fn deleted_checkouts_are_pruned_and_ports_all_lists_the_others() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    let gone = Checkout::sharing(&three_services(base), state.path());
+    gone.ok(&["ports", "allocate"]);
+    a.ok(&["ports", "allocate"]);
+    b.ok(&["ports", "allocate"]);
+    let (a_path, b_path, gone_path) = (root(&a), root(&b), root(&gone));
+
+    let out = b.ok(&["ports", "--all"]);
+    for (c, path) in [(&a, &a_path), (&b, &b_path), (&gone, &gone_path)] {
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&path.display().to_string()))
+            .unwrap_or_else(|| panic!("{path:?} not listed:\n{out}"));
+        assert_eq!(lines[at].ends_with("(this checkout)"), path == &b_path, "{out}");
+        for (service, port) in c.ports() {
+            let listed =
+                lines[at + 1..].iter().take(3).any(|l| l.split_whitespace().eq([service.as_str(), &port.to_string()]));
+            assert!(listed, "{service} {port} of {path:?} not listed:\n{out}");
+        }
+    }
+    let json: serde_json::Value = serde_json::from_str(&b.ok(&["ports", "--all", "--json"])).unwrap();
+    let checkouts = json["checkouts"].as_object().unwrap_or_else(|| panic!("no checkouts: {json}"));
+    let listed: BTreeMap<PathBuf, BTreeMap<String, u16>> =
+        checkouts.iter().map(|(path, entry)| (PathBuf::from(path), ports_of(entry))).collect();
+    let want =
+        BTreeMap::from([(a_path.clone(), a.ports()), (b_path.clone(), b.ports()), (gone_path.clone(), gone.ports())]);
+    assert_eq!(listed, want);
+
+    std::fs::remove_dir_all(gone.dir.path()).unwrap();
+    let out = b.ok(&["ports", "--all"]);
+    assert!(!out.contains(&gone_path.display().to_string()), "a deleted checkout is still listed:\n{out}");
+    assert!(out.contains(&a_path.display().to_string()) && out.contains(&b_path.display().to_string()), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&b.ok(&["ports", "--all", "--json"])).unwrap();
+    assert_eq!(json["checkouts"].as_object().unwrap().len(), 2, "{json}");
+    assert_eq!(reserved(state.path(), &gone_path), None, "the deleted checkout is still in the registry file");
+    // The deleted checkout had the preferred ports: they are free to take again.
+    b.ok(&["ports", "reset"]);
+    b.ok(&["ports", "allocate"]);
+    assert_eq!(b.ports(), preferred(base), "the deleted checkout still reserves its ports");
+}
+
+/// Concurrent allocations in three checkouts (four each, all at once) never hand out one port twice.
+#[test]
+fn concurrent_allocations_in_several_checkouts_are_disjoint() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let checkouts: Vec<Checkout> = (0..3).map(|_| Checkout::sharing(&three_services(base), state.path())).collect();
+    for round in 0..3 {
+        let children: Vec<_> = checkouts
+            .iter()
+            .flat_map(|c| (0..4).map(move |_| c.command(&["ports", "allocate"])))
+            .map(|mut command| command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "round {round}: {}", text(&output));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, c) in checkouts.iter().enumerate() {
+            for (service, port) in c.ports() {
+                if let Some(other) = seen.insert(port, (i, service.clone())) {
+                    panic!("round {round}: port {port} given to {other:?} and to {:?}", (i, service));
+                }
+            }
+            assert_eq!(
+                reserved(state.path(), &root(c)),
+                Some(c.ports()),
+                "round {round}: the registry disagrees with .ports.json"
+            );
+        }
+        assert_eq!(registry(state.path())["checkouts"].as_object().unwrap().len(), 3);
+        for c in &checkouts {
+            c.ok(&["ports", "reset"]);
+        }
+    }
+}
+
+/// The registry lives in `$XDG_STATE_HOME/cargo-xtask-ports/`, else in `$HOME/.local/state/cargo-xtask-ports/`.
+#[test]
+fn the_registry_lives_under_xdg_state_home_or_home() {
+    let base = free_ports(30);
+    let (home, state) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let c = Checkout::sharing(&three_services(base), state.path());
+    for args in [&["ports", "allocate"][..], &["ports", "--all"], &["ports", "reset"], &["ports", "allocate"]] {
+        let output = c.command(args).env("HOME", home.path()).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    assert_eq!(reserved(state.path(), &root(&c)), Some(preferred(base)));
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0, "something was written under HOME");
+    c.ok(&["ports", "reset"]);
+
+    // XDG_STATE_HOME unset, or empty: the default under HOME.
+    for xdg in [None, Some("")] {
+        let home = TempDir::new().unwrap();
+        let run = |args: &[&str]| {
+            let mut command = c.command(args);
+            match xdg {
+                None => command.env_remove("XDG_STATE_HOME"),
+                Some(value) => command.env("XDG_STATE_HOME", value),
+            };
+            let output = command.env("HOME", home.path()).output().unwrap();
+            assert!(output.status.success(), "XDG_STATE_HOME={xdg:?}: {}", text(&output));
+        };
+        run(&["ports", "allocate"]);
+        let state_home = home.path().join(".local/state");
+        assert!(registry_file(&state_home).is_file(), "XDG_STATE_HOME={xdg:?}: no registry under HOME");
+        assert_eq!(reserved(&state_home, &root(&c)), Some(preferred(base)), "XDG_STATE_HOME={xdg:?}");
+        run(&["ports", "reset"]);
+        assert_eq!(reserved(&state_home, &root(&c)), None, "XDG_STATE_HOME={xdg:?}");
+    }
+    assert_eq!(reserved(state.path(), &root(&c)), None, "the runs without XDG_STATE_HOME wrote to it");
+}
+
+/// A port reserved by another (stopped) checkout is not ours to free: whoever holds it is not killed, even forced.
+#[test]
+fn a_port_reserved_by_another_checkout_is_never_freed_by_a_kill() {
+    let base = free_ports(30);
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    a.ok(&["ports", "allocate"]);
+    let squatter = Squatter::start(base, "127.0.0.1", None);
+    let out = start_forced(&b);
+    assert_disjoint(&a.ports(), &b.ports());
+    assert!(alive(squatter.pid()), "a process was killed to free a port reserved by another checkout:\n{out}");
+}
+
+/// A relative `XDG_STATE_HOME` is ignored, as the XDG spec requires: checkouts still share one registry under HOME.
+#[test]
+fn a_relative_xdg_state_home_is_ignored() {
+    let base = free_ports(30);
+    let (home, state) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    for c in [&a, &b] {
+        let mut command = c.command(&["ports", "allocate"]);
+        let output = command.env("XDG_STATE_HOME", "state").env("HOME", home.path()).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    assert_disjoint(&a.ports(), &b.ports());
+    assert!(registry_file(&home.path().join(".local/state")).is_file(), "no registry under HOME/.local/state");
+}
