@@ -62,3 +62,38 @@ export async function launch({ executablePath = CHROMIUM_PATH, args = [], timeou
   const page = context.pages()[0] ?? (await context.newPage());
   return { context, page, close };
 }
+
+/**
+ * Records what a page does, for failure reports: console errors into
+ * `consoleErrors`, and every request with its outcome into `requests`
+ * ({ method, url, outcome }, in the order they were made).
+ */
+export function watch(page, consoleErrors, requests) {
+  page.on("console", (msg) => {
+    if (msg.type() === "error") consoleErrors.push(msg.text());
+  });
+  page.on("pageerror", (err) => consoleErrors.push(`uncaught: ${err.message}`));
+  const byRequest = new Map();
+  page.on("request", (req) => {
+    if (req.url().startsWith("data:")) return;
+    const entry = { method: req.method(), url: req.url(), outcome: "pending (no answer yet)" };
+    byRequest.set(req, entry);
+    requests.push(entry);
+  });
+  page.on("requestfinished", async (req) => {
+    const entry = byRequest.get(req);
+    if (!entry) return;
+    const res = await req.response().catch(() => null);
+    entry.outcome = res ? `HTTP ${res.status()}` : "finished without a response";
+  });
+  page.on("requestfailed", (req) => {
+    const entry = byRequest.get(req);
+    if (!entry) return;
+    const status = entry.outcome.startsWith("HTTP") ? `${entry.outcome}, then ` : "";
+    entry.outcome = `${status}failed: ${req.failure()?.errorText ?? "unknown error"}`;
+  });
+  page.on("response", (res) => {
+    const entry = byRequest.get(res.request());
+    if (entry) entry.outcome = `HTTP ${res.status()}`;
+  });
+}

@@ -8,7 +8,7 @@
 // prints one line of JSON to stdout and exits 0; on failure prints what went
 // wrong (with the browser's console errors and the requests it made) to
 // stderr and exits 1.
-import { launch } from "./lib.mjs";
+import { launch, watch } from "./lib.mjs";
 
 const FIRST_LOAD_TIMEOUT_MS = 60_000; // `next dev` compiles the page on first load
 const AGAIN_TIMEOUT_MS = 20_000;
@@ -53,35 +53,6 @@ function safeOrigin(url) {
   }
 }
 
-function watch(page) {
-  page.on("console", (msg) => {
-    if (msg.type() === "error") consoleErrors.push(msg.text());
-  });
-  page.on("pageerror", (err) => consoleErrors.push(`uncaught: ${err.message}`));
-  const byRequest = new Map();
-  page.on("request", (req) => {
-    if (req.url().startsWith("data:")) return;
-    const entry = { method: req.method(), url: req.url(), outcome: "pending (no answer yet)" };
-    byRequest.set(req, entry);
-    requests.push(entry);
-  });
-  page.on("requestfinished", async (req) => {
-    const entry = byRequest.get(req);
-    if (!entry) return;
-    const res = await req.response().catch(() => null);
-    entry.outcome = res ? `HTTP ${res.status()}` : "finished without a response";
-  });
-  page.on("requestfailed", (req) => {
-    const entry = byRequest.get(req);
-    if (!entry) return;
-    const status = entry.outcome.startsWith("HTTP") ? `${entry.outcome}, then ` : "";
-    entry.outcome = `${status}failed: ${req.failure()?.errorText ?? "unknown error"}`;
-  });
-  page.on("response", (res) => {
-    const entry = byRequest.get(res.request());
-    if (entry) entry.outcome = `HTTP ${res.status()}`;
-  });
-}
 
 // textContent, not innerText: the latter applies CSS text-transform.
 const text = (page, id) =>
@@ -149,7 +120,7 @@ async function main() {
   try {
     browser = await launch();
     const { page } = browser;
-    watch(page);
+    watch(page, consoleErrors, requests);
 
     try {
       await page.goto(frontendUrl, { waitUntil: "domcontentloaded", timeout: FIRST_LOAD_TIMEOUT_MS });

@@ -3,12 +3,13 @@
 //! resolve conflicts on the services' ports, allocate, and set up.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::bail;
 
 use crate::alloc;
-use crate::cli::Mode;
+use crate::cli::{ConflictFlags, Mode};
 use crate::config::Config;
 use crate::conflict;
 use crate::holder::Known;
@@ -19,7 +20,7 @@ use crate::process::ProcId;
 use crate::registry::Registry;
 use crate::setup;
 use crate::state::{self, Ports};
-use crate::supervisor::{Output, Supervisor};
+use crate::supervisor::{self, Output, Supervisor};
 use crate::term::say;
 
 /// Prepares `names` (already closed over their dependencies) to start.
@@ -95,4 +96,16 @@ pub fn prepare(
 /// The services to start for a selection, with their dependencies, in order.
 pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>> {
     config.closure(crate::cli::selection(names))
+}
+
+/// What `dev` and `start` share: prepare the selected services and their
+/// dependencies, then start them and wait until they are ready.
+pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
+    let config = crate::config::load(&project.ports_toml())?;
+    let names = selected(&config, services)?;
+    let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
+    let mut sup = prepare(project, config, &names, mode, output)?;
+    supervisor::forward_signals(sup.sender())?;
+    sup.start_all(&names)?;
+    Ok(sup)
 }

@@ -25,6 +25,7 @@ mod launch;
 mod setup;
 mod supervisor;
 // Commands.
+mod bench;
 mod dev;
 mod logs;
 mod ports;
@@ -33,6 +34,7 @@ mod status;
 mod test;
 #[cfg(test)]
 mod tidy;
+mod ui;
 
 use clap::Parser;
 
@@ -58,6 +60,7 @@ fn try_main() -> anyhow::Result<()> {
         Command::Restart { services, conflicts } => start::restart(&project, &services, conflicts),
         Command::Logs { service, follow, lines } => logs::run(&project, service.as_deref(), follow, lines),
         Command::Test => test::run(&project),
-        other => anyhow::bail!("not implemented yet: {other:?}"),
+        Command::Bench { runs, json } => bench::run(&project, runs, json.as_deref()),
+        Command::Ui => ui::run(&project),
     }
 }

@@ -39,6 +39,10 @@ impl Project {
     pub fn pid_file(&self, service: &str) -> PathBuf {
         self.pids_dir().join(format!("{service}.json"))
     }
+    /// Where a running dashboard says its address (not a service record).
+    pub fn dashboard_file(&self) -> PathBuf {
+        self.pids_dir().join("dashboard")
+    }
     /// Serialises every change to this checkout's generated files.
     pub fn lock_file(&self) -> PathBuf {
         self.pids_dir().join("lock")

@@ -243,7 +243,12 @@ pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyh
         "unknown service {service:?}: ports.toml has {}",
         config.names().join(", ")
     );
-    ensure!(port >= alloc::MIN_PORT, "port {port} is below {}: pick a port from {} up", alloc::MIN_PORT, alloc::MIN_PORT);
+    ensure!(
+        port >= alloc::MIN_PORT,
+        "port {port} is below {}: pick a port from {} up",
+        alloc::MIN_PORT,
+        alloc::MIN_PORT
+    );
     ensure!(!alloc::is_browser_blocked(port), "port {port} is blocked by browsers: pick another");
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;

@@ -2,7 +2,6 @@
 //! recorded in `.pids/`, their output in `.logs/`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,16 +13,11 @@ use crate::paths::Project;
 use crate::pids;
 use crate::process;
 use crate::state::Ports;
-use crate::supervisor::{self, Output, Supervisor};
+use crate::supervisor::{Output, Supervisor};
 use crate::term::say;
 
 pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml())?;
-    let names = launch::selected(&config, services)?;
-    let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
-    let mut sup = launch::prepare(project, config, &names, mode, Output::Files)?;
-    supervisor::forward_signals(sup.sender())?;
-    sup.start_all(&names)?;
+    let sup = launch::up(project, services, flags, Output::Files)?;
     say!("running in the background: `cargo xtask status`, `cargo xtask logs`, `cargo xtask stop`");
     sup.detach();
     Ok(())

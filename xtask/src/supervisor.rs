@@ -47,12 +47,25 @@ pub enum Output {
 }
 
 pub enum Event {
-    Ready { service: String, generation: u64 },
-    NotReady { service: String, generation: u64 },
-    Exited { service: String, generation: u64, status: String },
+    Ready {
+        service: String,
+        generation: u64,
+    },
+    NotReady {
+        service: String,
+        generation: u64,
+    },
+    Exited {
+        service: String,
+        generation: u64,
+        status: String,
+    },
     Signal(i32),
     /// An action from the dashboard, and where to send its outcome.
-    Command { action: Action, reply: Sender<Result<String, String>> },
+    Command {
+        action: Action,
+        reply: Sender<Result<String, String>>,
+    },
 }
 
 /// What the dashboard can ask for.
@@ -113,7 +126,6 @@ impl Supervisor {
     pub fn path(&self) -> &OsString {
         &self.path
     }
-
 
     /// The environment of a service: ours, every `.env.runtime` variable,
     /// `PORT`, and its own `env`.
@@ -234,9 +246,9 @@ impl Supervisor {
                 }
             }
             if pending.is_empty() && ours.iter().all(|n| ready(self, n)) {
-                let n = ours.len();
+                let (n, s) = (ours.len(), if ours.len() == 1 { "" } else { "s" });
                 let took = started.elapsed().as_secs_f64();
-                say!("{}", self.style.green(&format!("✓ {n} services ready in {took:.1}s")));
+                say!("{}", self.style.green(&format!("✓ {n} service{s} ready in {took:.1}s")));
                 return Ok(());
             }
             let event = match self.events.recv_timeout(Duration::from_secs(5)) {
@@ -441,7 +453,6 @@ impl Supervisor {
             }
         }
     }
-
 
     /// Lets the services run on after this process leaves (`start`).
     pub fn detach(mut self) {

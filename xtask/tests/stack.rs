@@ -92,6 +92,45 @@ fn the_stack_comes_up_around_held_ports_and_the_browser_sees_the_round_trip() {
     }
     assert!(seen["postgresCount"].as_i64().unwrap() >= 2 && seen["redisCounter"].as_i64().unwrap() >= 2, "{seen}");
 
+    // The dashboard, in the browser: every service with its port; restart
+    // changes the backend's pid; a port change reaches .ports.json,
+    // .env.runtime and the frontend's view of the backend.
+    let (mut ui, url) = spawn_dashboard(&c, "ui");
+    let moved_to = (ports["backend"] + 50..ports["backend"] + 150).find(|p| is_free(*p)).unwrap();
+    let dashboard = Command::new("node")
+        .arg(repo().join("e2e/dashboard.mjs"))
+        .args([&url, "backend", "backend", &moved_to.to_string()])
+        .output()
+        .unwrap();
+    assert!(dashboard.status.success(), "the dashboard check failed:\n{}", text(&dashboard));
+    let seen: serde_json::Value = serde_json::from_slice(&dashboard.stdout).unwrap();
+    for (service, port) in &ports {
+        assert_eq!(seen["services"][service], *port, "the dashboard lists {service} wrongly: {seen}");
+    }
+    assert_ne!(seen["restarted"]["before"], seen["restarted"]["after"], "{seen}");
+    assert_eq!(c.ports()["backend"], moved_to);
+    let env = env_runtime(&c);
+    assert_eq!(env["BACKEND_PORT"], moved_to.to_string());
+    assert_eq!(env["NEXT_PUBLIC_API_URL"], format!("http://127.0.0.1:{moved_to}"));
+    let browser = Command::new("node").arg(repo().join("e2e/stack.mjs")).arg(&frontend).output().unwrap();
+    assert!(browser.status.success(), "the browser check after the move failed:\n{}", text(&browser));
+    let seen: serde_json::Value = serde_json::from_slice(&browser.stdout).unwrap();
+    assert_eq!(
+        seen["backendUrl"],
+        format!("http://127.0.0.1:{moved_to}"),
+        "the frontend still uses the old backend: {seen}"
+    );
+    let without_token = url.split("?token=").next().unwrap();
+    let refused = Command::new("node")
+        .arg(repo().join("e2e/dashboard.mjs"))
+        .args(["--no-token", without_token])
+        .output()
+        .unwrap();
+    assert!(refused.status.success(), "an action without the token was not refused:\n{}", text(&refused));
+    Command::new("kill").args(["-INT", &ui.id().to_string()]).status().unwrap();
+    ui.wait().unwrap();
+    let ports = c.ports();
+
     // Stop everything: no process left, every port free.
     let processes: Vec<i32> =
         c.status().values().filter_map(|s| s["pid"].as_i64()).flat_map(|g| group_members(g as i32)).collect();

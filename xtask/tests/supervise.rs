@@ -46,9 +46,13 @@ fn spawn_dev(c: &Checkout, args: &[&str]) -> (Child, std::path::PathBuf) {
     (child, log)
 }
 
+/// Until dev says its `n` services are ready (a signal before that
+/// interrupts the start, which is an error).
 fn wait_running(c: &Checkout, n: usize) {
-    let ok = wait_for(LONG, || c.status().values().filter(|s| s["healthy"] == true).count() == n);
+    let said = format!("✓ {n} service{} ready", if n == 1 { "" } else { "s" });
+    let ok = wait_for(LONG, || c.read("dev.out").is_some_and(|out| out.contains(&said)));
     assert!(ok, "services did not come up:\n{}", c.read("dev.out").unwrap_or_default());
+    assert_eq!(c.status().values().filter(|s| s["healthy"] == true).count(), n);
 }
 
 #[test]

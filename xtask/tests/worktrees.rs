@@ -40,7 +40,8 @@ fn registry(state: &Path) -> serde_json::Value {
 
 /// The services' ports of a registry entry: `{"ports": {...}, "dashboard": N}`.
 fn ports_of(entry: &serde_json::Value) -> BTreeMap<String, u16> {
-    serde_json::from_value(entry["ports"].clone()).unwrap_or_else(|e| panic!("a registry entry without ports ({e}): {entry}"))
+    serde_json::from_value(entry["ports"].clone())
+        .unwrap_or_else(|e| panic!("a registry entry without ports ({e}): {entry}"))
 }
 
 /// The ports the registry reserves for the checkout at `root`, if it has an entry.

@@ -255,3 +255,18 @@ pub fn run_in_terminal(c: &Checkout, args: &str, answer: &str, env: &[(&str, &st
     drop(stdin);
     (output.status.success(), text(&output))
 }
+
+/// Runs `xtask command` (`ui` or `dev`) in the background of the test and
+/// returns it with the dashboard address it printed.
+pub fn spawn_dashboard(c: &Checkout, command: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = c.command(&[command]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find_map(|l| l.strip_prefix("Dashboard: ").map(str::to_owned))
+        .expect("no dashboard address printed");
+    std::thread::spawn(move || lines.for_each(drop)); // keep the pipe drained
+    (child, url)
+}

@@ -1,0 +1,343 @@
+//! The dashboard: a page that shows every service (port, state, pid,
+//! health, URL, recent log lines) and the other checkouts' reservations,
+//! and can start, stop, restart a service or change its port.
+//!
+//! It listens on 127.0.0.1 only, on a port allocated like any other (and
+//! reserved in the registry, so two checkouts never fight over it). The API
+//! answers only with the secret token printed in the address, only to a
+//! loopback Host header (DNS rebinding) and never to another origin.
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+
+use crate::alloc;
+use crate::cli::ConflictFlags;
+use crate::files;
+use crate::logs;
+use crate::paths::Project;
+use crate::ports;
+use crate::process::ProcId;
+use crate::ready;
+use crate::registry::Registry;
+use crate::start;
+use crate::status;
+use crate::supervisor::{self, Action, Event};
+use crate::term::say;
+
+/// Where the dashboard's port walk starts.
+const PREFERRED_PORT: u16 = 7400;
+/// How many log lines each service shows.
+const LOG_LINES: usize = 40;
+/// How often a service's health is checked while the page polls.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+
+/// Who carries out the page's actions.
+pub enum Control {
+    /// The `cargo xtask dev` of this process, through its event loop.
+    Foreground(Sender<Event>),
+    /// Services in the background, through the same code as the CLI
+    /// (one action at a time).
+    Background(Mutex<()>),
+}
+
+pub struct Dashboard {
+    pub url: String,
+    server: Arc<Server>,
+    record: std::path::PathBuf,
+}
+
+impl Dashboard {
+    pub fn close(self) {
+        self.server.unblock();
+        let _ = files::remove_optional(&self.record);
+    }
+}
+
+/// Where a running dashboard can be found: `.pids/dashboard`.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    url: String,
+    owner: ProcId,
+}
+
+struct Shared {
+    project: Project,
+    control: Control,
+    token: String,
+    port: u16,
+    /// Recent health checks by service: (when, port, healthy). A page polls
+    /// every second; the services' logs should not fill with health checks.
+    health: Mutex<BTreeMap<String, (Instant, u16, bool)>>,
+}
+
+/// Starts serving the dashboard in a background thread.
+pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
+    let token = token()?;
+    let (server, port) = bind(project)?;
+    let url = format!("http://127.0.0.1:{port}/?token={token}");
+    let record = project.dashboard_file();
+    let text = serde_json::to_string_pretty(&Record { url: url.clone(), owner: ProcId::myself() })?;
+    files::write_atomic(&record, &text)?;
+    let server = Arc::new(server);
+    let health = Mutex::default();
+    let shared = Arc::new(Shared { project: project.clone(), control, token, port, health });
+    let incoming = server.clone();
+    std::thread::spawn(move || {
+        for request in incoming.incoming_requests() {
+            let shared = shared.clone();
+            // A thread per request: an action may take seconds, polls must not wait.
+            std::thread::spawn(move || {
+                let mut request = request;
+                let response = answer(&shared, &mut request);
+                let _ = request.respond(hardened(response));
+            });
+        }
+    });
+    Ok(Dashboard { url, server, record })
+}
+
+/// `cargo xtask ui`: serves the dashboard for background services until
+/// Ctrl-C; if `cargo xtask dev` runs, points at its dashboard instead.
+pub fn run(project: &Project) -> anyhow::Result<()> {
+    let record = project.dashboard_file();
+    if let Some(text) = files::read_optional(&record)?
+        && let Ok(running) = serde_json::from_str::<Record>(&text)
+        && running.owner.is_alive()
+    {
+        say!("The dashboard of pid {} is already serving this checkout: {}", running.owner.pid, running.url);
+        return Ok(());
+    }
+    let dashboard = serve(project, Control::Background(Mutex::new(())))?;
+    say!("Dashboard: {}", dashboard.url);
+    say!("Ctrl-C stops the dashboard (the services keep running).");
+    let (sender, events) = channel();
+    supervisor::forward_signals(sender)?;
+    let _ = events.recv();
+    dashboard.close();
+    Ok(())
+}
+
+/// 128 random bits, as hex.
+fn token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Binds 127.0.0.1 on a free port, walking from this checkout's last one (or
+/// 7400) past ports reserved by any checkout, under the registry's lock.
+fn bind(project: &Project) -> anyhow::Result<(Server, u16)> {
+    let mut registry = Registry::open()?;
+    let mut taken = registry.entries.reserved_by_others(&project.root);
+    let mine = registry.entries.mine(&project.root);
+    taken.extend(mine.ports.values());
+    let start = mine.dashboard.unwrap_or(PREFERRED_PORT);
+    for port in alloc::walk(start, 100, (1024, 65535)) {
+        if taken.contains(&port) || alloc::is_browser_blocked(port) || !alloc::is_free(port) {
+            continue;
+        }
+        if let Ok(server) = Server::http(("127.0.0.1", port)) {
+            registry.entries.mine(&project.root).dashboard = Some(port);
+            registry.save()?;
+            return Ok((server, port));
+        }
+    }
+    bail!("no free port for the dashboard from {start}: free one, or stop another dashboard")
+}
+
+type Reply = Response<Cursor<Vec<u8>>>;
+
+/// Headers every answer carries.
+fn hardened(response: Reply) -> Reply {
+    response
+        .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header("X-Frame-Options", "DENY"))
+        // The address holds the token: never send it on as a Referer.
+        .with_header(header("Referrer-Policy", "no-referrer"))
+}
+
+fn answer(shared: &Shared, request: &mut Request) -> Reply {
+    let port = shared.port;
+    let loopback = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
+    let host = header_value(request, "Host");
+    if !host.as_ref().is_some_and(|h| loopback.contains(h)) {
+        return text(403, "refused: this dashboard answers only at 127.0.0.1 and localhost");
+    }
+    if let Some(origin) = header_value(request, "Origin")
+        && !loopback.iter().any(|h| origin == format!("http://{h}"))
+    {
+        return text(403, "refused: requests from other sites are not allowed");
+    }
+    let path = request.url().split('?').next().unwrap_or("").to_owned();
+    let method = request.method().clone();
+    match (&method, path.as_str()) {
+        (Method::Get, "/") => asset(include_str!("ui/index.html"), "text/html; charset=utf-8"),
+        (Method::Get, "/style.css") => asset(include_str!("ui/style.css"), "text/css; charset=utf-8"),
+        (Method::Get, "/app.js") => asset(include_str!("ui/app.js"), "text/javascript; charset=utf-8"),
+        (_, api) if api.starts_with("/api/") => {
+            let token = header_value(request, "X-Token").unwrap_or_default();
+            if !same(&token, &shared.token) {
+                return error(
+                    403,
+                    "a valid token is required: open the address printed by cargo xtask, with its token",
+                );
+            }
+            match (method, api.trim_start_matches("/api/").split('/').collect::<Vec<_>>().as_slice()) {
+                (Method::Get, ["state"]) => match state(shared) {
+                    Ok(state) => json_reply(200, &state),
+                    Err(e) => error(500, &format!("{e:#}")),
+                },
+                (Method::Post, ["services", name, verb]) => {
+                    let action = match *verb {
+                        "start" => Action::Start(name.to_string()),
+                        "stop" => Action::Stop(name.to_string()),
+                        "restart" => Action::Restart(name.to_string()),
+                        "port" => match read_port(request) {
+                            Ok(port) => Action::SetPort(name.to_string(), port),
+                            Err(e) => return error(400, &format!("{e:#}")),
+                        },
+                        _ => return error(404, "unknown action"),
+                    };
+                    match act(shared, action) {
+                        Ok(message) => json_reply(200, &json!({ "ok": true, "message": message })),
+                        Err(e) => error(409, &e),
+                    }
+                }
+                _ => error(404, "no such endpoint"),
+            }
+        }
+        _ => text(404, "not found"),
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn read_port(request: &mut Request) -> anyhow::Result<u16> {
+    #[derive(Deserialize)]
+    struct Body {
+        port: u16,
+    }
+    let mut body = String::new();
+    request.as_reader().take(4096).read_to_string(&mut body)?;
+    let body: Body = serde_json::from_str(&body).context("the body must be {\"port\": N} with N from 1 to 65535")?;
+    Ok(body.port)
+}
+
+fn act(shared: &Shared, action: Action) -> Result<String, String> {
+    match &shared.control {
+        Control::Foreground(sender) => {
+            let (reply, outcome) = channel();
+            sender.send(Event::Command { action, reply }).map_err(|_| "the runner is stopping".to_owned())?;
+            outcome.recv_timeout(Duration::from_secs(600)).map_err(|_| "no answer from the runner".to_owned())?
+        }
+        Control::Background(one_at_a_time) => {
+            let _guard = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+            background(&shared.project, &action).map_err(|e| format!("{e:#}"))
+        }
+    }
+}
+
+/// A click never kills anyone's process: a busy port moves the service.
+const FROM_THE_PAGE: ConflictFlags = ConflictFlags { force: false, no_kill: true };
+
+fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
+    match action {
+        Action::Start(name) => {
+            start::start(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} started"))
+        }
+        Action::Stop(name) => start::stop(project, std::slice::from_ref(name)).map(|()| format!("{name} stopped")),
+        Action::Restart(name) => {
+            start::restart(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} restarted"))
+        }
+        Action::SetPort(name, port) => {
+            let config = crate::config::load(&project.ports_toml())?;
+            ports::set(project, &config, name, *port, FROM_THE_PAGE)?;
+            Ok(format!("{name} moved to port {port}"))
+        }
+    }
+}
+
+fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
+    let project = &shared.project;
+    let config = crate::config::load(&project.ports_toml())?;
+    let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
+    let healthy = |service: &crate::config::Service, port: u16| match health.get(&service.name) {
+        Some((at, p, ok)) if *p == port && at.elapsed() < HEALTH_EVERY => *ok,
+        _ => {
+            let ok = ready::check(&service.ready, port);
+            health.insert(service.name.clone(), (Instant::now(), port, ok));
+            ok
+        }
+    };
+    let services: Vec<_> = status::lines(project, &config, healthy)?
+        .into_iter()
+        .map(|line| {
+            let log = logs::last_lines(&project.log_file(&line.service), LOG_LINES);
+            json!({
+                "name": line.service, "title": line.title, "port": line.port, "running": line.pid.is_some(),
+                "pid": line.pid, "healthy": line.healthy, "url": line.url,
+                "depends_on": config.services[&line.service].depends_on, "log": log,
+            })
+        })
+        .collect();
+    let registry = Registry::open()?;
+    let others: Vec<_> = registry
+        .entries
+        .checkouts
+        .iter()
+        .filter(|(path, _)| **path != project.root)
+        .map(|(path, entry)| json!({ "path": path, "ports": entry.ports, "dashboard": entry.dashboard }))
+        .collect();
+    let mode = match shared.control {
+        Control::Foreground(_) => "dev",
+        Control::Background(_) => "background",
+    };
+    Ok(json!({ "checkout": project.root, "mode": mode, "services": services, "others": others }))
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+fn header_value(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str().to_owned())
+}
+
+fn asset(body: &str, content_type: &str) -> Reply {
+    Response::from_string(body).with_header(header("Content-Type", content_type)).with_header(header(
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+    ))
+}
+
+fn text(code: u16, body: &str) -> Reply {
+    Response::from_string(body)
+        .with_status_code(StatusCode(code))
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+}
+
+fn json_reply(code: u16, value: &serde_json::Value) -> Reply {
+    Response::from_string(value.to_string())
+        .with_status_code(StatusCode(code))
+        .with_header(header("Content-Type", "application/json"))
+}
+
+fn error(code: u16, message: &str) -> Reply {
+    json_reply(code, &json!({ "ok": false, "error": message }))
+}

@@ -1,0 +1,174 @@
+//! The dashboard's server: loopback only, a token for the API, no other
+//! Host or Origin, a reserved port per checkout, and actions that do what
+//! the CLI does. (The page itself is driven in Chromium by the stack test.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Child;
+use std::time::Duration;
+
+use common::*;
+
+/// `xtask ui` (or `dev`) in the background of the test, with its address.
+struct Served {
+    child: Child,
+    port: u16,
+    token: String,
+}
+
+impl Served {
+    fn start(c: &Checkout, command: &str) -> Served {
+        let (child, url) = spawn_dashboard(c, command);
+        let rest = url.strip_prefix("http://127.0.0.1:").expect("the dashboard listens on 127.0.0.1");
+        let (port, token) = rest.split_once("/?token=").unwrap();
+        Served { child, port: port.parse().unwrap(), token: token.to_owned() }
+    }
+
+    /// A raw request, so that every header is ours to choose.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        write!(stream, "{head}\r\n{body}").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let code = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn api(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let host = self.host();
+        let (code, body) = self.request(method, path, &[("Host", &host), ("X-Token", &self.token)], body);
+        (code, serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")))
+    }
+
+    fn stop(mut self) {
+        std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn two_services(base: u16) -> String {
+    http_service("a", base, "") + &http_service("b", base + 1, "depends_on = [\"a\"]")
+}
+
+#[test]
+fn the_api_needs_the_token_a_loopback_host_and_no_other_origin() {
+    let base = free_ports(10);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["start"]);
+    let ui = Served::start(&c, "ui");
+    let host = ui.host();
+    let (code, state) = ui.api("GET", "/api/state", "");
+    assert_eq!(code, 200);
+    assert_eq!(state["mode"], "background");
+    assert_eq!(state["services"][0]["name"], "a");
+    assert_eq!(state["services"][0]["port"], base);
+    assert_eq!(state["services"][1]["running"], true);
+    assert!(state["services"][0]["log"][0].as_str().unwrap().contains("Serving HTTP"));
+
+    let pid = c.pid_of("a");
+    let refusals: [&[(&str, &str)]; 4] = [
+        &[("Host", &host)],
+        &[("Host", &host), ("X-Token", "0123")],
+        &[("Host", "evil.example"), ("X-Token", &ui.token)],
+        &[("Host", &host), ("X-Token", &ui.token), ("Origin", "http://evil.example")],
+    ];
+    for headers in refusals {
+        let (code, body) = ui.request("POST", "/api/services/a/restart", headers, "");
+        assert_eq!(code, 403, "{headers:?} was not refused: {body}");
+        let (code, _) = ui.request("GET", "/api/state", headers, "");
+        assert_eq!(code, 403, "{headers:?} could read the state");
+    }
+    assert_eq!(c.pid_of("a"), pid, "a refused action was carried out");
+    let (code, page) = ui.request("GET", "/", &[("Host", &format!("localhost:{}", ui.port))], "");
+    assert!(code == 200 && page.contains("<html"), "the page itself needs no token");
+    let (_, answer) = ui.request("GET", "/", &[("Host", &host)], "");
+    assert!(!answer.contains("Access-Control-Allow-Origin"));
+    ui.stop();
+}
+
+#[test]
+fn actions_do_what_the_cli_does() {
+    let base = free_ports(10);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["start"]);
+    let ui = Served::start(&c, "ui");
+    let (a, b) = (c.pid_of("a").unwrap(), c.pid_of("b").unwrap());
+
+    let (code, reply) = ui.api("POST", "/api/services/a/restart", "");
+    assert_eq!((code, &reply["ok"]), (200, &serde_json::json!(true)), "{reply}");
+    let (a2, b2) = (c.pid_of("a").unwrap(), c.pid_of("b").unwrap());
+    assert!(a2 != a && b2 != b, "restart of a did not restart a and its dependent b");
+
+    let (code, reply) = ui.api("POST", "/api/services/a/port", &format!("{{\"port\": {}}}", base + 5));
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(c.ports()["a"], base + 5);
+    assert!(c.read(".env.runtime").unwrap().contains(&format!("A_PORT={}\n", base + 5)));
+    assert_eq!(c.status()["a"]["healthy"], true);
+    assert_ne!(c.pid_of("b").unwrap(), b2, "b depends on a but was not restarted with its new port");
+
+    let (code, reply) = ui.api("POST", "/api/services/a/port", "{\"port\": 80}");
+    assert_eq!(code, 409);
+    assert!(reply["error"].as_str().unwrap().contains("below 1024"), "{reply}");
+
+    let (code, _) = ui.api("POST", "/api/services/a/stop", "");
+    assert_eq!(code, 200);
+    let status = c.status();
+    assert!(
+        status["a"]["running"] == false && status["b"]["running"] == false,
+        "stop a left its dependent b: {status:?}"
+    );
+    let (code, _) = ui.api("POST", "/api/services/b/start", "");
+    assert_eq!(code, 200);
+    assert!(c.status().values().all(|s| s["healthy"] == true), "start b did not start its dependency a");
+    ui.stop();
+}
+
+#[test]
+fn dev_serves_the_dashboard_and_takes_its_actions() {
+    let base = free_ports(10);
+    let c = Checkout::new(&two_services(base));
+    let dev = Served::start(&c, "dev");
+    assert!(wait_for(Duration::from_secs(30), || c.status().values().all(|s| s["healthy"] == true)));
+    let (_, state) = dev.api("GET", "/api/state", "");
+    assert_eq!(state["mode"], "dev");
+    let b = c.pid_of("b").unwrap();
+    let (code, reply) = dev.api("POST", "/api/services/b/restart", "");
+    assert_eq!(code, 200, "{reply}");
+    assert_ne!(c.pid_of("b").unwrap(), b);
+    // `ui` in another terminal points at this dashboard instead of serving a second one.
+    let out = c.ok(&["ui"]);
+    assert!(out.contains(&format!("http://127.0.0.1:{}/?token={}", dev.port, dev.token)), "{out}");
+    dev.stop();
+    assert!(is_free(base) && is_free(base + 1));
+}
+
+#[test]
+fn each_checkout_gets_its_own_dashboard_port() {
+    let state = tempfile::TempDir::new().unwrap();
+    let base = free_ports(10);
+    let one = Checkout::sharing(&two_services(base), state.path());
+    let two = Checkout::sharing(&two_services(base), state.path());
+    let (ui1, ui2) = (Served::start(&one, "ui"), Served::start(&two, "ui"));
+    assert_ne!(ui1.port, ui2.port);
+    let port1 = ui1.port;
+    ui1.stop();
+    // The port stays reserved: another checkout does not take it while the first is closed...
+    let registry = std::fs::read_to_string(state.path().join("cargo-xtask-ports/registry.json")).unwrap();
+    assert!(registry.contains(&format!("\"dashboard\": {port1}")), "{registry}");
+    // ...and the first checkout gets it back.
+    let again = Served::start(&one, "ui");
+    assert_eq!(again.port, port1);
+    again.stop();
+    ui2.stop();
+}
