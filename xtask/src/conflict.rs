@@ -1,6 +1,7 @@
 //! A service's port is busy: find who holds it and apply the policy of
-//! DESIGN.md section 6, printing one line that says what held the port and
-//! what was done. A kill is confirmed by the port becoming free.
+//! DESIGN.md section 6. What is done is said in one line: here for a kill,
+//! by the allocation for a move (with the reason found here). A kill is
+//! confirmed by the port becoming free.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,15 +15,12 @@ use crate::term::say;
 
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Tries to free `port` for `service`. True when it is free now; false
-/// means the service moves to the next free port.
-pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known) -> bool {
+/// Tries to free `port` for `service`. `None` when it is free now; else
+/// why it stays busy, for the line that says where the service moves.
+pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known) -> Option<String> {
     let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
     if holders.is_empty() {
-        return alloc::is_free(port) || {
-            say!("{service}: port {port} is busy but nobody can be seen listening on it; moving to the next free port");
-            false
-        };
+        return (!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned());
     }
     let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
     let who = holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ");
@@ -43,35 +41,26 @@ pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known) -> bool {
             if term::confirm(&question) {
                 kill(service, port, &holders, &who)
             } else {
-                say!("{service}: port {port} is held by {who}; not killed (answered no); moving to the next free port");
-                false
+                Some(format!("is held by {who}; not killed (answered no)"))
             }
         }
         Action::Kill => kill(service, port, &holders, &who),
-        Action::Move(reason) => {
-            say!("{service}: port {port} is held by {who}; not killing it: {reason}; moving to the next free port");
-            false
-        }
+        Action::Move(reason) => Some(format!("is held by {who}; not killing it: {reason}")),
     }
 }
 
-fn kill(service: &str, port: u16, holders: &[Holder], who: &str) -> bool {
+fn kill(service: &str, port: u16, holders: &[Holder], who: &str) -> Option<String> {
     for id in holders.iter().filter_map(|h| h.id) {
         if let Err(e) = process::kill(id, GRACE) {
-            say!("{service}: could not kill pid {} holding port {port} ({e}); moving to the next free port", id.pid);
-            return false;
+            return Some(format!("is held by {who}, which could not be killed ({e})"));
         }
     }
-    if freed(port) {
-        say!("{service}: killed {who} to free port {port}");
-        true
-    } else {
-        say!("{service}: killed {who}, but port {port} is still busy; moving to the next free port");
-        false
-    }
+    say!("{service}: killed {who} to free port {port}");
+    freed(port).map(|still| format!("{still} after killing {who}"))
 }
 
 /// Waits a little for the kernel to release the port.
-fn freed(port: u16) -> bool {
-    process::wait_until(Duration::from_secs(3), || alloc::is_free(port))
+fn freed(port: u16) -> Option<String> {
+    let free = process::wait_until(Duration::from_secs(3), || alloc::is_free(port));
+    (!free).then(|| "is still busy".to_owned())
 }

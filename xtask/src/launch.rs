@@ -74,15 +74,16 @@ pub fn prepare(
     let registry = Registry::open()?;
     let (known, reserved) = (Known::gather(project, &registry), registry.entries.reserved_by_others(&project.root));
     drop(registry);
+    let mut busy = BTreeMap::new();
     for name in &to_start {
         let port = current.get(name).copied().unwrap_or(config.services[name].port);
         if !reserved.contains(&port) && !alloc::is_free(port) {
-            conflict::resolve(name, port, mode, &known);
+            busy.extend(conflict::resolve(name, port, mode, &known).map(|why| (name.clone(), why)));
         }
     }
 
     let running: Ports = pids::load_all(&project.root).into_iter().map(|r| (r.service, r.port)).collect();
-    let (ports, _) = ports::allocate_and_write(project, &config, &running)?;
+    let ports = ports::allocate_and_write(project, &config, &running, &busy)?;
 
     let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
     setup::check_programs(&supervisor.config, &to_start, supervisor.path())?;

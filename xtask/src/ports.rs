@@ -28,21 +28,13 @@ impl PortsArgs {
             None => show(project, &config, self.json),
             Some(PortsAction::Allocate) => {
                 let running = running_ports(project);
-                allocate_and_write(project, &config, &running)?;
+                allocate_and_write(project, &config, &running, &BTreeMap::new())?;
                 show(project, &config, false)
             }
             Some(PortsAction::Set { service, port }) => set(project, &config, &service, port, ConflictFlags::default()),
             Some(PortsAction::Reset) => reset(project),
         }
     }
-}
-
-/// A service whose port changed in an allocation, and why.
-#[derive(Debug)]
-pub struct Move {
-    pub service: String,
-    pub from: u16,
-    pub to: u16,
 }
 
 /// Ports of this checkout's services that are running now: they keep them.
@@ -54,8 +46,14 @@ pub fn running_ports(project: &Project) -> Ports {
 /// `.env.runtime` and this checkout's registry entry, under the checkout's
 /// lock and the registry's, so concurrent runs here or in other checkouts
 /// never hand out one port twice. Services in `running` keep their port.
-/// On failure nothing is written.
-pub fn allocate_and_write(project: &Project, config: &Config, running: &Ports) -> anyhow::Result<(Ports, Vec<Move>)> {
+/// Each move is said in one line, with the reason from `why_busy` when the
+/// caller knows it. On failure nothing is written.
+pub fn allocate_and_write(
+    project: &Project,
+    config: &Config,
+    running: &Ports,
+    why_busy: &BTreeMap<String, String>,
+) -> anyhow::Result<Ports> {
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
     let current = state::load(&project.ports_json(), config)?;
@@ -72,19 +70,16 @@ pub fn allocate_and_write(project: &Project, config: &Config, running: &Ports) -
     envfile::write(&project.env_runtime(), config, &ports)?;
     registry.entries.mine(&project.root).ports = ports.clone();
     registry.save()?;
-    let moves = ports
-        .iter()
-        .filter(|(name, port)| start[*name] != **port)
-        .map(|(name, port)| Move { service: name.clone(), from: start[name], to: *port })
-        .collect::<Vec<_>>();
-    for m in &moves {
-        say!("{}: port {} {}; using {}", m.service, m.from, why_busy(m.from, &registry, project), m.to);
+    for (name, port) in ports.iter().filter(|(name, port)| start[*name] != **port) {
+        let from = start[name];
+        let why = why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, &registry, project));
+        say!("{name}: port {from} {why}; using {port}");
     }
-    Ok((ports, moves))
+    Ok(ports)
 }
 
 /// Why a port could not be used, in a few words.
-fn why_busy(port: u16, registry: &Registry, project: &Project) -> String {
+fn why_moved(port: u16, registry: &Registry, project: &Project) -> String {
     if alloc::is_browser_blocked(port) {
         return "is blocked by browsers".into();
     }

@@ -341,7 +341,7 @@ impl Supervisor {
     /// New ports for what is not running, keeping the running services' own.
     fn reallocate(&mut self) -> anyhow::Result<()> {
         let keep: Ports = self.running.keys().chain(self.kept.keys()).map(|n| (n.clone(), self.ports[n])).collect();
-        (self.ports, _) = ports::allocate_and_write(&self.project, &self.config, &keep)?;
+        self.ports = ports::allocate_and_write(&self.project, &self.config, &keep, &BTreeMap::new())?;
         Ok(())
     }
 
