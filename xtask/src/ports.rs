@@ -176,12 +176,17 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
     }
     let width = rows.iter().map(|r| r.service.len()).max().unwrap_or(0);
     for row in &rows {
+        let who = row.holders.iter().map(|(h, class)| match class {
+            Class::OtherCheckout(path) => format!("{h}, a service of the checkout {}", path.display()),
+            _ => h.to_string(),
+        });
+        let who = who.collect::<Vec<_>>().join(", ");
         let state = match row.holders.as_slice() {
             [] => style.dim("free"),
-            holders if holders.iter().all(|(_, c)| matches!(c, Class::Ours(_))) => style
-                .green(&format!("ours ({})", describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>()))),
-            holders => style
-                .yellow(&format!("held by {}", describe(&holders.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>()))),
+            holders if holders.iter().all(|(_, c)| matches!(c, Class::Ours(_))) => {
+                style.green(&format!("ours ({who})"))
+            }
+            _ => style.yellow(&format!("held by {who}")),
         };
         say!("{:width$}  {:>5}  {state}", row.service, row.port);
     }

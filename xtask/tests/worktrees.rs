@@ -163,6 +163,14 @@ fn force_mode_never_kills_the_services_of_another_checkout() {
     let out = start_forced(&b);
     assert_both_running(&a, &a_pids, &b, &out);
     assert_names_the_other_checkout(&out, &a);
+    // `ports` in B says whose service holds the port B would prefer.
+    let shown = b.ok(&["ports"]);
+    let api = shown.lines().find(|l| l.starts_with("api")).unwrap_or_default().to_owned();
+    std::fs::write(b.path(".ports.json"), serde_json::to_string(&a.ports()).unwrap()).unwrap();
+    let shown = b.ok(&["ports"]);
+    let held = shown.lines().find(|l| l.starts_with("api")).unwrap();
+    assert!(api.contains("ours"), "{api}");
+    assert!(held.contains(&format!("a service of the checkout {}", root(&a).display())), "{held}");
 }
 
 /// A port of our own .ports.json held by another checkout's service: not killed (FORCE_MODE); we move, naming it.
