@@ -32,7 +32,7 @@ FORCE_MODE="${FORCE_MODE:-false}"
 NO_KILL="${NO_KILL:-false}"
 START_TIMEOUT="${START_TIMEOUT:-60}" # seconds a service may take to answer
 STOP_TIMEOUT="${STOP_TIMEOUT:-10}"   # seconds after TERM before KILL
-POLL=0.1                             # seconds between checks
+POLL="${POLL:-0.1}"                  # seconds between checks
 
 NAMES=()
 declare -A DEFAULT_PORT=() COMMAND=() PORT=()

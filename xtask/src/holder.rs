@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use procfs::process::FDTarget;
-
 use crate::cli::Mode;
 use crate::paths::Project;
 use crate::pids;
@@ -39,32 +37,14 @@ impl fmt::Display for Holder {
 
 /// The holders of each of `ports` that has a listener (other ports are absent).
 pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
-    // Listening sockets on those ports: inode -> (port, uid).
-    let mut sockets: BTreeMap<u64, (u16, u32)> = BTreeMap::new();
-    let tables = [procfs::net::tcp(), procfs::net::tcp6()];
-    for entry in tables.into_iter().flat_map(Result::unwrap_or_default) {
-        let port = entry.local_address.port();
-        if entry.state == procfs::net::TcpState::Listen && ports.contains(&port) {
-            sockets.insert(entry.inode, (port, entry.uid));
-        }
-    }
+    let sockets = listening(ports);
     let mut found: BTreeMap<u16, Vec<Holder>> = BTreeMap::new();
     if sockets.is_empty() {
         return found;
     }
     let mut seen_inodes = BTreeSet::new();
-    for process in procfs::process::all_processes().into_iter().flatten().flatten() {
-        let Ok(fds) = process.fd() else { continue }; // another user's, or gone
-        let inodes: BTreeSet<u64> = fds
-            .flatten()
-            .filter_map(|fd| match fd.target {
-                FDTarget::Socket(inode) if sockets.contains_key(&inode) => Some(inode),
-                _ => None,
-            })
-            .collect();
-        if inodes.is_empty() {
-            continue;
-        }
+    for (pid, inodes) in holding(&sockets) {
+        let Ok(process) = procfs::process::Process::new(pid) else { continue };
         let Ok(stat) = process.stat() else { continue };
         let command = process.cmdline().ok().filter(|c| !c.is_empty()).map_or(stat.comm.clone(), |c| c.join(" "));
         let ports: BTreeSet<u16> = inodes.iter().map(|i| sockets[i].0).collect();
@@ -85,6 +65,140 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
         }
     }
     found
+}
+
+/// Whether the listener on `port` belongs to the process group `pgid` (or
+/// cannot be seen at all). Its leader usually holds it, so it is asked first.
+pub fn held_by_group(port: u16, pgid: i32) -> bool {
+    let sockets = listening(&BTreeSet::from([port]));
+    let mine = |target: &PathBuf| sockets.keys().any(|inode| target.to_str() == Some(&format!("socket:[{inode}]")));
+    if sockets.is_empty() || fd_targets(pgid).iter().any(mine) {
+        return !sockets.is_empty();
+    }
+    let holders = lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
+    holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid)
+}
+
+/// Listening TCP sockets (IPv4 and IPv6) on `ports`: inode -> (port, uid).
+fn listening(ports: &BTreeSet<u16>) -> BTreeMap<u64, (u16, u32)> {
+    // The kernel's socket tables through sock_diag; /proc/net/tcp says the
+    // same, but reading it walks every bucket of the connection hash (ms).
+    sock_diag::listening()
+        .map(|all| all.into_iter().filter(|(_, (port, _))| ports.contains(port)).collect())
+        .unwrap_or_else(|_| {
+            let tables = [procfs::net::tcp(), procfs::net::tcp6()];
+            let entries = tables.into_iter().flat_map(Result::unwrap_or_default);
+            entries
+                .filter(|e| e.state == procfs::net::TcpState::Listen && ports.contains(&e.local_address.port()))
+                .map(|e| (e.inode, (e.local_address.port(), e.uid)))
+                .collect()
+        })
+}
+
+/// The processes that have any of `sockets` open, with which ones: every
+/// process's descriptors are read (one readlink each), on every core.
+fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
+    let links: BTreeMap<String, u64> = sockets.keys().map(|i| (format!("socket:[{i}]"), *i)).collect();
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    let scan = |pid: &i32| {
+        let inodes: BTreeSet<u64> =
+            fd_targets(*pid).into_iter().filter_map(|target| links.get(target.to_str()?).copied()).collect();
+        (!inodes.is_empty()).then_some((*pid, inodes))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        let chunks = pids.chunks(pids.len().div_ceil(threads).max(1));
+        let workers: Vec<_> =
+            chunks.map(|chunk| scope.spawn(move || chunk.iter().filter_map(scan).collect::<Vec<_>>())).collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    })
+}
+
+/// What a process's descriptors point at (`socket:[123]`, paths...), one
+/// readlink each. Empty for another user's process, or one that is gone.
+fn fd_targets(pid: i32) -> Vec<PathBuf> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).collect()
+}
+
+/// The kernel's sock_diag netlink interface, asked for listening TCP sockets
+/// only (linux/inet_diag.h).
+mod sock_diag {
+    use std::collections::BTreeMap;
+
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, netlink};
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const HEADER: usize = 16; // struct nlmsghdr
+    const MESSAGE: usize = 72; // struct inet_diag_msg
+    const TCP_LISTEN: u32 = 10;
+    const AF_INET: u8 = 2;
+    const AF_INET6: u8 = 10;
+    const IPPROTO_TCP: u8 = 6;
+
+    /// inode -> (port, uid) of every listening TCP socket.
+    pub fn listening() -> std::io::Result<BTreeMap<u64, (u16, u32)>> {
+        let mut found = BTreeMap::new();
+        for family in [AF_INET, AF_INET6] {
+            let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(netlink::SOCK_DIAG))?;
+            // nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, an empty inet_diag_sockid.
+            let mut request = Vec::with_capacity(HEADER + 56);
+            request.extend_from_slice(&((HEADER + 56) as u32).to_ne_bytes());
+            request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+            request.extend_from_slice(&NLM_F_REQUEST_DUMP.to_ne_bytes());
+            request.extend_from_slice(&[0; 8]); // sequence, port id
+            request.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+            request.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+            request.extend_from_slice(&[0; 48]);
+            rustix::net::sendto(&fd, &request, SendFlags::empty(), &netlink::SocketAddrNetlink::new(0, 0))?;
+            let mut buffer = vec![0u8; 1 << 16];
+            'answers: loop {
+                let (n, _) = rustix::net::recv(&fd, &mut buffer[..], RecvFlags::empty())?;
+                let mut rest = &buffer[..n.min(buffer.len())];
+                if rest.is_empty() {
+                    break;
+                }
+                while rest.len() >= HEADER {
+                    let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+                    let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
+                    if kind == NLMSG_DONE || kind == NLMSG_ERROR || len < HEADER || len > rest.len() {
+                        if kind == NLMSG_ERROR {
+                            return Err(std::io::Error::other("sock_diag refused the request"));
+                        }
+                        break 'answers;
+                    }
+                    if len >= HEADER + MESSAGE {
+                        // inet_diag_msg: sport (big-endian) at 4, uid at 64, inode at 68.
+                        let m = &rest[HEADER..len];
+                        let port = u16::from_be_bytes([m[4], m[5]]);
+                        let uid = u32::from_ne_bytes(m[64..68].try_into().unwrap());
+                        let inode = u32::from_ne_bytes(m[68..72].try_into().unwrap());
+                        found.insert(u64::from(inode), (port, uid));
+                    }
+                    rest = &rest[((len + 3) & !3).min(rest.len())..];
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn agrees_with_proc_net_tcp() {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let ours = super::listening().unwrap();
+            let from_proc = procfs::net::tcp().unwrap();
+            let entry = from_proc.iter().find(|e| e.local_address.port() == port).unwrap();
+            assert_eq!(ours.get(&entry.inode), Some(&(port, entry.uid)));
+        }
+    }
 }
 
 /// What a holder is to this runner.
@@ -245,13 +359,14 @@ mod tests {
             };
             let port = listener.local_addr().unwrap().port();
             let found = lookup(&BTreeSet::from([port]));
-            let holders = &found[&port];
-            assert_eq!(holders.len(), 1, "{holders:?}");
-            assert_eq!(holders[0].id, Some(ProcId::myself()));
-            assert_eq!(holders[0].uid, users::current_uid());
-            assert!(holders[0].command.contains("xtask"), "{}", holders[0].command);
+            let me = found[&port].iter().find(|h| h.id == Some(ProcId::myself())).expect("this process holds it");
+            assert_eq!(me.uid, users::current_uid());
+            assert!(me.command.contains("xtask"), "{}", me.command);
             drop(listener);
-            assert!(lookup(&BTreeSet::from([port])).is_empty());
+            // A child another test forks may hold a copy until its exec closes it.
+            assert!(
+                process::wait_until(std::time::Duration::from_secs(2), || lookup(&BTreeSet::from([port])).is_empty())
+            );
         }
     }
 }

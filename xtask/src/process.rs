@@ -73,8 +73,10 @@ impl Group {
         (!impostor).then_some(members)
     }
 
+    /// While the leader lives the group is ours (its id cannot be reused);
+    /// after, some member must still run.
     pub fn is_running(self) -> bool {
-        self.members().is_some_and(|m| !m.is_empty())
+        self.leader.is_alive() || self.members().is_some_and(|m| !m.is_empty())
     }
 
     /// TERM to the whole group, up to `grace` for it to go, then KILL.

@@ -190,7 +190,7 @@ impl Supervisor {
                 if !matches!(polled.try_wait(), Ok(None)) {
                     return; // exited: the waiter reports it
                 }
-                if ready::check(&ready, port) && listens_in_group(port, pgid) {
+                if ready::check(&ready, port) && holder::held_by_group(port, pgid) {
                     let _ = sender.send(Event::Ready { service, generation });
                     return;
                 }
@@ -198,7 +198,7 @@ impl Supervisor {
                     let _ = sender.send(Event::NotReady { service, generation });
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(25));
+                std::thread::sleep(Duration::from_millis(5));
             }
         });
     }
@@ -462,13 +462,6 @@ impl Supervisor {
     pub fn sender(&self) -> Sender<Event> {
         self.sender.clone()
     }
-}
-
-/// Whether the listener on `port` belongs to the group (true when the
-/// holder cannot be seen at all).
-fn listens_in_group(port: u16, pgid: i32) -> bool {
-    let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
-    holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid)
 }
 
 fn colour_of(config: &Config, name: &str) -> &'static str {
