@@ -183,7 +183,10 @@ impl Squatter {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(wait_for(Duration::from_secs(10), || !is_free(port)), "the squatter on {port} did not listen");
+        // Listening, not merely bound: only a listener accepts a connection.
+        let loopback = if host.contains(':') { "::1" } else { "127.0.0.1" };
+        let listening = || std::net::TcpStream::connect((loopback, port)).is_ok();
+        assert!(wait_for(Duration::from_secs(10), listening), "the squatter on {port} did not listen");
         Squatter { child, port }
     }
 
