@@ -255,8 +255,7 @@ pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyh
     if let Some(owner) = registry.owner_of(port, &project.root) {
         bail!("port {port} is reserved by the checkout {}: pick another", owner.display());
     }
-    let mut ports = config.preferred_ports();
-    ports.extend(state::load(&project.ports_json(), config)?);
+    let mut ports = current(project, config)?;
     if let Some((other, _)) = ports.iter().find(|(name, p)| **p == port && name.as_str() != service) {
         bail!("port {port} is already given to {other}: pick another, or move {other} first");
     }
@@ -287,7 +286,7 @@ fn reset(project: &Project) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ports by service, for tests and the status line.
+/// Every service's port now: its allocation, else its preferred one.
 pub fn current(project: &Project, config: &Config) -> anyhow::Result<BTreeMap<String, u16>> {
     let mut ports = config.preferred_ports();
     ports.extend(state::load(&project.ports_json(), config)?);
