@@ -139,19 +139,41 @@ fn eight_concurrent_allocations_leave_whole_consistent_files() {
     let base = free_ports(20);
     let c = Checkout::new(&two_services(base));
     let _squatter = Squatter::start(base, "127.0.0.1", None);
-    let children: Vec<_> = (0..8)
-        .map(|_| c.command(&["ports", "allocate"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+    // Allocations racing with port changes, so that the files keep changing.
+    let children: Vec<_> = (0..8u16)
+        .map(|i| {
+            let port = (base + 2 + i).to_string();
+            let args = if i % 2 == 0 { vec!["ports", "allocate"] } else { vec!["ports", "set", "api", &port] };
+            c.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
         .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", text(&output));
-    }
+    // Meanwhile a reader (a service, an editor) never sees half a file.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(json) = c.read(".ports.json") {
+                    let ports: std::collections::BTreeMap<String, u16> =
+                        serde_json::from_str(&json).unwrap_or_else(|e| panic!("half a .ports.json ({e}): {json:?}"));
+                    assert_eq!(ports.len(), 2, "{json}");
+                }
+                if let Some(env) = c.read(".env.runtime") {
+                    assert!(env.ends_with('\n') && env.lines().count() == 7, "half an .env.runtime: {env:?}");
+                }
+            }
+        });
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "{}", text(&output));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     let ports = c.ports();
-    assert_eq!(ports["api"], base + 1);
     let env = c.read(".env.runtime").unwrap();
     for (name, port) in &ports {
         assert!(env.contains(&format!("{}_PORT={port}\n", name.to_uppercase())), "{env}");
     }
+    assert_ne!(ports["api"], base, "the busy port was handed out");
     let leftovers: Vec<_> = std::fs::read_dir(c.dir.path())
         .unwrap()
         .flatten()
