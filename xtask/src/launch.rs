@@ -26,7 +26,7 @@ use crate::term::say;
 /// Prepares `names` (already closed over their dependencies) to start.
 /// With `Output::Terminal` (dev) services that run in the background are
 /// taken over; with `Output::Files` (start) they keep running.
-pub fn prepare(
+fn prepare(
     project: &Project,
     config: Config,
     names: &[String],
