@@ -20,6 +20,15 @@ fn three_services(base: u16) -> String {
     )
 }
 
+/// Two checkouts of the same ports.toml sharing one registry (declared first,
+/// so it outlives them: their Drop stops their services).
+fn two_worktrees(base: u16) -> (TempDir, Checkout, Checkout) {
+    let state = TempDir::new().unwrap();
+    let a = Checkout::sharing(&three_services(base), state.path());
+    let b = Checkout::sharing(&three_services(base), state.path());
+    (state, a, b)
+}
+
 fn preferred(base: u16) -> BTreeMap<String, u16> {
     BTreeMap::from([("api".into(), base), ("web".into(), base + 10), ("worker".into(), base + 20)])
 }
@@ -99,9 +108,7 @@ fn assert_names_the_other_checkout(out: &str, a: &Checkout) {
 #[test]
 fn two_checkouts_get_disjoint_ports_and_keep_them() {
     let base = free_ports(30);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (state, a, b) = two_worktrees(base);
     a.ok(&["ports", "allocate"]);
     let out = b.ok(&["ports", "allocate"]);
     let (first_a, first_b) = (a.ports(), b.ports());
@@ -125,9 +132,7 @@ fn two_checkouts_get_disjoint_ports_and_keep_them() {
 #[test]
 fn reservations_hold_while_the_services_are_stopped() {
     let base = free_ports(30);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (_state, a, b) = two_worktrees(base);
     a.ok(&["ports", "allocate"]);
     assert!(pids(&a).values().all(|(_, running)| !running));
     b.ok(&["ports", "allocate"]);
@@ -154,9 +159,7 @@ fn reservations_hold_while_the_services_are_stopped() {
 #[test]
 fn force_mode_never_kills_the_services_of_another_checkout() {
     let base = free_ports(30);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (_state, a, b) = two_worktrees(base);
     a.ok(&["start"]);
     let a_pids = pids(&a);
     assert!(a_pids.values().all(|(_, running)| *running), "{a_pids:?}");
@@ -177,9 +180,7 @@ fn force_mode_never_kills_the_services_of_another_checkout() {
 #[test]
 fn our_own_port_held_by_another_checkouts_service_is_not_killed() {
     let base = free_ports(80);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (_state, a, b) = two_worktrees(base);
     a.ok(&["start"]);
     let a_pids = pids(&a);
     // B prefers other ports, but its .ports.json points at A's running services.
@@ -194,9 +195,7 @@ fn our_own_port_held_by_another_checkouts_service_is_not_killed() {
 #[test]
 fn reset_releases_the_reservations() {
     let base = free_ports(30);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (state, a, b) = two_worktrees(base);
     a.ok(&["ports", "allocate"]);
     b.ok(&["ports", "allocate"]);
     assert_ne!(b.ports(), preferred(base));
@@ -217,9 +216,7 @@ fn reset_releases_the_reservations() {
 #[test]
 fn deleted_checkouts_are_pruned_and_ports_all_lists_the_others() {
     let base = free_ports(30);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (state, a, b) = two_worktrees(base);
     let gone = Checkout::sharing(&three_services(base), state.path());
     gone.ok(&["ports", "allocate"]);
     a.ok(&["ports", "allocate"]);
@@ -337,9 +334,7 @@ fn the_registry_lives_under_xdg_state_home_or_home() {
 #[test]
 fn a_port_reserved_by_another_checkout_is_never_freed_by_a_kill() {
     let base = free_ports(30);
-    let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let (_state, a, b) = two_worktrees(base);
     a.ok(&["ports", "allocate"]);
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let out = start_forced(&b);
