@@ -28,7 +28,7 @@ use crate::config::Ready;
 use crate::files;
 use crate::holder;
 use crate::paths::Project;
-use crate::process::ProcId;
+use crate::process::{self, ProcId, Stat};
 use crate::ready;
 use crate::term::say;
 
@@ -259,20 +259,19 @@ fn idle(bench: &mut Bench, sizes: &Sizes) -> anyhow::Result<Case> {
     })?;
     ensure!(matches!(dev.0.try_wait(), Ok(None)), "xtask dev exited:\n{}", text());
 
-    let process = procfs::process::Process::new(dev.pid())?;
-    let cpu_ticks = || -> anyhow::Result<u64> {
-        let stat = process.stat()?;
-        Ok(stat.utime + stat.stime)
-    };
+    let pid = dev.pid();
+    let cpu_ticks = || Stat::of(pid).map(|s| s.utime + s.stime).context("xtask dev is gone");
     let (before, started) = (cpu_ticks()?, Instant::now());
     bench.sleep(sizes.idle)?;
     let (after, watched) = (cpu_ticks()?, started.elapsed().as_secs_f64());
-    let peak_kb = process.status()?.vmhwm.context("no VmHWM in /proc/PID/status")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix(" kB")?.parse::<u64>().ok());
+    let peak_kb = peak.context("no VmHWM in /proc/PID/status")?;
     dev.interrupt(Duration::from_secs(30))?;
     ensure!(checkout.ports.iter().all(|p| alloc::is_free(*p)), "a port is still busy after xtask dev stopped");
 
     let rss = peak_kb as f64 / 1024.0;
-    let cpu = (after - before) as f64 / procfs::ticks_per_second() as f64 / watched * 100.0;
+    let cpu = (after - before) as f64 / rustix::param::clock_ticks_per_second() as f64 / watched * 100.0;
     let title = format!("supervisor idle for {} s, 4 services", sizes.idle.as_secs());
     let mut case = Case::new(title, Vec::new(), Vec::new(), "< 15 MB RSS, < 1 % CPU");
     case.figures = vec![("peak RSS", Figure::Megabytes(rss)), ("of one core", Figure::Percent(cpu))];
@@ -719,12 +718,11 @@ fn answers(port: u16) -> bool {
 /// checkout's services would leave behind.
 fn processes_in(dir: &Path) -> Vec<ProcId> {
     let me = std::process::id() as i32;
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.flatten()
-        .filter(|p| p.pid != me && p.cwd().is_ok_and(|cwd| cwd.starts_with(dir)))
-        .filter_map(|p| ProcId::of(p.pid))
+    let cwd = |pid: i32| std::fs::read_link(format!("/proc/{pid}/cwd"));
+    process::all_pids()
+        .into_iter()
+        .filter(|pid| *pid != me && cwd(*pid).is_ok_and(|cwd| cwd.starts_with(dir)))
+        .filter_map(ProcId::of)
         .collect()
 }
 

@@ -6,12 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::cli::Mode;
 use crate::paths::Project;
 use crate::pids;
-use crate::process::{self, Group, ProcId};
+use crate::process::{self, Group, ProcId, Stat};
 use crate::registry::Registry;
 use crate::users;
 
@@ -44,17 +45,15 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
     }
     let mut seen_inodes = BTreeSet::new();
     for (pid, inodes) in holding(&sockets) {
-        let Ok(process) = procfs::process::Process::new(pid) else { continue };
-        let Ok(stat) = process.stat() else { continue };
-        let command = process.cmdline().ok().filter(|c| !c.is_empty()).map_or(stat.comm.clone(), |c| c.join(" "));
+        let Some(stat) = Stat::of(pid) else { continue };
+        let Ok(uid) = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()) else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let words: Vec<_> = cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(String::from_utf8_lossy).collect();
+        let command = if words.is_empty() { stat.comm.clone() } else { words.join(" ") };
         let ports: BTreeSet<u16> = inodes.iter().map(|i| sockets[i].0).collect();
         for port in ports {
-            found.entry(port).or_default().push(Holder {
-                id: Some(ProcId { pid: stat.pid, start: stat.starttime }),
-                pgid: stat.pgrp,
-                uid: process.uid().unwrap_or(u32::MAX),
-                command: command.clone(),
-            });
+            let id = Some(ProcId { pid, start: stat.start });
+            found.entry(port).or_default().push(Holder { id, pgid: stat.pgrp, uid, command: command.clone() });
         }
         seen_inodes.extend(inodes);
     }
@@ -71,8 +70,7 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
 /// cannot be seen at all). Its leader usually holds it, so it is asked first.
 pub fn held_by_group(port: u16, pgid: i32) -> bool {
     let sockets = listening(&BTreeSet::from([port]));
-    let mine = |target: &PathBuf| sockets.keys().any(|inode| target.to_str() == Some(&format!("socket:[{inode}]")));
-    if sockets.is_empty() || fd_targets(pgid).iter().any(mine) {
+    if sockets.is_empty() || !sockets_of(pgid, &sockets).is_empty() {
         return !sockets.is_empty();
     }
     let holders = lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
@@ -86,41 +84,73 @@ fn listening(ports: &BTreeSet<u16>) -> BTreeMap<u64, (u16, u32)> {
     sock_diag::listening()
         .map(|all| all.into_iter().filter(|(_, (port, _))| ports.contains(port)).collect())
         .unwrap_or_else(|_| {
-            let tables = [procfs::net::tcp(), procfs::net::tcp6()];
-            let entries = tables.into_iter().flat_map(Result::unwrap_or_default);
-            entries
-                .filter(|e| e.state == procfs::net::TcpState::Listen && ports.contains(&e.local_address.port()))
-                .map(|e| (e.inode, (e.local_address.port(), e.uid)))
-                .collect()
+            let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(|t| std::fs::read_to_string(t).unwrap_or_default());
+            tables.iter().flat_map(|t| proc_net_listening(t)).filter(|(_, (port, _))| ports.contains(port)).collect()
         })
 }
 
-/// The processes that have any of `sockets` open, with which ones: every
-/// process's descriptors are read (one readlink each), on every core.
+/// The listening sockets of a `/proc/net/tcp` table: inode -> (port, uid).
+/// A row: `sl local_address rem_address st ... uid timeout inode`, the port
+/// in hex after the address, state `0A` for listening.
+fn proc_net_listening(table: &str) -> BTreeMap<u64, (u16, u32)> {
+    let row = |line: &str| {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let port = u16::from_str_radix(fields.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+        let listening = *fields.get(3)? == "0A";
+        listening.then_some((fields.get(9)?.parse().ok()?, (port, fields.get(7)?.parse().ok()?)))
+    };
+    table.lines().skip(1).filter_map(row).collect()
+}
+
+/// The processes that have any of `sockets` open, with which ones. Nothing
+/// cheaper says who holds a socket, so every process's descriptors are read,
+/// on every core (this thread takes the first share).
 fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
-    let links: BTreeMap<String, u64> = sockets.keys().map(|i| (format!("socket:[{i}]"), *i)).collect();
-    let pids: Vec<i32> = std::fs::read_dir("/proc")
-        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default();
-    let scan = |pid: &i32| {
-        let inodes: BTreeSet<u64> =
-            fd_targets(*pid).into_iter().filter_map(|target| links.get(target.to_str()?).copied()).collect();
-        (!inodes.is_empty()).then_some((*pid, inodes))
+    let pids = process::all_pids();
+    let scan = |pids: &[i32]| -> Vec<(i32, BTreeSet<u64>)> {
+        let held = pids.iter().map(|pid| (*pid, sockets_of(*pid, sockets)));
+        held.filter(|(_, inodes)| !inodes.is_empty()).collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shares = pids.chunks(pids.len().div_ceil(threads).max(1));
+    let first = shares.next().unwrap_or_default();
     std::thread::scope(|scope| {
-        let chunks = pids.chunks(pids.len().div_ceil(threads).max(1));
-        let workers: Vec<_> =
-            chunks.map(|chunk| scope.spawn(move || chunk.iter().filter_map(scan).collect::<Vec<_>>())).collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+        let others: Vec<_> = shares.map(|share| scope.spawn(move || scan(share))).collect();
+        let mut found = scan(first);
+        found.extend(others.into_iter().flat_map(|other| other.join().unwrap_or_default()));
+        found
     })
 }
 
-/// What a process's descriptors point at (`socket:[123]`, paths...), one
-/// readlink each. Empty for another user's process, or one that is gone.
-fn fd_targets(pid: i32) -> Vec<PathBuf> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
-    fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).collect()
+/// Which of `sockets` process `pid` has open: one readlink per descriptor,
+/// relative to its fd folder. Empty for a process that is gone or another
+/// user's.
+fn sockets_of(pid: i32, sockets: &BTreeMap<u64, (u16, u32)>) -> BTreeSet<u64> {
+    use rustix::fs::{CWD, Mode, OFlags, RawDir};
+    use rustix::io::Errno;
+    let mut found = BTreeSet::new();
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::openat(CWD, format!("/proc/{pid}/fd"), flags, Mode::empty()) else { return found };
+    let mut buffer = [std::mem::MaybeUninit::uninit(); 8192];
+    let mut entries = RawDir::new(&dir, &mut buffer);
+    while let Some(Ok(entry)) = entries.next() {
+        if entry.file_name().to_bytes().starts_with(b".") {
+            continue;
+        }
+        match rustix::fs::readlinkat(&dir, entry.file_name(), Vec::new()) {
+            Ok(target) => found.extend(socket_inode(target.as_bytes()).filter(|i| sockets.contains_key(i))),
+            // Every descriptor of a process we may not look into refuses alike.
+            Err(Errno::ACCESS | Errno::PERM) => break,
+            Err(_) => {} // closed meanwhile
+        }
+    }
+    found
+}
+
+/// `socket:[1234]` -> 1234.
+fn socket_inode(link: &[u8]) -> Option<u64> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The kernel's sock_diag netlink interface, asked for listening TCP sockets
@@ -194,9 +224,10 @@ mod sock_diag {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let ours = super::listening().unwrap();
-            let from_proc = procfs::net::tcp().unwrap();
-            let entry = from_proc.iter().find(|e| e.local_address.port() == port).unwrap();
-            assert_eq!(ours.get(&entry.inode), Some(&(port, entry.uid)));
+            let from_proc = super::super::proc_net_listening(&std::fs::read_to_string("/proc/net/tcp").unwrap());
+            let (inode, entry) = from_proc.iter().find(|(_, (p, _))| *p == port).unwrap();
+            assert_eq!(ours.get(inode), Some(entry));
+            assert_eq!(entry.1, crate::users::current_uid());
         }
     }
 }

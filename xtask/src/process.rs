@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use procfs::process::Process;
 use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +25,7 @@ pub struct ProcId {
 
 impl ProcId {
     pub fn of(pid: i32) -> Option<ProcId> {
-        let stat = Process::new(pid).ok()?.stat().ok()?;
-        (stat.state != 'Z').then_some(ProcId { pid, start: stat.starttime })
+        Stat::of(pid)?.id()
     }
 
     pub fn myself() -> ProcId {
@@ -40,15 +38,61 @@ impl ProcId {
     }
 }
 
+/// The fields of `/proc/PID/stat` the runner reads (proc(5)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// The executable's name, at most 15 bytes.
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    /// CPU time in user and kernel mode, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+    /// Clock ticks after boot.
+    pub start: u64,
+}
+
+impl Stat {
+    pub fn of(pid: i32) -> Option<Stat> {
+        Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// `PID (COMM) STATE PPID PGRP ...`: the name may hold spaces and
+    /// parentheses, so it ends at the last `)`.
+    fn parse(text: &str) -> Option<Stat> {
+        let (pid, rest) = text.split_once(" (")?;
+        let (comm, rest) = rest.rsplit_once(") ")?;
+        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let number = |i: usize| fields.get(i)?.parse().ok();
+        Some(Stat {
+            pid: pid.parse().ok()?,
+            comm: comm.to_owned(),
+            state: fields.first()?.chars().next()?,
+            ppid: fields.get(1)?.parse().ok()?,
+            pgrp: fields.get(2)?.parse().ok()?,
+            utime: number(11)?,
+            stime: number(12)?,
+            start: number(19)?,
+        })
+    }
+
+    /// Who it is, unless it is a zombie: one that has exited, waiting to be reaped.
+    pub fn id(&self) -> Option<ProcId> {
+        (self.state != 'Z').then_some(ProcId { pid: self.pid, start: self.start })
+    }
+}
+
+/// The pid of every process, from the folders of `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).collect()
+}
+
 /// The live (non-zombie) members of a process group.
 pub fn group_members(pgid: i32) -> Vec<ProcId> {
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.filter_map(|p| p.ok()?.stat().ok())
-        .filter(|s| s.pgrp == pgid && s.state != 'Z')
-        .map(|s| ProcId { pid: s.pid, start: s.starttime })
-        .collect()
+    all_pids().into_iter().filter_map(Stat::of).filter(|s| s.pgrp == pgid).filter_map(|s| s.id()).collect()
 }
 
 /// A group this runner started, named by its leader: the group's id is the
@@ -146,7 +190,7 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 pub fn ancestors() -> BTreeSet<i32> {
     let mut found = BTreeSet::new();
     let mut pid = std::process::id() as i32;
-    while let Some(stat) = Process::new(pid).ok().and_then(|p| p.stat().ok()) {
+    while let Some(stat) = Stat::of(pid) {
         if stat.ppid <= 0 || !found.insert(stat.ppid) {
             break;
         }
@@ -203,6 +247,25 @@ pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stat_line_whose_name_holds_parentheses() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 9 0 0 0 7 3 0 0 20 0 1 0 123456 2269184 129 0";
+        let want = Stat {
+            pid: 4242,
+            comm: "a) b (c)".into(),
+            state: 'S',
+            ppid: 1,
+            pgrp: 4242,
+            utime: 7,
+            stime: 3,
+            start: 123456,
+        };
+        assert_eq!(Stat::parse(line), Some(want));
+        assert_eq!(Stat::parse("4242 (cut short) S 1"), None);
+        let me = Stat::of(std::process::id() as i32).unwrap();
+        assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
+    }
 
     #[test]
     fn a_reused_pid_is_not_the_same_process() {

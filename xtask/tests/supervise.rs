@@ -296,6 +296,7 @@ fn logs_shows_each_service() {
     http_get(base);
     std::thread::sleep(Duration::from_millis(600));
     follow.kill().unwrap();
+    follow.wait().unwrap();
     let mut followed = String::new();
     follow.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
     assert!(followed.contains("a | 127.0.0.1 - - ") && followed.contains("GET /followed"), "{followed}");
