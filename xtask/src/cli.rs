@@ -66,6 +66,9 @@ pub enum Command {
     Ui,
     /// Run every test suite of the repository
     Test,
+    /// dev's guard: stops dev's services if dev ends without stopping them
+    #[command(hide = true)]
+    Guard { runner_pid: i32, runner_start: u64 },
     /// Measure the runner side by side with the seed's bash baseline
     Bench {
         /// Runs of each case (runner and baseline alternate)

@@ -1,6 +1,6 @@
 //! `cargo xtask dev`: everything in the foreground, logs in one terminal, a
 //! dashboard beside it; Ctrl-C, SIGTERM or SIGHUP stops it all, dependents
-//! first.
+//! first. If dev itself is killed, its guard stops them.
 
 use crate::cli::ConflictFlags;
 use crate::launch;

@@ -12,6 +12,7 @@ use crate::alloc;
 use crate::cli::{ConflictFlags, Mode};
 use crate::config::Config;
 use crate::conflict;
+use crate::guard;
 use crate::holder::Known;
 use crate::paths::Project;
 use crate::pids;
@@ -105,7 +106,13 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     let config = crate::config::load(&project.ports_toml())?;
     let names = selected(&config, services)?;
     let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
+    // dev's services must not outlive it: its guard watches before the first starts.
+    let guard = match output {
+        Output::Terminal => Some(guard::spawn(project)?),
+        Output::Files => None,
+    };
     let mut sup = prepare(project, config, &names, mode, output)?;
+    sup.guard = guard;
     supervisor::forward_signals(sup.sender())?;
     sup.start_all(&names)?;
     Ok(sup)

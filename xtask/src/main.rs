@@ -21,6 +21,7 @@ mod term;
 mod users;
 // Running services.
 mod conflict;
+mod guard;
 mod launch;
 mod setup;
 mod supervisor;
@@ -40,6 +41,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::paths::Project;
+use crate::process::ProcId;
 
 fn main() {
     if let Err(e) = try_main() {
@@ -62,5 +64,8 @@ fn try_main() -> anyhow::Result<()> {
         Command::Test => test::run(&project),
         Command::Bench { runs, json } => bench::run(&project, runs, json.as_deref()),
         Command::Ui => ui::run(&project),
+        Command::Guard { runner_pid, runner_start } => {
+            guard::run(&project, ProcId { pid: runner_pid, start: runner_start })
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::launch;
 use crate::paths::Project;
 use crate::pids;
-use crate::process;
+use crate::process::{self, ProcId};
 use crate::state::Ports;
 use crate::supervisor::{Output, Supervisor};
 use crate::term::say;
@@ -30,14 +30,23 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
         say!("nothing is running");
         return Ok(());
     }
-    background(project, config)?.stop(&names);
+    background(project, config, running(project))?.stop(&names);
+    Ok(())
+}
+
+/// Stops what a `dev` that is gone left running (its guard calls this).
+pub fn stop_left_by(project: &Project, runner: ProcId) -> anyhow::Result<()> {
+    let config = crate::config::load(&project.ports_toml())?;
+    let left: Vec<pids::Record> = running(project).into_iter().filter(|r| r.supervisor == Some(runner)).collect();
+    let names: Vec<String> = config.order.iter().filter(|n| left.iter().any(|r| &r.service == *n)).cloned().collect();
+    background(project, config, left)?.stop(&names);
     Ok(())
 }
 
 pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
     let stopping = to_stop(project, &config, services)?;
-    background(project, config.clone())?.stop(&stopping);
+    background(project, config.clone(), running(project))?.stop(&stopping);
     let mut names = launch::selected(&config, services)?;
     names.extend(stopping);
     let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
@@ -48,8 +57,7 @@ pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> 
 /// on them. Services of a `dev` in another terminal are stopped by stopping
 /// that `dev` (only as a whole).
 fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
-    let records: Vec<pids::Record> =
-        pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
+    let records = running(project);
     let supervised: Vec<_> = records.iter().filter_map(|r| r.supervisor.filter(|s| s.is_alive())).collect();
     if let Some(dev) = supervised.first() {
         if cli::selection(services).is_some() {
@@ -78,15 +86,18 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
             config.dependents_closure(names)
         }
     };
-    let running: Vec<String> =
-        pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).map(|r| r.service).collect();
+    let running: Vec<String> = running(project).into_iter().map(|r| r.service).collect();
     Ok(selected.into_iter().filter(|n| running.contains(n)).collect())
 }
 
-/// A supervisor over the services an earlier `start` left running.
-fn background(project: &Project, config: Config) -> anyhow::Result<Supervisor> {
-    let records: Vec<pids::Record> =
-        pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
+/// The records of the services that are running.
+fn running(project: &Project) -> Vec<pids::Record> {
+    pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
+}
+
+/// A supervisor over services that run without one: left by `start`, or by
+/// a `dev` that is gone.
+fn background(project: &Project, config: Config, records: Vec<pids::Record>) -> anyhow::Result<Supervisor> {
     let ports: Ports =
         config.preferred_ports().into_iter().chain(records.iter().map(|r| (r.service.clone(), r.port))).collect();
     let mut sup = Supervisor::new(project.clone(), config, ports, Output::Files)?;

@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use crate::alloc;
 use crate::config::Config;
 use crate::envfile;
+use crate::guard::Guard;
 use crate::holder;
 use crate::logs;
 use crate::paths::Project;
@@ -95,6 +96,8 @@ pub struct Supervisor {
     /// Services an earlier runner started (in the background), which count
     /// as ready and are stopped through their groups.
     pub kept: BTreeMap<String, Group>,
+    /// In the foreground: what stops the services if this process is killed.
+    pub guard: Option<Guard>,
     sender: Sender<Event>,
     events: Receiver<Event>,
     generation: u64,
@@ -115,6 +118,7 @@ impl Supervisor {
             output,
             running: BTreeMap::new(),
             kept: BTreeMap::new(),
+            guard: None,
             sender,
             events,
             generation: 0,

@@ -125,6 +125,17 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the record of a dashboard that `owner` served, now gone without
+/// removing it (dev's guard calls this).
+pub fn forget(project: &Project, owner: ProcId) -> anyhow::Result<()> {
+    let record = project.dashboard_file();
+    let text = files::read_optional(&record)?.unwrap_or_default();
+    if serde_json::from_str::<Record>(&text).is_ok_and(|r| r.owner == owner) {
+        files::remove_optional(&record)?;
+    }
+    Ok(())
+}
+
 /// 128 random bits, as hex.
 fn token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];

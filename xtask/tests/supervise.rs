@@ -162,14 +162,54 @@ fn a_service_that_exits_later_is_reported_with_its_last_lines() {
     assert!(is_free(base));
 }
 
+/// dev's guard: the process that stops dev's services when dev is gone.
+fn guard_of(dev: &Child) -> i32 {
+    let mine = |(_, command): &(i32, String)| command.contains(&format!(" {} ", dev.id()));
+    let guards: Vec<_> = processes_with("guard").into_iter().filter(mine).collect();
+    assert_eq!(guards.len(), 1, "one guard per dev: {guards:?}");
+    guards[0].0
+}
+
 #[test]
-fn after_the_runner_is_killed_the_next_run_stops_the_leftovers_and_takes_the_ports_back() {
+fn when_the_runner_is_killed_its_guard_stops_every_service() {
     let base = free_ports(30);
     let c = Checkout::new(&stack(base));
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 3);
     let old = service_processes(&c);
-    dev.kill().unwrap(); // SIGKILL: no chance to clean up
+    let guard = guard_of(&dev);
+    dev.kill().unwrap(); // SIGKILL: dev has no chance to clean up
+    dev.wait().unwrap();
+    assert!(wait_for(LONG, || !alive(guard)), "the guard is still running");
+    assert_all_gone(&c, &old, &[base, base + 10, base + 20]);
+    let said = c.read(".logs/guard.log").unwrap();
+    assert!(said.contains(&format!("cargo xtask dev (pid {}) is gone without stopping a, b, c", dev.id())), "{said}");
+    // Dependents first: c depends on a and b.
+    assert!(said.find("c | stopped") < said.find("a | stopped"), "{said}");
+}
+
+#[test]
+fn a_runner_that_stops_on_its_own_leaves_its_guard_nothing_to_do() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    let guard = guard_of(&dev);
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    assert!(dev.wait().unwrap().success());
+    assert!(!alive(guard), "dev left before its guard");
+    assert_eq!(c.read(".logs/guard.log").unwrap(), "");
+}
+
+#[test]
+fn after_the_runner_and_its_guard_are_killed_the_next_run_stops_the_leftovers_and_takes_the_ports_back() {
+    let base = free_ports(30);
+    let c = Checkout::new(&stack(base));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 3);
+    let old = service_processes(&c);
+    std::process::Command::new("kill").args(["-KILL", &guard_of(&dev).to_string()]).status().unwrap();
+    dev.kill().unwrap();
     dev.wait().unwrap();
     assert!(old.iter().any(|p| alive(*p)), "the services died with the runner: nothing to test");
     let out = c.ok(&["start"]);

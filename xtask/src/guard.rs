@@ -1,0 +1,79 @@
+//! The guard of `cargo xtask dev`: a second process that stops dev's
+//! services when dev ends without stopping them (SIGKILL, a crash, the OOM
+//! killer), so that nothing dev started outlives it. It waits on a pipe whose
+//! only writer is dev: the kernel closes it when dev ends, however it ends.
+//! Then it stops what the records of `.pids/` say that dev was running, as
+//! `stop` would, dependents first, and removes dev's dashboard record. When
+//! dev stops its services itself, the guard finds nothing left and leaves.
+
+use std::io::PipeWriter;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+use anyhow::Context;
+
+use crate::paths::Project;
+use crate::pids;
+use crate::process::ProcId;
+use crate::start;
+use crate::ui;
+
+/// Held by dev's supervisor for as long as it runs services.
+pub struct Guard {
+    pipe: Option<PipeWriter>,
+    child: Child,
+}
+
+/// Starts the guard of this process, before it starts any service.
+pub fn spawn(project: &Project) -> anyhow::Result<Guard> {
+    let me = ProcId::myself();
+    // Both ends are close-on-exec: no service inherits the writer, which
+    // would keep the pipe open after dev is gone.
+    let (reader, pipe) = std::io::pipe().context("creating the guard's pipe")?;
+    std::fs::create_dir_all(project.logs_dir())?;
+    let log = std::fs::File::create(project.log_file("guard")).context("creating the guard's log")?;
+    // A shell waits (a fourth of this program's memory), then becomes
+    // `xtask guard` once the pipe closes.
+    let waiter = r#"while read -r _; do :; done; exec "$0" guard "$1" "$2""#;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let child = Command::new("/bin/sh")
+        .args(["-c", waiter])
+        .arg(exe)
+        .args([me.pid.to_string(), me.start.to_string()])
+        .current_dir(&project.root)
+        .stdin(reader)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Ctrl-C on the terminal is for dev, which stops everything itself.
+        .process_group(0)
+        .spawn()
+        .context("starting the guard")?;
+    Ok(Guard { pipe: Some(pipe), child })
+}
+
+impl Drop for Guard {
+    /// Wakes the guard and waits for it: nothing of dev's outlives dev. After
+    /// dev stopped its services itself, the guard finds nothing to do.
+    fn drop(&mut self) {
+        self.pipe.take();
+        let _ = self.child.wait();
+    }
+}
+
+/// The guard's side: waits until `runner` is gone, then stops the services
+/// it left running.
+pub fn run(project: &Project, runner: ProcId) -> anyhow::Result<()> {
+    // Nothing is ever written: this returns when the last writer is gone.
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("waiting on the runner")?;
+    ui::forget(project, runner)?;
+    let left: Vec<String> = pids::load_all(&project.root)
+        .into_iter()
+        .filter(|r| r.supervisor == Some(runner) && r.group.is_running())
+        .map(|r| r.service)
+        .collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    println!("cargo xtask dev (pid {}) is gone without stopping {}: stopping them", runner.pid, left.join(", "));
+    start::stop_left_by(project, runner)
+}
