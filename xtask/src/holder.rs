@@ -121,7 +121,8 @@ fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
         }
         found
     };
-    let threads = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    // More would spend on starting threads what they save on a few hundred processes.
+    let threads = (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(8);
     std::thread::scope(|scope| {
         let others: Vec<_> = (1..threads).map(|_| scope.spawn(scan)).collect();
         let mut found = scan();
