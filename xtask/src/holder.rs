@@ -121,7 +121,7 @@ fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
         }
         found
     };
-    // More would spend on starting threads what they save on a few hundred processes.
+    // Capped: a few hundred processes give a big machine little to share out.
     let threads = (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(8);
     std::thread::scope(|scope| {
         let others: Vec<_> = (1..threads).map(|_| scope.spawn(scan)).collect();
