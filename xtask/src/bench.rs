@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use crate::alloc;
 use crate::config::Ready;
 use crate::files;
+use crate::guard;
 use crate::holder;
 use crate::paths::Project;
 use crate::process::{self, ProcId, Stat};
@@ -273,8 +274,9 @@ fn idle(bench: &mut Bench, sizes: &Sizes) -> anyhow::Result<Case> {
     // dev and its guard (the child that stops the services if dev is killed).
     let dev_pid = dev.pid();
     let is_guard = |pid: i32| {
-        let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        Stat::of(pid).is_some_and(|s| s.ppid == dev_pid) && String::from_utf8_lossy(&command).contains("guard")
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv: Vec<&[u8]> = argv.split(|b| *b == 0).collect();
+        argv.get(2) == Some(&guard::WAITER.as_bytes()) && argv.get(4) == Some(&dev_pid.to_string().as_bytes())
     };
     let guard = process::all_pids().into_iter().find(|p| is_guard(*p));
     ensure!(guard.is_some(), "xtask dev started no guard");

@@ -63,6 +63,9 @@ pub struct Service {
     pub stop_grace: Duration,
 }
 
+/// `stop_grace` when `ports.toml` does not say.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// When a started service counts as ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ready {
@@ -469,7 +472,7 @@ impl Validator<'_> {
             }
         };
         let stop_grace = match &raw.stop_grace {
-            None => Duration::from_secs(10),
+            None => DEFAULT_STOP_GRACE,
             Some(g) if (0.0..=3600.0).contains(g.get_ref()) => Duration::from_secs_f64(*g.get_ref()),
             Some(g) => {
                 self.error(g.span(), format!("stop_grace of {name} must be a number of seconds from 0 to 3600"));

@@ -18,6 +18,11 @@ use crate::process::ProcId;
 use crate::start;
 use crate::ui;
 
+/// What waits: a shell (a fourth of this program's memory), holding this
+/// program open so that a rebuild meanwhile does not change what it becomes
+/// once the pipe closes: `xtask guard RUNNER_PID RUNNER_START`.
+pub const WAITER: &str = r#"exec 3<"$0"; while read -r _; do :; done; exec /proc/self/fd/3 guard "$1" "$2""#;
+
 /// Held by dev's supervisor for as long as it runs services.
 pub struct Guard {
     pipe: Option<PipeWriter>,
@@ -31,13 +36,10 @@ pub fn spawn(project: &Project) -> anyhow::Result<Guard> {
     // would keep the pipe open after dev is gone.
     let (reader, pipe) = std::io::pipe().context("creating the guard's pipe")?;
     std::fs::create_dir_all(project.logs_dir())?;
-    let log = std::fs::File::create(project.log_file("guard")).context("creating the guard's log")?;
-    // A shell waits (a fourth of this program's memory), then becomes
-    // `xtask guard` once the pipe closes.
-    let waiter = r#"while read -r _; do :; done; exec "$0" guard "$1" "$2""#;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(project.guard_log())?;
     let exe = std::env::current_exe().context("finding this program")?;
     let child = Command::new("/bin/sh")
-        .args(["-c", waiter])
+        .args(["-c", WAITER])
         .arg(exe)
         .args([me.pid.to_string(), me.start.to_string()])
         .current_dir(&project.root)
@@ -65,15 +67,15 @@ impl Drop for Guard {
 pub fn run(project: &Project, runner: ProcId) -> anyhow::Result<()> {
     // Nothing is ever written: this returns when the last writer is gone.
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("waiting on the runner")?;
-    ui::forget(project, runner)?;
     let left: Vec<String> = pids::load_all(&project.root)
         .into_iter()
         .filter(|r| r.supervisor == Some(runner) && r.group.is_running())
         .map(|r| r.service)
         .collect();
-    if left.is_empty() {
-        return Ok(());
+    if !left.is_empty() {
+        let (pid, names) = (runner.pid, left.join(", "));
+        println!("cargo xtask dev (pid {pid}) is gone without stopping {names}: stopping them");
+        start::stop_left_by(project, runner)?;
     }
-    println!("cargo xtask dev (pid {}) is gone without stopping {}: stopping them", runner.pid, left.join(", "));
-    start::stop_left_by(project, runner)
+    ui::forget(project, runner)
 }

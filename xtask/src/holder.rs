@@ -123,12 +123,16 @@ fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
     };
     // Capped: a few hundred processes give a big machine little to share out.
     let threads = (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(8);
-    std::thread::scope(|scope| {
+    let mut found = std::thread::scope(|scope| {
         let others: Vec<_> = (1..threads).map(|_| scope.spawn(scan)).collect();
         let mut found = scan();
-        found.extend(others.into_iter().flat_map(|other| other.join().unwrap_or_default()));
+        for other in others {
+            found.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
         found
-    })
+    });
+    found.sort(); // by pid, whichever thread found it
+    found
 }
 
 /// Which of `sockets` process `pid` has open: one readlink per descriptor,

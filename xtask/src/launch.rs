@@ -4,13 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use anyhow::bail;
 
 use crate::alloc;
 use crate::cli::{ConflictFlags, Mode};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::conflict;
 use crate::guard;
 use crate::holder::Known;
@@ -38,9 +37,9 @@ fn prepare(
     let mut kept = BTreeMap::new();
     for record in pids::load_all(&project.root) {
         let name = &record.service;
-        let grace = config.services.get(name).map_or(Duration::from_secs(10), |s| s.stop_grace);
+        let grace = config.services.get(name).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
         if !record.group.is_running() {
-            pids::remove(project, name)?; // stale: it exited
+            pids::remove(project, name, record.group)?; // stale: it exited
             continue;
         }
         match record.supervisor {
@@ -52,12 +51,12 @@ fn prepare(
             Some(_) => {
                 say!("{name}: stopping the leftover of a runner that was killed (pid {})", record.pid());
                 record.group.stop(grace);
-                pids::remove(project, name)?;
+                pids::remove(project, name, record.group)?;
             }
             None if output == Output::Terminal && names.contains(name) => {
                 say!("{name}: stopping the background instance (pid {}) to run it here", record.pid());
                 record.group.stop(grace);
-                pids::remove(project, name)?;
+                pids::remove(project, name, record.group)?;
             }
             None => {
                 if names.contains(name) {

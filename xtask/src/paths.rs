@@ -53,6 +53,10 @@ impl Project {
     pub fn log_file(&self, service: &str) -> PathBuf {
         self.logs_dir().join(format!("{service}.log"))
     }
+    /// What dev's guard did (a service's name cannot hold a dot).
+    pub fn guard_log(&self) -> PathBuf {
+        self.logs_dir().join("dev.guard.log")
+    }
     pub fn data_dir(&self) -> PathBuf {
         self.root.join(".data")
     }

@@ -32,8 +32,15 @@ pub fn save(project: &Project, record: &Record) -> anyhow::Result<()> {
     files::write_atomic(&project.pid_file(&record.service), &text)
 }
 
-pub fn remove(project: &Project, service: &str) -> anyhow::Result<()> {
-    files::remove_optional(&project.pid_file(service))
+/// Removes the record of `service` if it still names `group`: the record of
+/// a newer instance (another runner may have started one meanwhile) stays.
+pub fn remove(project: &Project, service: &str, group: Group) -> anyhow::Result<()> {
+    let path = project.pid_file(service);
+    let current = files::read_optional(&path)?.and_then(|text| serde_json::from_str::<Record>(&text).ok());
+    if current.is_none_or(|record| record.group == group) {
+        files::remove_optional(&path)?;
+    }
+    Ok(())
 }
 
 /// Every record of a checkout. A record that cannot be read is skipped with
@@ -55,4 +62,29 @@ pub fn load_all(root: &Path) -> Vec<Record> {
         .collect();
     records.sort_by(|a, b| a.service.cmp(&b.service));
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_removed_only_by_whoever_stopped_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Project { root: dir.path().to_path_buf() };
+        let group = |start| Group { leader: ProcId { pid: 4242, start } };
+        let record = |start| Record {
+            service: "api".into(),
+            group: group(start),
+            port: 8000,
+            command: vec!["api".into()],
+            supervisor: None,
+        };
+        save(&project, &record(2)).unwrap();
+        // The runner that stopped the older instance leaves the newer one's record.
+        remove(&project, "api", group(1)).unwrap();
+        assert_eq!(load_all(&project.root), [record(2)]);
+        remove(&project, "api", group(2)).unwrap();
+        assert_eq!(load_all(&project.root), []);
+    }
 }

@@ -56,15 +56,16 @@ pub struct Stat {
 
 impl Stat {
     pub fn of(pid: i32) -> Option<Stat> {
-        Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        Stat::parse(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
     }
 
-    /// `PID (COMM) STATE PPID PGRP ...`: the name may hold spaces and
-    /// parentheses, so it ends at the last `)`.
-    fn parse(text: &str) -> Option<Stat> {
-        let (pid, rest) = text.split_once(" (")?;
-        let (comm, rest) = rest.rsplit_once(") ")?;
-        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    /// `PID (COMM) STATE PPID PGRP ...`: the name may hold any bytes,
+    /// spaces and parentheses too, so it ends at the last `)`.
+    fn parse(bytes: &[u8]) -> Option<Stat> {
+        let end = bytes.iter().rposition(|b| *b == b')')?;
+        let head = String::from_utf8_lossy(&bytes[..end]);
+        let (pid, comm) = head.split_once(" (")?;
+        let fields: Vec<&str> = std::str::from_utf8(&bytes[end + 1..]).ok()?.split_ascii_whitespace().collect();
         let number = |i: usize| fields.get(i)?.parse().ok();
         Some(Stat {
             pid: pid.parse().ok()?,
@@ -249,8 +250,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stat_line_whose_name_holds_parentheses() {
-        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 9 0 0 0 7 3 0 0 20 0 1 0 123456 2269184 129 0";
+    fn a_stat_line_whose_name_holds_parentheses_or_any_bytes() {
+        let line = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 9 0 0 0 7 3 0 0 20 0 1 0 123456 2269184 129 0";
         let want = Stat {
             pid: 4242,
             comm: "a) b (c)".into(),
@@ -262,7 +263,10 @@ mod tests {
             start: 123456,
         };
         assert_eq!(Stat::parse(line), Some(want));
-        assert_eq!(Stat::parse("4242 (cut short) S 1"), None);
+        assert_eq!(Stat::parse(b"4242 (cut short) S 1"), None);
+        // A name is bytes, cut at 15 of them: maybe in the middle of a character.
+        let cut = b"77 (srv-\xc3) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0 0";
+        assert_eq!(Stat::parse(cut).map(|s| (s.comm, s.start)), Some(("srv-\u{fffd}".into(), 99)));
         let me = Stat::of(std::process::id() as i32).unwrap();
         assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
     }

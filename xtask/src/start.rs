@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::cli::{self, ConflictFlags};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::launch;
 use crate::paths::Project;
 use crate::pids;
@@ -34,12 +34,31 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops what a `dev` that is gone left running (its guard calls this).
+/// Stops what a `dev` that is gone left running (its guard calls this):
+/// dependents first, as `ports.toml` says; what it no longer names, or all
+/// of it when it cannot be read, after that.
 pub fn stop_left_by(project: &Project, runner: ProcId) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml())?;
     let left: Vec<pids::Record> = running(project).into_iter().filter(|r| r.supervisor == Some(runner)).collect();
-    let names: Vec<String> = config.order.iter().filter(|n| left.iter().any(|r| &r.service == *n)).cloned().collect();
-    background(project, config, left)?.stop(&names);
+    let config = crate::config::load(&project.ports_toml());
+    let named = |r: &pids::Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
+    let (known, unknown): (Vec<_>, Vec<_>) = left.into_iter().partition(named);
+    match config {
+        Ok(config) => {
+            let names: Vec<String> =
+                config.order.iter().filter(|n| known.iter().any(|r| &r.service == *n)).cloned().collect();
+            background(project, config, known)?.stop(&names);
+        }
+        Err(e) => say!("{e:#}: stopping without the dependency order"),
+    }
+    std::thread::scope(|scope| {
+        for record in &unknown {
+            scope.spawn(|| record.group.stop(DEFAULT_STOP_GRACE));
+        }
+    });
+    for record in unknown {
+        pids::remove(project, &record.service, record.group)?;
+        say!("{} | stopped", record.service);
+    }
     Ok(())
 }
 

@@ -288,7 +288,7 @@ impl Supervisor {
                     let port = self.ports[&service];
                     let running = self.running.remove(&service).expect("current");
                     running.group.stop(self.config.services[&service].stop_grace);
-                    pids::remove(&self.project, &service)?;
+                    pids::remove(&self.project, &service, running.group)?;
                     let tries = retries.entry(service.clone()).or_default();
                     if alloc::is_free(port) || *tries >= PORT_RETRIES {
                         let lines = self.last_lines(&service);
@@ -337,8 +337,9 @@ impl Supervisor {
 
     /// A running service exited on its own: say so, with its last lines.
     pub fn exited(&mut self, service: &str, status: &str) {
-        self.running.remove(service);
-        let _ = pids::remove(&self.project, service);
+        if let Some(gone) = self.running.remove(service) {
+            let _ = pids::remove(&self.project, service, gone.group);
+        }
         say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));
     }
 
@@ -389,9 +390,10 @@ impl Supervisor {
                 }
             });
             for name in &wave {
-                self.running.remove(name);
-                self.kept.remove(name);
-                let _ = pids::remove(&self.project, name);
+                let group = self.running.remove(name).map(|r| r.group).or(self.kept.remove(name));
+                if let Some(group) = group {
+                    let _ = pids::remove(&self.project, name, group);
+                }
                 say!("{}", self.say(name, "stopped"));
                 left.remove(name);
             }

@@ -182,10 +182,27 @@ fn when_the_runner_is_killed_its_guard_stops_every_service() {
     dev.wait().unwrap();
     assert!(wait_for(LONG, || !alive(guard)), "the guard is still running");
     assert_all_gone(&c, &old, &[base, base + 10, base + 20]);
-    let said = c.read(".logs/guard.log").unwrap();
+    let said = c.read(".logs/dev.guard.log").unwrap();
     assert!(said.contains(&format!("cargo xtask dev (pid {}) is gone without stopping a, b, c", dev.id())), "{said}");
     // Dependents first: c depends on a and b.
-    assert!(said.find("c | stopped") < said.find("a | stopped"), "{said}");
+    let stopped = |service: &str| said.find(&format!("{service} | stopped")).unwrap_or_else(|| panic!("{said}"));
+    assert!(stopped("c") < stopped("a") && stopped("c") < stopped("b"), "{said}");
+}
+
+#[test]
+fn the_guard_stops_everything_even_when_ports_toml_no_longer_reads() {
+    let base = free_ports(30);
+    let c = Checkout::new(&stack(base));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 3);
+    let old = service_processes(&c);
+    std::fs::write(c.path("ports.toml"), "[services.a\n").unwrap(); // someone is mid-edit
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    let gone = || old.iter().all(|p| !alive(*p)) && [base, base + 10, base + 20].iter().all(|p| is_free(*p));
+    assert!(wait_for(LONG, gone), "services left: {:?}\n{}", old, c.read(".logs/dev.guard.log").unwrap_or_default());
+    let said = c.read(".logs/dev.guard.log").unwrap();
+    assert!(said.contains("ports.toml:1:") && said.contains("stopping without the dependency order"), "{said}");
 }
 
 #[test]
@@ -198,7 +215,7 @@ fn a_runner_that_stops_on_its_own_leaves_its_guard_nothing_to_do() {
     std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
     assert!(dev.wait().unwrap().success());
     assert!(!alive(guard), "dev left before its guard");
-    assert_eq!(c.read(".logs/guard.log").unwrap(), "");
+    assert_eq!(c.read(".logs/dev.guard.log").unwrap(), "");
 }
 
 #[test]
