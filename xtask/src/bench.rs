@@ -274,9 +274,8 @@ fn idle(bench: &mut Bench, sizes: &Sizes) -> anyhow::Result<Case> {
     // dev and its guard (the child that stops the services if dev is killed).
     let dev_pid = dev.pid();
     let is_guard = |pid: i32| {
-        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv: Vec<&[u8]> = argv.split(|b| *b == 0).collect();
-        argv.get(2) == Some(&guard::WAITER.as_bytes()) && argv.get(4) == Some(&dev_pid.to_string().as_bytes())
+        let argv = process::argv(pid);
+        argv.get(2).map(String::as_str) == Some(guard::WAITER) && argv.get(4) == Some(&dev_pid.to_string())
     };
     let guard = process::all_pids().into_iter().find(|p| is_guard(*p));
     ensure!(guard.is_some(), "xtask dev started no guard");

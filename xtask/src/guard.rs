@@ -67,15 +67,14 @@ impl Drop for Guard {
 pub fn run(project: &Project, runner: ProcId) -> anyhow::Result<()> {
     // Nothing is ever written: this returns when the last writer is gone.
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("waiting on the runner")?;
-    let left: Vec<String> = pids::load_all(&project.root)
+    let left: Vec<pids::Record> = pids::load_all(&project.root)
         .into_iter()
         .filter(|r| r.supervisor == Some(runner) && r.group.is_running())
-        .map(|r| r.service)
         .collect();
     if !left.is_empty() {
-        let (pid, names) = (runner.pid, left.join(", "));
-        println!("cargo xtask dev (pid {pid}) is gone without stopping {names}: stopping them");
-        start::stop_left_by(project, runner)?;
+        let names: Vec<&str> = left.iter().map(|r| r.service.as_str()).collect();
+        println!("cargo xtask dev (pid {}) is gone without stopping {}: stopping them", runner.pid, names.join(", "));
+        start::stop_left(project, left)?;
     }
     ui::forget(project, runner)
 }

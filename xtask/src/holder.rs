@@ -48,8 +48,7 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
     for (pid, inodes) in holding(&sockets) {
         let Some(stat) = Stat::of(pid) else { continue };
         let Ok(uid) = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()) else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let words: Vec<_> = cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).map(String::from_utf8_lossy).collect();
+        let words = process::argv(pid);
         let command = if words.is_empty() { stat.comm.clone() } else { words.join(" ") };
         let ports: BTreeSet<u16> = inodes.iter().map(|i| sockets[i].0).collect();
         for port in ports {

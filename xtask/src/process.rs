@@ -85,6 +85,13 @@ impl Stat {
     }
 }
 
+/// A process's command line, word by word (empty for a kernel thread, or
+/// one that is gone).
+pub fn argv(pid: i32) -> Vec<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    bytes.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
+}
+
 /// The pid of every process, from the folders of `/proc`.
 pub fn all_pids() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };

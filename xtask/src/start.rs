@@ -11,7 +11,7 @@ use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::launch;
 use crate::paths::Project;
 use crate::pids;
-use crate::process::{self, ProcId};
+use crate::process;
 use crate::state::Ports;
 use crate::supervisor::{Output, Supervisor};
 use crate::term::say;
@@ -34,11 +34,10 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops what a `dev` that is gone left running (its guard calls this):
-/// dependents first, as `ports.toml` says; what it no longer names, or all
-/// of it when it cannot be read, after that.
-pub fn stop_left_by(project: &Project, runner: ProcId) -> anyhow::Result<()> {
-    let left: Vec<pids::Record> = running(project).into_iter().filter(|r| r.supervisor == Some(runner)).collect();
+/// Stops the services of `left`, the records of a `dev` that is gone (its
+/// guard calls this): dependents first, as `ports.toml` says; what it no
+/// longer names, or all of it when it cannot be read, after that.
+pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml());
     let named = |r: &pids::Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
     let (known, unknown): (Vec<_>, Vec<_>) = left.into_iter().partition(named);

@@ -170,13 +170,20 @@ fn guard_of(dev: &Child) -> i32 {
     guards[0].0
 }
 
-#[test]
-fn when_the_runner_is_killed_its_guard_stops_every_service() {
+/// `dev` with the stack, all ready: the ports from, the checkout, dev, and
+/// every process of its services.
+fn dev_running_the_stack() -> (u16, Checkout, Child, Vec<i32>) {
     let base = free_ports(30);
     let c = Checkout::new(&stack(base));
-    let (mut dev, _) = spawn_dev(&c, &[]);
+    let (dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 3);
     let old = service_processes(&c);
+    (base, c, dev, old)
+}
+
+#[test]
+fn when_the_runner_is_killed_its_guard_stops_every_service() {
+    let (base, c, mut dev, old) = dev_running_the_stack();
     let guard = guard_of(&dev);
     dev.kill().unwrap(); // SIGKILL: dev has no chance to clean up
     dev.wait().unwrap();
@@ -191,11 +198,7 @@ fn when_the_runner_is_killed_its_guard_stops_every_service() {
 
 #[test]
 fn the_guard_stops_everything_even_when_ports_toml_no_longer_reads() {
-    let base = free_ports(30);
-    let c = Checkout::new(&stack(base));
-    let (mut dev, _) = spawn_dev(&c, &[]);
-    wait_running(&c, 3);
-    let old = service_processes(&c);
+    let (base, c, mut dev, old) = dev_running_the_stack();
     std::fs::write(c.path("ports.toml"), "[services.a\n").unwrap(); // someone is mid-edit
     dev.kill().unwrap();
     dev.wait().unwrap();
@@ -220,11 +223,7 @@ fn a_runner_that_stops_on_its_own_leaves_its_guard_nothing_to_do() {
 
 #[test]
 fn after_the_runner_and_its_guard_are_killed_the_next_run_stops_the_leftovers_and_takes_the_ports_back() {
-    let base = free_ports(30);
-    let c = Checkout::new(&stack(base));
-    let (mut dev, _) = spawn_dev(&c, &[]);
-    wait_running(&c, 3);
-    let old = service_processes(&c);
+    let (base, c, mut dev, old) = dev_running_the_stack();
     std::process::Command::new("kill").args(["-KILL", &guard_of(&dev).to_string()]).status().unwrap();
     dev.kill().unwrap();
     dev.wait().unwrap();
