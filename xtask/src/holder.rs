@@ -5,6 +5,7 @@
 //! `decide` is the pure policy table; `lookup` is the IO.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CStr;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -136,21 +137,29 @@ fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
 
 /// Which of `sockets` process `pid` has open: one readlink per descriptor,
 /// relative to its fd folder. Empty for a process that is gone or another
-/// user's.
+/// user's. Runs for every process, so the path and the links are read into
+/// buffers on the stack: no allocation per process or descriptor.
 fn sockets_of(pid: i32, sockets: &BTreeMap<u64, (u16, u32)>) -> BTreeSet<u64> {
+    use std::io::Write;
+    use std::mem::MaybeUninit;
+
     use rustix::fs::{CWD, Mode, OFlags, RawDir};
     use rustix::io::Errno;
     let mut found = BTreeSet::new();
+    let mut path = [0; 32];
+    let _ = write!(&mut path[..], "/proc/{pid}/fd\0");
+    let Ok(path) = CStr::from_bytes_until_nul(&path) else { return found };
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let Ok(dir) = rustix::fs::openat(CWD, format!("/proc/{pid}/fd"), flags, Mode::empty()) else { return found };
-    let mut buffer = [std::mem::MaybeUninit::uninit(); 8192];
+    let Ok(dir) = rustix::fs::openat(CWD, path, flags, Mode::empty()) else { return found };
+    let mut buffer = [MaybeUninit::uninit(); 8192];
+    let mut link = [MaybeUninit::uninit(); 32]; // `socket:[N]` fits; a longer link is no socket
     let mut entries = RawDir::new(&dir, &mut buffer);
     while let Some(Ok(entry)) = entries.next() {
         if entry.file_name().to_bytes().starts_with(b".") {
             continue;
         }
-        match rustix::fs::readlinkat(&dir, entry.file_name(), Vec::new()) {
-            Ok(target) => found.extend(socket_inode(target.as_bytes()).filter(|i| sockets.contains_key(i))),
+        match rustix::fs::readlinkat_raw(&dir, entry.file_name(), &mut link) {
+            Ok((target, _)) => found.extend(socket_inode(target).filter(|i| sockets.contains_key(i))),
             // Every descriptor of a process we may not look into refuses alike.
             Err(Errno::ACCESS | Errno::PERM) => break,
             Err(_) => {} // closed meanwhile
