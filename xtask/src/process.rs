@@ -6,7 +6,7 @@
 //! direct child would leave them holding the port.
 
 use std::collections::BTreeSet;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ pub struct Stat {
 
 impl Stat {
     pub fn of(pid: i32) -> Option<Stat> {
-        Stat::parse(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+        Stat::parse(&read_proc(&format!("/proc/{pid}/stat")).ok()?)
     }
 
     /// `PID (COMM) STATE PPID PGRP ...`: the name may hold any bytes,
@@ -88,8 +88,17 @@ impl Stat {
 /// A process's command line, word by word (empty for a kernel thread, or
 /// one that is gone).
 pub fn argv(pid: i32) -> Vec<String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let bytes = read_proc(&format!("/proc/{pid}/cmdline")).unwrap_or_default();
     bytes.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
+}
+
+/// A file of `/proc`. They report a size of 0, from which `std::fs::read`
+/// would read in small growing steps, each a system call; a stat line or a
+/// command line fits in one read of 4 KiB.
+fn read_proc(path: &str) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(4096);
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The pid of every process, from the folders of `/proc`.
