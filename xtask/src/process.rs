@@ -93,8 +93,8 @@ pub fn argv(pid: i32) -> Vec<String> {
 }
 
 /// A file of `/proc`. They report a size of 0, from which `std::fs::read`
-/// would read in small growing steps, each a system call; a stat line or a
-/// command line fits in one read of 4 KiB.
+/// would read in small growing steps, each a system call; a stat line, and
+/// most command lines, fit in one read of 4 KiB.
 fn read_proc(path: &str) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(4096);
     std::fs::File::open(path)?.read_to_end(&mut bytes)?;
