@@ -294,15 +294,15 @@ impl Known {
         let Some(id) = holder.id else {
             return Class::Unknown;
         };
-        let in_group = |group: &Group| group.pgid() == holder.pgid && id.start >= group.leader.start;
-        if let Some((service, _)) = self.ours.iter().find(|(_, g)| in_group(g)) {
-            Class::Ours(service.clone())
-        } else if let Some((path, _)) = self.others.iter().find(|(_, g)| in_group(g)) {
-            Class::OtherCheckout(path.clone())
-        } else if id.pid == 1 {
+        let in_group = |group: &Group| group.has(id, holder.pgid);
+        if id.pid == 1 {
             Class::Init
         } else if self.ancestors.contains(&id.pid) || id.pid == std::process::id() as i32 {
             Class::Ancestor
+        } else if let Some((service, _)) = self.ours.iter().find(|(_, g)| in_group(g)) {
+            Class::Ours(service.clone())
+        } else if let Some((path, _)) = self.others.iter().find(|(_, g)| in_group(g)) {
+            Class::OtherCheckout(path.clone())
         } else if holder.uid != self.uid {
             Class::OtherUser(users::name_of(holder.uid))
         } else {
@@ -382,19 +382,24 @@ mod tests {
 
     #[test]
     fn classify_by_group_pid_and_user() {
+        // Live leaders: this process for our group, its parent for another checkout's.
         let me = ProcId::myself();
-        let ours = Group { leader: ProcId { pid: 500, start: 10 } };
+        let parent = ProcId::of(std::os::unix::process::parent_id() as i32).unwrap();
+        let gone = ProcId { pid: 500, start: 10 }; // a leader that exited: its id may be anyone's now
         let known = Known {
             uid: 1000,
             ancestors: BTreeSet::from([1, 77]),
-            ours: vec![("api".into(), ours)],
-            others: vec![("/wt2".into(), Group { leader: ProcId { pid: 600, start: 10 } })],
+            ours: vec![("api".into(), Group { leader: me, mark: 0 }), ("web".into(), Group { leader: gone, mark: 7 })],
+            others: vec![("/wt2".into(), Group { leader: parent, mark: 0 })],
         };
         let holder = |pid, start, pgid, uid| Holder { id: Some(ProcId { pid, start }), pgid, uid, command: "x".into() };
-        assert_eq!(known.classify(&holder(501, 12, 500, 1000)), Class::Ours("api".into()));
+        assert_eq!(known.classify(&holder(501, me.start + 2, me.pid, 1000)), Class::Ours("api".into()));
         // In a group with our group's id but older than our leader: not ours.
-        assert_eq!(known.classify(&holder(501, 5, 500, 1000)), Class::SameUser);
-        assert_eq!(known.classify(&holder(601, 12, 600, 1000)), Class::OtherCheckout("/wt2".into()));
+        assert_eq!(known.classify(&holder(501, me.start.saturating_sub(1), me.pid, 1000)), Class::SameUser);
+        // In the group of a leader that exited, without the group's mark: not ours.
+        assert_eq!(known.classify(&holder(501, 12, 500, 1000)), Class::SameUser);
+        let other = holder(601, parent.start + 2, parent.pid, 1000);
+        assert_eq!(known.classify(&other), Class::OtherCheckout("/wt2".into()));
         assert_eq!(known.classify(&holder(1, 1, 1, 0)), Class::Init);
         assert_eq!(known.classify(&holder(77, 3, 77, 1000)), Class::Ancestor);
         assert_eq!(known.classify(&holder(me.pid, me.start, 9, 1000)), Class::Ancestor);

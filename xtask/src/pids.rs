@@ -72,7 +72,7 @@ mod tests {
     fn a_record_is_removed_only_by_whoever_stopped_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let project = Project { root: dir.path().to_path_buf() };
-        let group = |start| Group { leader: ProcId { pid: 4242, start } };
+        let group = |start| Group { leader: ProcId { pid: 4242, start }, mark: 1 };
         let record = |start| Record {
             service: "api".into(),
             group: group(start),

@@ -6,6 +6,7 @@
 //! direct child would leave them holding the port.
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -112,13 +113,20 @@ pub fn group_members(pgid: i32) -> Vec<ProcId> {
     all_pids().into_iter().filter_map(Stat::of).filter(|s| s.pgrp == pgid).filter_map(|s| s.id()).collect()
 }
 
+/// The environment variable that marks every process of a group we start.
+const MARK: &str = "XTASK_GROUP";
+
 /// A group this runner started, named by its leader: the group's id is the
-/// leader's pid. The id cannot be reused while any member lives, and a new
-/// leader with that pid would have another start time, so a group that
-/// `is_ours` is the one we started.
+/// leader's pid. While the leader lives, the id cannot be reused. After it
+/// exits, what it forked may run on in the group, but a stranger may also get
+/// the id (a daemon's first fork makes a group and exits): the group's mark,
+/// in the environment of all that the service forked, tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     pub leader: ProcId,
+    /// `XTASK_GROUP`'s value in its processes; 0 in records from before marks.
+    #[serde(default)]
+    pub mark: u64,
 }
 
 impl Group {
@@ -126,12 +134,32 @@ impl Group {
         self.leader.pid
     }
 
-    /// Members still running, or `None` if the id now belongs to someone else.
+    /// Whether process `id`, in process group `pgid`, is one of this group's.
+    pub fn has(self, id: ProcId, pgid: i32) -> bool {
+        pgid == self.pgid() && id.start >= self.leader.start && (self.leader.is_alive() || self.marks(id.pid))
+    }
+
+    /// Members still running, or `None` if the id now belongs to someone
+    /// else, or the group holds this runner or one of its ancestors (never
+    /// signalled).
     pub fn members(self) -> Option<Vec<ProcId>> {
         let members = group_members(self.pgid());
+        let leader_alive = self.leader.is_alive(); // after listing: the id was not reused meanwhile
         let impostor = members.iter().any(|m| m.start < self.leader.start)
-            || members.iter().any(|m| m.pid == self.leader.pid && *m != self.leader);
-        (!impostor).then_some(members)
+            || members.iter().any(|m| m.pid == self.leader.pid && *m != self.leader)
+            || (!leader_alive && !members.iter().all(|m| self.marks(m.pid)));
+        let ancestry = || {
+            let ancestors = ancestors();
+            members.iter().any(|m| m.pid == std::process::id() as i32 || ancestors.contains(&m.pid))
+        };
+        (!impostor && !ancestry()).then_some(members)
+    }
+
+    /// Whether process `pid` carries this group's mark.
+    fn marks(self, pid: i32) -> bool {
+        let want = format!("{MARK}={:016x}", self.mark);
+        let environ = read_proc(&format!("/proc/{pid}/environ")).unwrap_or_default();
+        self.mark != 0 && environ.split(|b| *b == 0).any(|var| var == want.as_bytes())
     }
 
     /// While the leader lives the group is ours (its id cannot be reused);
@@ -237,9 +265,13 @@ pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result
         _ => program.into(),
     };
     let account = spec.account;
+    // Unique, not secret: the time hashed with a fresh random key (never 0, which means unmarked).
+    let mark = std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) | 1;
+    let marked = format!("{mark:016x}");
+    let env = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([(MARK, marked.as_str())]);
     let expression = duct::cmd(program, args)
         .dir(spec.cwd)
-        .full_env(spec.env.iter().map(|(k, v)| (k, v)))
+        .full_env(env)
         .stdin_null()
         // duct applies the outer redirection first: stdout to `output`, then stderr to stdout.
         .stderr_to_stdout()
@@ -258,7 +290,7 @@ pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result
     // A child that exits at once may be gone before we read its start time;
     // it is then still its group's id, and stop() finds no members.
     let leader = ProcId::of(pid).unwrap_or(ProcId { pid, start: 0 });
-    Ok((handle, Group { leader }))
+    Ok((handle, Group { leader, mark }))
 }
 
 #[cfg(test)]
@@ -312,11 +344,54 @@ mod tests {
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
         let (handle, real) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
         // A record of an older process that had the same pid.
-        let stale = Group { leader: ProcId { start: real.leader.start + 1, ..real.leader } };
+        let stale = Group { leader: ProcId { start: real.leader.start + 1, ..real.leader }, ..real };
         assert_eq!(stale.members(), None);
         assert_eq!(stale.stop(Duration::from_millis(10)), Stopped::NotOurs);
         assert!(real.leader.is_alive(), "a stale record stopped a newer process");
         assert_eq!(real.stop(Duration::from_secs(5)), Stopped::Terminated);
         handle.wait().unwrap();
+    }
+
+    #[test]
+    fn after_its_leader_exits_a_group_is_ours_only_with_its_mark() {
+        // What a service forked runs on after its leader exits: still ours.
+        let argv = ["sh", "-c", "sleep 300 & exit"].map(String::from);
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
+        let (handle, ours) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
+        handle.wait().unwrap();
+        assert!(wait_until(Duration::from_secs(5), || group_members(ours.pgid()).len() == 1));
+        assert_eq!(ours.members().map(|m| m.len()), Some(1));
+
+        // A stranger whose group got the id of a leader of ours that exited
+        // (here: an older start time in the record), the way a daemon's first
+        // fork makes a group and exits. Not ours, whatever the mark.
+        let mut stranger = std::process::Command::new("sh");
+        stranger.args(["-c", "sleep 300 & read _"]).process_group(0).stdin(std::process::Stdio::piped());
+        let mut stranger = stranger.spawn().unwrap();
+        let leader = ProcId::of(stranger.id() as i32).unwrap();
+        drop(stranger.stdin.take()); // the leader exits; its sleep stays in the group
+        stranger.wait().unwrap();
+        let pgid = leader.pid;
+        assert!(wait_until(Duration::from_secs(5), || group_members(pgid).len() == 1));
+        let sleeper = group_members(pgid)[0];
+        for mark in [0, ours.mark, 12345] {
+            let stale = Group { leader: ProcId { pid: pgid, start: leader.start - 1 }, mark };
+            assert_eq!(stale.members(), None, "mark {mark}");
+            assert!(!stale.has(sleeper, pgid), "mark {mark}");
+            assert_eq!(stale.stop(Duration::from_millis(10)), Stopped::NotOurs);
+        }
+        assert!(sleeper.is_alive(), "a stale record stopped a stranger");
+        let _ = rustix::process::kill_process_group(Pid::from_raw(pgid).unwrap(), Signal::KILL);
+
+        assert_eq!(ours.stop(Duration::from_secs(5)), Stopped::Terminated);
+        assert_eq!(ours.members(), Some(vec![]));
+    }
+
+    #[test]
+    fn a_group_holding_this_runner_is_never_ours() {
+        let me = ProcId::myself();
+        let pgid = rustix::process::getpgrp().as_raw_nonzero().get();
+        let leader = ProcId::of(pgid).unwrap_or(ProcId { pid: pgid, start: 0 });
+        assert_eq!(Group { leader, mark: 0 }.members(), None, "the group of {me:?}");
     }
 }
