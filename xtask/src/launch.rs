@@ -1,8 +1,9 @@
-//! What `dev`, `start` and `restart` do before starting anything: stop the
-//! leftovers of a runner that was killed, settle who may keep running,
-//! resolve conflicts on the services' ports, allocate, and set up.
+//! What `dev`, `start` and `restart` do before starting anything: check the
+//! input, stop the leftovers of a runner that was killed, settle who may keep
+//! running, set up, resolve conflicts on the services' ports, and allocate.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::IsTerminal;
 
 use anyhow::bail;
@@ -23,15 +24,16 @@ use crate::state::{self, Ports};
 use crate::supervisor::{self, Output, Supervisor};
 use crate::term::say;
 
-/// Prepares `names` (already closed over their dependencies) to start.
-/// With `Output::Terminal` (dev) services that run in the background are
-/// taken over; with `Output::Files` (start) they keep running.
+/// Prepares `names` (already closed over their dependencies, and checked)
+/// to start. With `Output::Terminal` (dev) services that run in the
+/// background are taken over; with `Output::Files` (start) they keep running.
 fn prepare(
     project: &Project,
     config: Config,
     names: &[String],
     mode: Mode,
     output: Output,
+    path: &OsString,
 ) -> anyhow::Result<Supervisor> {
     let me = ProcId::myself();
     let mut kept = BTreeMap::new();
@@ -67,6 +69,10 @@ fn prepare(
         }
     }
     let to_start: Vec<String> = names.iter().filter(|n| !kept.contains_key(*n)).cloned().collect();
+    // Before any holder of a port is killed: a step that fails leaves it be.
+    for name in &to_start {
+        setup::prepare(project, &config, name, path)?;
+    }
 
     // A busy port of a service about to start: free it if the policy allows.
     // Not a port another checkout reserves: allocation moves past those anyway.
@@ -86,10 +92,6 @@ fn prepare(
     let ports = ports::allocate_and_write(project, &config, &running, &busy)?;
 
     let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
-    setup::check_programs(&supervisor.config, &to_start, supervisor.path())?;
-    for name in &to_start {
-        setup::prepare(project, &supervisor.config, name, supervisor.path())?;
-    }
     supervisor.kept = kept;
     Ok(supervisor)
 }
@@ -104,13 +106,16 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
 pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
     let config = crate::config::load(&project.ports_toml())?;
     let names = selected(&config, services)?;
+    // Bad input changes nothing: checked before anything is stopped, killed or written.
+    let path = setup::search_path(&config);
+    setup::check(project, &config, &names, &path)?;
     let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {
         Output::Terminal => Some(guard::spawn(project)?),
         Output::Files => None,
     };
-    let mut sup = prepare(project, config, &names, mode, output)?;
+    let mut sup = prepare(project, config, &names, mode, output, &path)?;
     sup.guard = guard;
     supervisor::forward_signals(sup.sender())?;
     sup.start_all(&names)?;

@@ -68,7 +68,7 @@ fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
 /// The programs the services run (the first word of each command, and any
 /// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)
 /// must be found; otherwise say what to install.
-pub fn check_programs(config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
+fn check_programs(config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
     let mut needed = BTreeSet::new();
     for name in services {
         let service = &config.services[name];
@@ -121,13 +121,34 @@ fn check_reachable(root: &Path, account: &Account) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Does everything a service needs before it can start.
+/// What would stop `services` from starting, wrong in `ports.toml` or
+/// missing on this machine: found before anything is stopped, killed or
+/// written, so that bad input changes nothing.
+pub fn check(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
+    check_programs(config, services, path)?;
+    for name in services {
+        let service = &config.services[name];
+        if let Some(account) = account(service)? {
+            check_reachable(&project.root, &account)?;
+        }
+        if let Some(cwd) = &service.cwd {
+            let dir = project.path(cwd);
+            // A folder the set-up makes is not there yet on the first run.
+            let made = service.dirs.iter().chain(service.setup.iter().filter_map(|s| s.creates.as_ref()));
+            ensure!(
+                dir.is_dir() || made.map(|d| project.path(d)).any(|d| d == dir),
+                "{name}: its folder {} does not exist: create it, or fix `cwd` in ports.toml",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Does everything a service needs before it can start, once `check` passed.
 pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) -> anyhow::Result<()> {
     let service = &config.services[name];
     let account = account(service)?;
-    if let Some(account) = &account {
-        check_reachable(&project.root, account)?;
-    }
     for dir in &service.dirs {
         let dir = project.path(dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -26,7 +26,7 @@ use crate::logs;
 use crate::paths::Project;
 use crate::pids::{self, Record};
 use crate::ports;
-use crate::process::{self, Group, ProcId};
+use crate::process::{self, Group, ProcId, Stopped};
 use crate::ready;
 use crate::setup;
 use crate::state::Ports;
@@ -125,10 +125,6 @@ impl Supervisor {
             style: Style::stdout(),
             width,
         })
-    }
-
-    pub fn path(&self) -> &OsString {
-        &self.path
     }
 
     /// The environment of a service: ours, every `.env.runtime` variable,
@@ -230,10 +226,12 @@ impl Supervisor {
 
     /// Starts `names` (in dependency order): each once its dependencies are
     /// ready. Returns when all are ready. On failure it stops what it
-    /// started and says why; on a signal it stops everything.
+    /// started and says why; on a signal it stops everything. What runs
+    /// already, here or in the background, is left as it is.
     pub fn start_all(&mut self, names: &[String]) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut pending: Vec<String> = names.iter().filter(|n| !self.running.contains_key(*n)).cloned().collect();
+        let mut pending: Vec<String> =
+            names.iter().filter(|n| !self.running.contains_key(*n) && !self.kept.contains_key(*n)).cloned().collect();
         let mut ours: BTreeSet<String> = pending.iter().cloned().collect();
         let mut retries: BTreeMap<String, u32> = BTreeMap::new();
         loop {
@@ -252,7 +250,9 @@ impl Supervisor {
             if pending.is_empty() && ours.iter().all(|n| ready(self, n)) {
                 let (n, s) = (ours.len(), if ours.len() == 1 { "" } else { "s" });
                 let took = started.elapsed().as_secs_f64();
-                say!("{}", self.style.green(&format!("✓ {n} service{s} ready in {took:.1}s")));
+                if n > 0 {
+                    say!("{}", self.style.green(&format!("✓ {n} service{s} ready in {took:.1}s")));
+                }
                 return Ok(());
             }
             let event = match self.events.recv_timeout(Duration::from_secs(5)) {
@@ -336,11 +336,16 @@ impl Supervisor {
     }
 
     /// A running service exited on its own: say so, with its last lines.
+    /// What it forked may run on in its group (a shell's background job):
+    /// stopped before its record goes, or nothing would ever stop it.
     pub fn exited(&mut self, service: &str, status: &str) {
+        say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));
         if let Some(gone) = self.running.remove(service) {
+            if let Stopped::Terminated | Stopped::Killed = gone.group.stop(self.config.services[service].stop_grace) {
+                say!("{}", self.say(service, "stopped what it left running"));
+            }
             let _ = pids::remove(&self.project, service, gone.group);
         }
-        say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));
     }
 
     /// New ports for what is not running, keeping the running services' own.

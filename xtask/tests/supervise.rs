@@ -74,6 +74,20 @@ fn start_then_stop_leaves_no_process_and_frees_every_port() {
 }
 
 #[test]
+fn start_leaves_a_service_that_already_runs_alone() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    c.ok(&["start"]);
+    let (pid, processes) = (c.pid_of("a").unwrap(), service_processes(&c));
+    let out = c.ok(&["start"]);
+    assert!(out.contains(&format!("a: already running (pid {pid})")) && !out.contains("starting on port"), "{out}");
+    assert_eq!(c.pid_of("a"), Some(pid), "a second instance took over a's record:\n{out}");
+    assert_eq!(service_processes(&c), processes);
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &processes, &[base]);
+}
+
+#[test]
 fn stop_kills_a_service_that_ignores_term() {
     let base = free_ports(10);
     let toml = format!(
@@ -160,6 +174,38 @@ fn a_service_that_exits_later_is_reported_with_its_last_lines() {
     std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
     assert!(dev.wait().unwrap().success());
     assert!(is_free(base));
+}
+
+#[test]
+fn a_service_whose_leader_exits_leaves_nothing_of_its_group_running() {
+    let base = free_ports(10);
+    // The leader waits for a file, then exits; its server runs on in the group.
+    let toml = format!(
+        "{}[services.forked]\nport = {}\ncommand = [\"sh\", \"-c\", \"python3 -m http.server {{port}} --bind 127.0.0.1 & \
+         while [ ! -e leave ]; do sleep 0.05; done\"]\n",
+        http_service("a", base, ""),
+        base + 1
+    );
+    let c = Checkout::new(&toml);
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 2);
+    let group = group_members(c.pid_of("forked").unwrap());
+    assert!(group.len() >= 2, "the server is not in the leader's group: {group:?}");
+    std::fs::write(c.path("leave"), "").unwrap();
+    let exited = wait_for(LONG, || c.read("dev.out").unwrap().contains("forked exited unexpectedly"));
+    assert!(exited, "{}", c.read("dev.out").unwrap());
+    let gone = wait_for(Duration::from_secs(5), || group.iter().all(|p| !alive(*p)));
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    let status = dev.wait().unwrap();
+    // Nothing stops what is left but this test: no record names it.
+    let left: Vec<i32> = group.iter().copied().filter(|p| alive(*p)).collect();
+    for pid in &left {
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    let out = c.read("dev.out").unwrap();
+    assert!(gone && left.is_empty(), "what the leader forked outlived it, and dev: {left:?}\n{out}");
+    assert!(status.success() && out.contains("forked | stopped what it left running"), "{out}");
+    assert!(is_free(base + 1));
 }
 
 /// dev's guard: the process that stops dev's services when dev is gone.
@@ -286,6 +332,34 @@ fn a_record_with_a_reused_pid_is_never_taken_for_ours() {
     assert_eq!(stranger.try_wait().unwrap(), None, "a process was killed because its pid matched a record");
     stranger.kill().unwrap();
     stranger.wait().unwrap();
+}
+
+#[test]
+fn a_start_that_cannot_work_kills_nothing_and_writes_nothing() {
+    let missing_program = "command = \"no-such-prog-3 {port}\"\n";
+    let missing_cwd = "command = \"python3 -m http.server {port}\"\ncwd = \"no-such-dir\"\n";
+    let unknown_account = "command = \"python3 -m http.server {port}\"\nuser = \"no-such-account-3\"\n";
+    let failing_step = "command = \"python3 -m http.server {port}\"\n[[services.a.setup]]\ncommand = [\"false\"]\n";
+    let mut cases = vec![
+        (missing_program, "no-such-prog-3: install it"),
+        (missing_cwd, "no-such-dir does not exist"),
+        (failing_step, "set-up step `false` failed"),
+    ];
+    if is_root() {
+        cases.push((unknown_account, "there is no account \"no-such-account-3\""));
+    }
+    for (service, error) in cases {
+        let base = free_ports(10);
+        let c = Checkout::new(&format!("[services.a]\nport = {base}\n{service}"));
+        let holder = Squatter::start(base, "127.0.0.1", None);
+        let output = c.command(&["start"]).env("FORCE_MODE", "1").output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success() && out.contains(error), "{service}{out}");
+        assert!(alive(holder.pid()), "the holder of port {base} was killed for a start that cannot work:\n{out}");
+        for file in [".ports.json", ".env.runtime"] {
+            assert!(!c.path(file).exists(), "{file} was written for a start that cannot work:\n{out}");
+        }
+    }
 }
 
 #[test]
