@@ -35,9 +35,11 @@ pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known) -> Option<St
             freed(port)
         }
         Action::Ask => {
-            let first = &holders[0];
-            let pid = first.id.map_or(0, |id| id.pid);
-            let question = format!("Kill process {pid} ({}) to free port {port}?", first.command);
+            // Every holder is killed (a listener's children share its socket), so all are named.
+            let named: Vec<String> =
+                holders.iter().filter_map(|h| h.id.map(|id| format!("{} ({})", id.pid, h.command))).collect();
+            let noun = if named.len() == 1 { "process" } else { "processes" };
+            let question = format!("Kill {noun} {} to free port {port}?", named.join(", "));
             if term::confirm(&question) {
                 kill(service, port, &holders, &who)
             } else {

@@ -53,14 +53,21 @@ impl Entries {
         self.checkouts.entry(me.to_path_buf()).or_default()
     }
 
-    /// Forgets checkouts that no longer exist; returns them.
-    pub fn prune(&mut self, exists: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
-        let gone: Vec<PathBuf> = self.checkouts.keys().filter(|p| !exists(p)).cloned().collect();
+    /// Forgets the checkouts that are not `live`; returns them.
+    pub fn prune(&mut self, live: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+        let gone: Vec<PathBuf> = self.checkouts.keys().filter(|p| !live(p)).cloned().collect();
         for path in &gone {
             self.checkouts.remove(path);
         }
         gone
     }
+}
+
+/// A checkout still to be reckoned with: it has a `ports.toml`, or services
+/// still running whatever became of it (`git stash -u`, an old commit).
+/// Forgotten, those would be taken for strangers' processes and killed.
+fn is_live(root: &Path) -> bool {
+    root.join("ports.toml").is_file() || pids::load_all(root).iter().any(|r| r.group.is_running())
 }
 
 /// The registry, locked for as long as this value lives.
@@ -89,7 +96,7 @@ impl Registry {
             },
         };
         let mut registry = Registry { path, entries, _lock: lock };
-        registry.entries.prune(|p| p.join("ports.toml").is_file());
+        registry.entries.prune(is_live);
         Ok(registry)
     }
 

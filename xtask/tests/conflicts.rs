@@ -106,3 +106,58 @@ fn an_ancestor_of_the_runner_is_never_killed() {
     assert!(out.contains("not killing it: it is an ancestor of this runner"), "{out}");
     assert_eq!(c.ports()["api"], base + 1);
 }
+
+/// A listener and a child that inherited its socket, in a process group of
+/// their own, both killed when dropped.
+struct SharedListener {
+    parent: std::process::Child,
+    child: i32,
+}
+
+impl SharedListener {
+    fn start(port: u16) -> SharedListener {
+        use std::os::unix::process::CommandExt;
+        // The child is spawned before `listen`: once the port answers, both hold it.
+        let script = "import socket, subprocess, sys, time; s = socket.socket(); \
+                      s.bind(('127.0.0.1', int(sys.argv[1]))); \
+                      subprocess.Popen(['sleep', '60'], pass_fds=[s.fileno()]); s.listen(); time.sleep(60)";
+        let parent = std::process::Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        assert!(wait_for(std::time::Duration::from_secs(10), listening), "nothing listens on {port}");
+        let pid = parent.id() as i32;
+        let child = group_members(pid).into_iter().find(|p| *p != pid).expect("the child runs");
+        SharedListener { parent, child }
+    }
+
+    fn pids(&self) -> [i32; 2] {
+        [self.parent.id() as i32, self.child]
+    }
+}
+
+impl Drop for SharedListener {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.parent.id())]).status();
+        let _ = self.parent.wait();
+    }
+}
+
+#[test]
+fn the_prompt_names_every_holder_it_would_kill() {
+    let base = free_ports(10);
+    let c = Checkout::new(&one_service(base));
+    let holders = SharedListener::start(base);
+    let (ok, out) = run_in_terminal(&c, "start", "y\n", &[]);
+    assert!(ok, "{out}");
+    let question = out.lines().find(|l| l.contains("[y/N]")).unwrap_or_else(|| panic!("no question:\n{out}"));
+    let [parent, child] = holders.pids();
+    assert!(question.starts_with("Kill processes "), "{question}");
+    assert!(question.contains(&format!("{parent} (")), "the listener is not named: {question}");
+    assert!(question.contains(&format!("{child} (sleep 60)")), "its child is not named: {question}");
+    assert!(question.contains(&format!("to free port {base}? [y/N]")), "{question}");
+    assert!(!alive(parent) && !alive(child));
+    assert_eq!(c.ports()["api"], base);
+}

@@ -191,6 +191,25 @@ fn our_own_port_held_by_another_checkouts_service_is_not_killed() {
     assert_names_the_other_checkout(&out, &a);
 }
 
+/// A checkout whose ports.toml is gone (`git stash -u`, an old commit) while its services run keeps its registry
+/// entry: another checkout, not asking, moves past those services, naming the checkout, and kills none of them.
+#[test]
+fn running_services_of_a_checkout_without_its_ports_toml_are_not_killed() {
+    let base = free_ports(30);
+    let (_state, a, b) = two_worktrees(base);
+    b.ok(&["start"]);
+    let b_pids = pids(&b);
+    let stashed = b.path("ports.toml.stashed");
+    std::fs::rename(b.path("ports.toml"), &stashed).unwrap();
+    let output = a.run(&["start"]); // stdin is not a terminal: a stranger's holder would be killed
+    // Back before any assertion, so that B's Drop can stop its services.
+    std::fs::rename(&stashed, b.path("ports.toml")).unwrap();
+    let out = text(&output);
+    assert!(output.status.success(), "start failed:\n{out}");
+    assert_both_running(&b, &b_pids, &a, &out);
+    assert_names_the_other_checkout(&out, &b);
+}
+
 /// `ports reset` releases the checkout's reservations: another checkout can then take those ports.
 #[test]
 fn reset_releases_the_reservations() {
