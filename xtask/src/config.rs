@@ -15,6 +15,8 @@ use anyhow::Context;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::alloc::MIN_PORT;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -365,6 +367,7 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawFile) -> Option<Config> {
         let (range, attempts) = self.ports(&raw.ports);
+        self.ports_in_range(&raw.services, range);
         let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
         let mut services = BTreeMap::new();
         for (name, raw) in &raw.services {
@@ -374,11 +377,14 @@ impl Validator<'_> {
             }
         }
         self.unique_ports(&raw.services);
+        self.unique_env_names(&raw.services, &raw.env);
         let order = self.dependency_order(&raw.services);
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
             self.env_name(key);
-            env.insert(key.get_ref().clone(), self.template(value, None, &names)?);
+            let template = self.template(value, None, &names)?;
+            self.env_value(&format!("the value of {}", key.get_ref()), value.span(), &template);
+            env.insert(key.get_ref().clone(), template);
         }
         Some(Config { range, attempts, programs: raw.programs, services, order: order?, env })
     }
@@ -386,8 +392,15 @@ impl Validator<'_> {
     fn ports(&mut self, raw: &RawPorts) -> ((u16, u16), u16) {
         let mut range = (1024, 65535);
         if let Some(r) = &raw.range {
+            let min = i64::from(MIN_PORT);
             match r.get_ref()[..] {
-                [lo, hi] if (1..=65535).contains(&lo) && (lo..=65535).contains(&hi) => range = (lo as u16, hi as u16),
+                [lo, hi] if (1..=65535).contains(&lo) && (lo..=65535).contains(&hi) && hi >= min => {
+                    range = (lo as u16, hi as u16)
+                }
+                [lo, hi] if 1 <= lo && lo <= hi && hi < min => self.error(
+                    r.span(),
+                    format!("range ends at {hi}, and ports below {MIN_PORT} are never handed out: raise its high end to {MIN_PORT} or more"),
+                ),
                 _ => self.error(r.span(), "range must be [low, high] with 1 <= low <= high <= 65535"),
             }
         }
@@ -446,7 +459,11 @@ impl Validator<'_> {
             .map(|(span, word)| self.template(&Spanned::new(span.clone(), word.clone()), Some(name), names))
             .collect::<Option<Vec<_>>>()?;
         let url = match &raw.url {
-            Some(url) => self.template(url, Some(name), names)?,
+            Some(url) => {
+                let template = self.template(url, Some(name), names)?;
+                self.env_value(&format!("the url of {name}"), url.span(), &template);
+                template
+            }
             None => Template(vec![Part::Text("http://localhost:".into()), Part::OwnPort]),
         };
         let mut env = BTreeMap::new();
@@ -582,6 +599,79 @@ impl Validator<'_> {
                     ),
                 );
             }
+        }
+    }
+
+    /// The walk for a free port goes up from the preferred one, so a port
+    /// above the range could never be handed out (one below starts at `lo`).
+    fn ports_in_range(&mut self, services: &BTreeMap<Spanned<String>, RawService>, (lo, hi): (u16, u16)) {
+        for (name, service) in services {
+            let port = *service.port.get_ref();
+            if (i64::from(hi) + 1..=65535).contains(&port) {
+                self.error(
+                    service.port.span(),
+                    format!(
+                        "port {port} of {} is above the range {lo}-{hi} of [ports]: pick a port up to {hi}, or widen the range",
+                        name.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Each `.env.runtime` variable has one source: names that differ only by
+    /// `-` and `_` give the same `NAME_PORT`, and `[env]` must not repeat one.
+    fn unique_env_names(
+        &mut self,
+        services: &BTreeMap<Spanned<String>, RawService>,
+        env: &BTreeMap<Spanned<String>, Spanned<String>>,
+    ) {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        let mut by_place: Vec<_> = services.keys().collect();
+        by_place.sort_by_key(|name| name.span().start);
+        for name in by_place {
+            let prefix = env_prefix(name.get_ref());
+            match seen.get(&prefix) {
+                Some(first) => self.error(
+                    name.span(),
+                    format!(
+                        "services {first} and {} would both set {prefix}_PORT and {prefix}_URL in .env.runtime: rename one",
+                        name.get_ref()
+                    ),
+                ),
+                None => {
+                    seen.insert(prefix, name.get_ref());
+                }
+            }
+        }
+        for key in env.keys() {
+            let k = key.get_ref();
+            let prefix = k.strip_suffix("_PORT").or_else(|| k.strip_suffix("_URL"));
+            if let Some(service) = prefix.and_then(|p| seen.get(p)) {
+                self.error(
+                    key.span(),
+                    format!("{k} is already set in .env.runtime for the service {service}: rename it (a service's URL is set with its `url`)"),
+                );
+            }
+        }
+    }
+
+    /// `.env.runtime` writes a value bare or in single quotes (envfile.rs);
+    /// what those cannot carry through both python-dotenv (the backend) and
+    /// Node's dotenv (the frontend) unchanged is an error here.
+    fn env_value(&mut self, subject: &str, span: Range<usize>, value: &Template) {
+        let problem = value.0.iter().find_map(|part| match part {
+            Part::Text(text) if text.contains(char::is_control) => Some("a line break or another control character"),
+            Part::Text(text) if text.contains('\'') => Some("a single quote"),
+            Part::Text(text) if text.contains('\\') => Some("a backslash"),
+            Part::Text(text) if text.contains("${") => Some("`${`, which python-dotenv expands"),
+            _ => None,
+        });
+        if let Some(what) = problem {
+            self.error(
+                span,
+                format!("{subject} contains {what}: python-dotenv and Node's dotenv would not read it back from .env.runtime as written; remove it"),
+            );
         }
     }
 
@@ -728,6 +818,23 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
             ("[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n", (4, 18), "starting with /"),
             ("[services.A]\nport = 2000\ncommand = 'x'\n", (1, 11), "service name \"A\""),
             ("[services.a\n", (1, 12), ""),
+            (
+                "[ports]\nrange = [2000, 3000]\n[services.a]\nport = 3001\ncommand = 'x'\n",
+                (4, 8),
+                "port 3001 of a is above the range 2000-3000",
+            ),
+            ("[ports]\nrange = [1, 1000]\n", (2, 9), "range ends at 1000, and ports below 1024"),
+            // The second in the file is blamed, whatever the names' order.
+            (
+                "[services.my_db]\nport = 2000\ncommand = 'x'\n[services.my-db]\nport = 2001\ncommand = 'y'\n",
+                (4, 11),
+                "services my_db and my-db would both set MY_DB_PORT and MY_DB_URL",
+            ),
+            ("[services.a]\nport = 2000\ncommand = 'x'\n[env]\nA_URL = 'x'\n", (5, 1), "A_URL is already set"),
+            ("[env]\nNOTE = \"line1\\nEVIL=1\"\n", (2, 8), "NOTE contains a line break"),
+            ("[services.a]\nport = 2000\ncommand = 'x'\nurl = \"http://x/'\"\n", (4, 7), "a single quote"),
+            ("[env]\nX = 'a\\b'\n", (2, 5), "a backslash"),
+            ("[env]\nX = '${{HOME}}'\n", (2, 5), "`${`, which python-dotenv expands"),
         ];
         for (text, (line, col), needle) in cases {
             let errors = parse(text).expect_err(text);

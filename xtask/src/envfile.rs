@@ -28,9 +28,21 @@ pub fn render(config: &Config, ports: &Ports) -> String {
     let mut text =
         String::from("# Auto-generated runtime configuration\n# DO NOT EDIT MANUALLY - managed by cargo xtask\n");
     for (key, value) in vars(config, ports) {
-        text += &format!("{key}={value}\n");
+        text += &format!("{key}={}\n", quoted(&value));
     }
     text
+}
+
+/// A value as python-dotenv and Node's dotenv both read it back: bare when
+/// plain, else in single quotes, which both (and a shell) take literally.
+/// `config` rejects what single quotes cannot carry (a quote, a backslash,
+/// a line break, `${`). Bare, `#` would start a comment and spaces be trimmed.
+fn quoted(value: &str) -> String {
+    if value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/@%+,".contains(c)) {
+        value.to_owned()
+    } else {
+        format!("'{value}'")
+    }
 }
 
 /// Writes the file unless it already says exactly that (a rewrite would wake
@@ -81,6 +93,30 @@ MY_DB_PORT=5433
 MY_DB_URL=postgresql://127.0.0.1:5433/app
 NEXT_PUBLIC_API_URL=http://127.0.0.1:8001
 "
+        );
+    }
+
+    /// Bare, python-dotenv and Node's dotenv would cut `a #b` at `#` and trim
+    /// the spaces; in single quotes both read these back unchanged.
+    #[test]
+    fn values_dotenv_would_change_are_quoted() {
+        let config = config::parse(
+            "[services.a]\nport = 2000\ncommand = 'x'\nurl = 'http://h:{port}/?q=1#top'\n\
+             [env]\nHASH = 'a #b'\nSPACES = ' x '\nPRICE = '$5 {a.port}'\nEMPTY = ''\n",
+        )
+        .unwrap();
+        let ports = Ports::from([("a".into(), 2001)]);
+        let lines: Vec<String> = render(&config, &ports).lines().skip(2).map(str::to_owned).collect();
+        assert_eq!(
+            lines,
+            [
+                "A_PORT=2001",
+                "A_URL='http://h:2001/?q=1#top'",
+                "EMPTY=",
+                "HASH='a #b'",
+                "PRICE='$5 2001'",
+                "SPACES=' x '",
+            ]
         );
     }
 }

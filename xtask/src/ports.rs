@@ -72,19 +72,26 @@ pub fn allocate_and_write(
     registry.save()?;
     for (name, port) in ports.iter().filter(|(name, port)| start[*name] != **port) {
         let from = start[name];
-        let why = why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, &registry, project));
+        // Services are served in dependency order: an earlier one may have taken it.
+        let why = match ports.iter().find(|(other, p)| **p == from && other != &name) {
+            Some((other, _)) => format!("is given to {other}"),
+            None => why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, config, &registry, project)),
+        };
         say!("{name}: port {from} {why}; using {port}");
     }
     Ok(ports)
 }
 
 /// Why a port could not be used, in a few words.
-fn why_moved(port: u16, registry: &Registry, project: &Project) -> String {
+fn why_moved(port: u16, config: &Config, registry: &Registry, project: &Project) -> String {
     if alloc::is_browser_blocked(port) {
         return "is blocked by browsers".into();
     }
     if port < alloc::MIN_PORT {
         return format!("is below {}", alloc::MIN_PORT);
+    }
+    if port < config.range.0 {
+        return format!("is below the range of ports.toml ({}-{})", config.range.0, config.range.1);
     }
     if let Some(owner) = registry.owner_of(port, &project.root) {
         return format!("is reserved by the checkout {}", owner.display());
@@ -250,6 +257,11 @@ pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyh
         alloc::MIN_PORT
     );
     ensure!(!alloc::is_browser_blocked(port), "port {port} is blocked by browsers: pick another");
+    let (lo, hi) = config.range;
+    ensure!(
+        (lo..=hi).contains(&port),
+        "port {port} is outside the range of ports.toml ({lo}-{hi}): pick a port inside it, or widen the range"
+    );
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
     if let Some(owner) = registry.owner_of(port, &project.root) {

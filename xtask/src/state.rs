@@ -3,9 +3,11 @@
 //! read exactly is an error that names it, never something to overwrite.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
 use anyhow::bail;
+use serde::Deserialize;
 
 use crate::config::Config;
 use crate::files;
@@ -15,8 +17,8 @@ pub type Ports = BTreeMap<String, u16>;
 /// Parses the text of `.ports.json` against the services of `config`.
 pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> {
     let at = |line: usize, col: usize| format!("{}:{line}:{col}", path.display());
-    let values: BTreeMap<String, serde_json::Value> = match serde_json::from_str(text) {
-        Ok(values) => values,
+    let entries: Entries = match serde_json::from_str(text) {
+        Ok(entries) => entries,
         Err(e) => bail!(
             "{}: {}\n.ports.json must be a JSON object of service name to port, like {{\"backend\": 8000}}: \
              fix it by hand, or remove it with `cargo xtask ports reset`",
@@ -25,8 +27,9 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
         ),
     };
     let mut ports = Ports::new();
-    for (name, value) in values {
-        let (line, col) = locate_key(text, &name);
+    let (_, hi) = config.range;
+    for (name, value) in entries.0 {
+        let (line, col) = locate_key(text, &name, ports.contains_key(&name));
         if !config.services.contains_key(&name) {
             bail!(
                 "{}: unknown service {name:?}: ports.toml has {}\nremove it from .ports.json, or run `cargo xtask ports reset`",
@@ -34,12 +37,48 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
                 config.names().join(", ")
             );
         }
-        match value.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
-            Some(port) => ports.insert(name, port),
+        let port = match value.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
+            Some(port) => port,
             None => bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {value}", at(line, col)),
         };
+        if let Some(first) = ports.get(&name) {
+            bail!("{}: {name} is in .ports.json twice ({first} and {port}): keep one", at(line, col));
+        }
+        // The walk for a free port goes up: from above the range it finds none.
+        if port > hi {
+            bail!(
+                "{}: the port of {name}, {port}, is above the range of ports.toml (up to {hi}): \
+                 lower it, or run `cargo xtask ports reset`",
+                at(line, col)
+            );
+        }
+        ports.insert(name, port);
     }
     Ok(ports)
+}
+
+/// The object's entries in file order, a repeated key included (a map would
+/// keep the last one silently).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// serde_json's message without its own " at line L column C".
@@ -48,10 +87,11 @@ fn without_position(e: &serde_json::Error) -> String {
     message.split(" at line ").next().unwrap_or(&message).to_owned()
 }
 
-/// Where `"name"` first appears as a key, 1-based; (1, 1) if not found.
-fn locate_key(text: &str, name: &str) -> (usize, usize) {
+/// Where `"name"` appears as a key, 1-based: its first place, or its second
+/// when `again`; (1, 1) if not found.
+fn locate_key(text: &str, name: &str, again: bool) -> (usize, usize) {
     let quoted = serde_json::to_string(name).unwrap_or_default();
-    text.find(&quoted).map_or((1, 1), |offset| {
+    text.match_indices(&quoted).nth(usize::from(again)).map_or((1, 1), |(offset, _)| {
         let before = &text[..offset];
         (before.matches('\n').count() + 1, offset - before.rfind('\n').map_or(0, |i| i + 1) + 1)
     })
@@ -87,8 +127,11 @@ mod tests {
     use crate::config;
 
     fn config() -> Config {
-        config::parse("[services.backend]\nport = 8000\ncommand = 'x'\n[services.web]\nport = 3000\ncommand = 'y'\n")
-            .unwrap()
+        config::parse(
+            "[ports]\nrange = [1024, 40000]\n\
+             [services.backend]\nport = 8000\ncommand = 'x'\n[services.web]\nport = 3000\ncommand = 'y'\n",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -107,6 +150,8 @@ mod tests {
             ("{\n\"backend\": 70000}", "/r/.ports.json:2:1: the port of backend must be a whole number"),
             ("{\"backend\": \"8000\"}", "the port of backend must be"),
             ("{\"backend\": 0}", "the port of backend must be"),
+            ("{\"web\": 3001,\n \"web\": 3002}", "/r/.ports.json:2:2: web is in .ports.json twice (3001 and 3002)"),
+            ("{\"web\": 40001}", "/r/.ports.json:1:2: the port of web, 40001, is above the range of ports.toml"),
         ];
         for (text, want) in cases {
             let err = parse(text, Path::new("/r/.ports.json"), &config()).unwrap_err().to_string();

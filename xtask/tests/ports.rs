@@ -62,7 +62,7 @@ fn hand_edits_are_honoured_and_kept_as_written() {
 fn invalid_ports_json_is_an_error_and_changes_nothing() {
     let base = free_ports(20);
     let c = Checkout::new(&two_services(base));
-    for bad in ["{\"api\": 8000,", "{\"apx\": 8000}", "{\"api\": \"8000\"}", "[1]"] {
+    for bad in ["{\"api\": 8000,", "{\"apx\": 8000}", "{\"api\": \"8000\"}", "[1]", "{\"api\": 8000, \"api\": 8001}"] {
         std::fs::write(c.path(".ports.json"), bad).unwrap();
         let out = c.fails(&["ports", "allocate"]);
         assert!(out.contains(".ports.json:1:"), "{bad}: the error does not name the file and place:\n{out}");
@@ -81,6 +81,8 @@ fn bad_ports_toml_names_the_place_and_writes_nothing() {
         (good.replace(&format!("port = {}", base + 10), &format!("port = {base}")), "prefers too"),
         (good.replace("depends_on = [\"api\"]", "depends_on = [\"db\"]"), "unknown service \"db\""),
         (good.replace("{api.port}", "{db.port}"), "unknown reference {db.port}"),
+        (good.replace("[ports]\n", &format!("[ports]\nrange = [1024, {}]\n", base + 5)), "above the range"),
+        (good.replace("[env]\n", "[env]\nNOTE = \"line1\\nEVIL=1\"\n"), "NOTE contains a line break"),
         (
             good.replace("[env]", "[services.api2]\nport = 1\ncommand = 'x'\ndepends_on = ['web']\n[env]")
                 .replace("depends_on = [\"api\"]", "depends_on = [\"api2\"]"),
@@ -198,6 +200,42 @@ fn set_pins_a_port_and_reset_forgets() {
     assert!(!c.path(".ports.json").exists() && !c.path(".env.runtime").exists());
     c.ok(&["ports", "allocate"]);
     assert_eq!(c.ports()["api"], base, "reset did not forget the pinned port");
+}
+
+#[test]
+fn set_refuses_a_port_outside_the_range_and_changes_nothing() {
+    let base = free_ports(20);
+    let c =
+        Checkout::new(&two_services(base).replace("[ports]\n", &format!("[ports]\nrange = [{base}, {}]\n", base + 19)));
+    for port in [base - 1, base + 20] {
+        let out = c.fails(&["ports", "set", "api", &port.to_string()]);
+        assert!(
+            out.contains(&format!("port {port} is outside the range of ports.toml ({base}-{})", base + 19)),
+            "{out}"
+        );
+        assert!(!c.path(".ports.json").exists() && !c.path(".env.runtime").exists(), "{port}: a file was written");
+    }
+}
+
+#[test]
+fn a_move_says_why_the_port_was_not_used() {
+    let base = free_ports(20);
+    // api's port is held, so api takes web's; web moves because api has it, not because it is busy.
+    let c = Checkout::new(&format!(
+        "[ports]\nrange = [{}, {}]\n{}{}",
+        base + 1,
+        base + 19,
+        http_service("api", base + 1, ""),
+        http_service("web", base + 2, "depends_on = [\"api\"]")
+    ));
+    let _squatter = Squatter::start(base + 1, "127.0.0.1", None);
+    let out = c.ok(&["ports", "allocate"]);
+    assert!(out.contains(&format!("web: port {} is given to api; using {}", base + 2, base + 3)), "{out}");
+    // A port below the range (here a hand edit) moves into it.
+    std::fs::write(c.path(".ports.json"), format!("{{\"api\": {base}}}")).unwrap();
+    let out = c.ok(&["ports", "allocate"]);
+    let want = format!("api: port {base} is below the range of ports.toml ({}-{})", base + 1, base + 19);
+    assert!(out.contains(&want), "{out}");
 }
 
 #[test]
