@@ -24,7 +24,7 @@ pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known) -> Option<St
     }
     let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
     let who = holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ");
-    match holder::decide_all(&classes, mode) {
+    match holder::decide_all(&classes, service, mode) {
         Action::StopOurs => {
             for h in &holders {
                 if let Some((_, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {

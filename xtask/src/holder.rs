@@ -256,7 +256,8 @@ mod sock_diag {
 /// What a holder is to this runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Class {
-    /// This checkout's own earlier instance of a service.
+    /// A service of this checkout: the one that needs the port (an earlier
+    /// instance), or another.
     Ours(String),
     /// A service of another checkout, from the registry.
     OtherCheckout(PathBuf),
@@ -323,10 +324,12 @@ pub enum Action {
     Move(String),
 }
 
-/// The policy table of DESIGN.md section 6, for one holder.
-pub fn decide(class: &Class, mode: Mode) -> Action {
+/// The policy table of DESIGN.md section 6, for one holder of the port
+/// `service` needs.
+pub fn decide(class: &Class, service: &str, mode: Mode) -> Action {
     match (class, mode) {
-        (Class::Ours(_), _) => Action::StopOurs,
+        (Class::Ours(s), _) if s == service => Action::StopOurs,
+        (Class::Ours(s), _) => Action::Move(format!("it is this checkout's {s}, which keeps its port")),
         (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
         (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
@@ -339,8 +342,8 @@ pub fn decide(class: &Class, mode: Mode) -> Action {
 }
 
 /// One decision for all holders of a port: the most careful of theirs.
-pub fn decide_all(classes: &[Class], mode: Mode) -> Action {
-    let actions: Vec<Action> = classes.iter().map(|c| decide(c, mode)).collect();
+pub fn decide_all(classes: &[Class], service: &str, mode: Mode) -> Action {
+    let actions: Vec<Action> = classes.iter().map(|c| decide(c, service, mode)).collect();
     let rank = |a: &Action| match a {
         Action::Move(_) => 3,
         Action::Ask => 2,
@@ -362,6 +365,7 @@ mod tests {
         let other = Class::OtherCheckout("/src/wt2".into());
         let rows: &[(Class, [Action; 3])] = &[
             (Class::Ours("api".into()), [StopOurs, StopOurs, StopOurs]),
+            (Class::Ours("web".into()), [0, 1, 2].map(|_| Move("it is this checkout's web, which keeps its port".into()))),
             (Class::SameUser, [Ask, Kill, Move("--no-kill".into())]),
             (other.clone(), [0, 1, 2].map(|_| Move("it is a service of the checkout /src/wt2".into()))),
             (Class::OtherUser("bob".into()), [0, 1, 2].map(|_| Move("it belongs to user bob".into()))),
@@ -371,13 +375,13 @@ mod tests {
         ];
         for (class, want) in rows {
             for (mode, want) in [Interactive, Force, NoKill].into_iter().zip(want) {
-                assert_eq!(&decide(class, mode), want, "{class:?} in {mode:?}");
+                assert_eq!(&decide(class, "api", mode), want, "{class:?} in {mode:?}");
             }
         }
         // Several holders: the most careful decision wins.
-        assert_eq!(decide_all(&[Class::SameUser, Class::Init], Force), Move("PID 1 is never killed".into()));
-        assert_eq!(decide_all(&[Class::SameUser, Class::SameUser], Force), Kill);
-        assert_eq!(decide_all(&[Class::Ours("a".into()), Class::SameUser], Interactive), Ask);
+        assert_eq!(decide_all(&[Class::SameUser, Class::Init], "a", Force), Move("PID 1 is never killed".into()));
+        assert_eq!(decide_all(&[Class::SameUser, Class::SameUser], "a", Force), Kill);
+        assert_eq!(decide_all(&[Class::Ours("a".into()), Class::SameUser], "a", Interactive), Ask);
     }
 
     #[test]

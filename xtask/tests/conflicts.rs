@@ -161,3 +161,21 @@ fn the_prompt_names_every_holder_it_would_kill() {
     assert!(!alive(parent) && !alive(child));
     assert_eq!(c.ports()["api"], base);
 }
+
+/// A service added later whose preferred port another service of the
+/// checkout moved to: that one keeps running, the newcomer moves.
+#[test]
+fn a_port_held_by_another_service_of_this_checkout_is_never_freed() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    c.ok(&["ports", "set", "a", &(base + 5).to_string()]);
+    c.ok(&["start"]);
+    let a = c.pid_of("a").unwrap();
+    std::fs::write(c.path("ports.toml"), http_service("a", base, "") + &http_service("b", base + 5, "")).unwrap();
+    let out = text(&c.command(&["start", "b"]).env("FORCE_MODE", "1").output().unwrap());
+    assert!(out.contains(&format!("b: port {} is given to a; using", base + 5)), "{out}");
+    assert!(alive(a), "starting b stopped a:\n{out}");
+    assert_eq!((c.ports()["a"], c.pid_of("a")), (base + 5, Some(a)));
+    assert_ne!(c.ports()["b"], base + 5);
+    assert_eq!(c.status()["b"]["healthy"], true);
+}
