@@ -365,7 +365,10 @@ mod tests {
         let other = Class::OtherCheckout("/src/wt2".into());
         let rows: &[(Class, [Action; 3])] = &[
             (Class::Ours("api".into()), [StopOurs, StopOurs, StopOurs]),
-            (Class::Ours("web".into()), [0, 1, 2].map(|_| Move("it is this checkout's web, which keeps its port".into()))),
+            (
+                Class::Ours("web".into()),
+                [0, 1, 2].map(|_| Move("it is this checkout's web, which keeps its port".into())),
+            ),
             (Class::SameUser, [Ask, Kill, Move("--no-kill".into())]),
             (other.clone(), [0, 1, 2].map(|_| Move("it is a service of the checkout /src/wt2".into()))),
             (Class::OtherUser("bob".into()), [0, 1, 2].map(|_| Move("it belongs to user bob".into()))),
