@@ -12,6 +12,7 @@ use crate::launch;
 use crate::paths::Project;
 use crate::pids;
 use crate::process;
+use crate::setup;
 use crate::state::Ports;
 use crate::supervisor::{Output, Supervisor};
 use crate::term::say;
@@ -64,10 +65,12 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
 pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
     let stopping = to_stop(project, &config, services)?;
-    background(project, config.clone(), running(project))?.stop(&stopping);
     let mut names = launch::selected(&config, services)?;
-    names.extend(stopping);
+    names.extend(stopping.iter().cloned());
     let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
+    // Bad input stops nothing: what would keep them from starting again is found first.
+    setup::check(project, &config, &names, &setup::search_path(&config))?;
+    background(project, config.clone(), running(project))?.stop(&stopping);
     start(project, &names, flags)
 }
 

@@ -439,3 +439,17 @@ fn http_get(port: u16) {
     write!(s, "GET /followed HTTP/1.0\r\n\r\n").unwrap();
     let _ = s.read_to_end(&mut Vec::new());
 }
+
+#[test]
+fn a_restart_that_cannot_work_stops_nothing() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    c.ok(&["start"]);
+    let a = c.pid_of("a").unwrap();
+    std::fs::write(c.path("ports.toml"), format!("[services.a]\nport = {base}\ncommand = \"no-such-prog-4\"\n"))
+        .unwrap();
+    let out = c.fails(&["restart"]);
+    assert!(out.contains("no-such-prog-4: install it"), "{out}");
+    assert!(alive(a), "a restart that cannot work stopped the running service:\n{out}");
+    std::fs::write(c.path("ports.toml"), http_service("a", base, "")).unwrap(); // so the drop can stop it
+}
