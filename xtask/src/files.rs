@@ -10,6 +10,18 @@ use anyhow::Context;
 /// Writes `contents` to a temporary file in the same folder, flushes it to
 /// disk, then renames it over `path`: the old or the new file, never a mix.
 pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
+    replace(path, contents, true)
+}
+
+/// `write_atomic` without waiting for the disk, for the record of a process
+/// just started: it means nothing after a reboot, and until it is written a
+/// crash of the runner would leave the process unknown (a flush took about
+/// 1 ms here, much longer on a busy disk).
+pub fn write_record(path: &Path, contents: &str) -> anyhow::Result<()> {
+    replace(path, contents, false)
+}
+
+fn replace(path: &Path, contents: &str, flush: bool) -> anyhow::Result<()> {
     let dir = path.parent().context("a file to write has no folder")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().context("a file to write has no name")?.to_string_lossy();
@@ -17,7 +29,9 @@ pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
     let result = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
+        if flush {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -29,7 +29,7 @@ impl Record {
 
 pub fn save(project: &Project, record: &Record) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(record).expect("a record serialises") + "\n";
-    files::write_atomic(&project.pid_file(&record.service), &text)
+    files::write_record(&project.pid_file(&record.service), &text)
 }
 
 /// Removes the record of `service` if it still names `group`: the record of
