@@ -57,12 +57,26 @@ pub struct Service {
     pub url: Template,
     /// When the runner is root, run the service (and its setup) as this account.
     pub user: Option<String>,
+    /// Where `command`, `cwd` and `user` are written (line, column): what is
+    /// wrong with them (a program, folder or account missing) is found only
+    /// when starting.
+    pub places: BTreeMap<&'static str, (usize, usize)>,
     /// Folders created before setup, owned by `user` when it applies.
     pub dirs: Vec<String>,
     pub setup: Vec<Step>,
     pub env: BTreeMap<String, Template>,
     /// How long it may take to stop after TERM before it gets KILL.
     pub stop_grace: Duration,
+}
+
+impl Service {
+    /// `ports.toml:LINE:COL` of its `key`, for what starting finds wrong there.
+    pub fn place(&self, ports_toml: &Path, key: &str) -> String {
+        match self.places.get(key) {
+            Some((line, col)) => format!("{}:{line}:{col}", ports_toml.display()),
+            None => ports_toml.display().to_string(),
+        }
+    }
 }
 
 /// `stop_grace` when `ports.toml` does not say.
@@ -270,12 +284,12 @@ struct RawPorts {
 struct RawService {
     port: Spanned<i64>,
     command: Spanned<RawCommand>,
-    cwd: Option<String>,
+    cwd: Option<Spanned<String>>,
     #[serde(default)]
     depends_on: Vec<Spanned<String>>,
     ready: Option<RawReady>,
     url: Option<Spanned<String>>,
-    user: Option<String>,
+    user: Option<Spanned<String>>,
     #[serde(default)]
     dirs: Vec<String>,
     #[serde(default)]
@@ -500,11 +514,16 @@ impl Validator<'_> {
             name: name.to_owned(),
             port,
             command,
-            cwd: raw.cwd.clone(),
+            cwd: raw.cwd.as_ref().map(|c| c.get_ref().clone()),
             depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
             ready,
             url,
-            user: raw.user.clone(),
+            user: raw.user.as_ref().map(|u| u.get_ref().clone()),
+            places: [("command", Some(raw.command.span())), ("cwd", raw.cwd.as_ref().map(|c| c.span()))]
+                .into_iter()
+                .chain([("user", raw.user.as_ref().map(|u| u.span()))])
+                .filter_map(|(key, span)| Some((key, line_col(self.text, span?.start))))
+                .collect(),
             dirs: raw.dirs.clone(),
             setup,
             env,

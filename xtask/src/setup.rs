@@ -3,7 +3,7 @@
 //! it runs as), and its set-up steps (a virtualenv, `npm ci`, `initdb`) have
 //! run, again only when their inputs changed.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -68,23 +68,31 @@ fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
 /// The programs the services run (the first word of each command, and any
 /// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)
 /// must be found; otherwise say what to install.
-fn check_programs(config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
-    let mut needed = BTreeSet::new();
+fn check_programs(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
+    let mut needed = BTreeMap::new(); // program -> the first service that needs it
     for name in services {
         let service = &config.services[name];
         let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
         for words in [&command].into_iter().chain(service.setup.iter().map(|s| &s.command)) {
-            needed.extend(words.first().filter(|w| !w.contains('/')).cloned());
+            let first = words.first().filter(|w| !w.contains('/')).cloned();
             let mentioned = words.iter().flat_map(|w| w.split_whitespace());
-            needed.extend(mentioned.filter(|w| config.programs.contains_key(*w)).map(str::to_owned));
+            let programs =
+                first.into_iter().chain(mentioned.filter(|w| config.programs.contains_key(*w)).map(str::to_owned));
+            for program in programs {
+                needed.entry(program).or_insert(service);
+            }
         }
     }
     let missing: Vec<String> = needed
         .iter()
-        .filter(|program| find_program(program, path).is_none())
-        .map(|program| match config.programs.get(program).and_then(|p| p.install.as_ref()) {
+        .filter(|(program, _)| find_program(program, path).is_none())
+        .map(|(program, service)| match config.programs.get(program).and_then(|p| p.install.as_ref()) {
             Some(install) => format!("  {program}: install it with `{install}`"),
-            None => format!("  {program}: install it, or fix the command in ports.toml"),
+            None => format!(
+                "  {program}: install it, or fix the command of {} ({})",
+                service.name,
+                service.place(&project.ports_toml(), "command")
+            ),
         })
         .collect();
     ensure!(missing.is_empty(), "missing programs (not found in PATH):\n{}", missing.join("\n"));
@@ -125,10 +133,16 @@ fn check_reachable(root: &Path, account: &Account) -> anyhow::Result<()> {
 /// missing on this machine: found before anything is stopped, killed or
 /// written, so that bad input changes nothing.
 pub fn check(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
-    check_programs(config, services, path)?;
+    check_programs(project, config, services, path)?;
     for name in services {
         let service = &config.services[name];
-        if let Some(account) = account(service)? {
+        let account = account(service).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}: fix `user` of {name}, or create the account",
+                service.place(&project.ports_toml(), "user")
+            )
+        })?;
+        if let Some(account) = account {
             check_reachable(&project.root, &account)?;
         }
         if let Some(cwd) = &service.cwd {
@@ -137,7 +151,8 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
             let made = service.dirs.iter().chain(service.setup.iter().filter_map(|s| s.creates.as_ref()));
             ensure!(
                 dir.is_dir() || made.map(|d| project.path(d)).any(|d| d == dir),
-                "{name}: its folder {} does not exist: create it, or fix `cwd` in ports.toml",
+                "{}: the folder {} of {name} does not exist: create it, or fix `cwd`",
+                service.place(&project.ports_toml(), "cwd"),
                 dir.display()
             );
         }

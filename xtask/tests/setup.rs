@@ -18,7 +18,8 @@ fn a_missing_program_says_what_to_install() {
     let c = Checkout::new(&toml);
     let out = c.fails(&["start"]);
     assert!(out.contains("no-such-db: install it with `apt-get install no-such-db`"), "{out}");
-    assert!(out.contains("no-such-tool-9: install it, or fix the command in ports.toml"), "{out}");
+    let place = format!("{}:8:11", c.path("ports.toml").display());
+    assert!(out.contains(&format!("no-such-tool-9: install it, or fix the command of tool ({place})")), "{out}");
     assert!(!c.path(".pids/db.json").exists());
 }
 

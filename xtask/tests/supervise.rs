@@ -341,12 +341,12 @@ fn a_start_that_cannot_work_kills_nothing_and_writes_nothing() {
     let unknown_account = "command = \"python3 -m http.server {port}\"\nuser = \"no-such-account-3\"\n";
     let failing_step = "command = \"python3 -m http.server {port}\"\n[[services.a.setup]]\ncommand = [\"false\"]\n";
     let mut cases = vec![
-        (missing_program, "no-such-prog-3: install it"),
-        (missing_cwd, "no-such-dir does not exist"),
+        (missing_program, "no-such-prog-3: install it, or fix the command of a (PORTS:3:11)"),
+        (missing_cwd, "PORTS:4:7: the folder NOPE of a does not exist: create it, or fix `cwd`"),
         (failing_step, "set-up step `false` failed"),
     ];
     if is_root() {
-        cases.push((unknown_account, "there is no account \"no-such-account-3\""));
+        cases.push((unknown_account, "PORTS:4:8: there is no account \"no-such-account-3\""));
     }
     for (service, error) in cases {
         let base = free_ports(10);
@@ -354,7 +354,9 @@ fn a_start_that_cannot_work_kills_nothing_and_writes_nothing() {
         let holder = Squatter::start(base, "127.0.0.1", None);
         let output = c.command(&["start"]).env("FORCE_MODE", "1").output().unwrap();
         let out = text(&output);
-        assert!(!output.status.success() && out.contains(error), "{service}{out}");
+        let ports_toml = c.path("ports.toml").display().to_string();
+        let error = error.replace("PORTS", &ports_toml).replace("NOPE", &c.path("no-such-dir").display().to_string());
+        assert!(!output.status.success() && out.contains(&error), "{service}{out}");
         assert!(alive(holder.pid()), "the holder of port {base} was killed for a start that cannot work:\n{out}");
         for file in [".ports.json", ".env.runtime"] {
             assert!(!c.path(file).exists(), "{file} was written for a start that cannot work:\n{out}");
