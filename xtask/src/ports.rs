@@ -57,6 +57,12 @@ pub fn allocate_and_write(
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
     let current = state::load(&project.ports_json(), config)?;
+    for (name, port) in running.iter().filter(|(name, port)| current.get(*name).is_some_and(|p| p != *port)) {
+        say!(
+            "{name}: keeps port {port} while it runs, not the {} of .ports.json: to move it, `cargo xtask ports set {name} PORT`",
+            current[name]
+        );
+    }
     let mut start = config.preferred_ports();
     start.extend(current.iter().map(|(k, v)| (k.clone(), *v)));
     start.extend(running.iter().map(|(k, v)| (k.clone(), *v)));

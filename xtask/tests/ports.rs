@@ -246,3 +246,15 @@ fn status_says_stopped_before_anything_runs() {
     assert!(out.contains(&format!("Api (port {base}): ✗ Stopped")), "{out}");
     assert_eq!(c.status()["web"]["running"], false);
 }
+
+#[test]
+fn a_hand_edit_for_a_running_service_is_not_applied_silently() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("web", base, ""));
+    c.ok(&["start"]);
+    std::fs::write(c.path(".ports.json"), format!("{{\"web\": {}}}\n", base + 3)).unwrap();
+    let out = c.ok(&["ports", "allocate"]);
+    let said = format!("web: keeps port {base} while it runs, not the {} of .ports.json", base + 3);
+    assert!(out.contains(&said), "{out}");
+    assert_eq!(c.ports()["web"], base);
+}
