@@ -79,6 +79,14 @@ impl Service {
     }
 }
 
+impl Step {
+    /// `ports.toml:LINE:COL` of its command.
+    pub fn place(&self, ports_toml: &Path) -> String {
+        let (line, col) = self.place;
+        format!("{}:{line}:{col}", ports_toml.display())
+    }
+}
+
 /// `stop_grace` when `ports.toml` does not say.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -98,6 +106,8 @@ pub struct Step {
     pub command: Vec<String>,
     pub inputs: Vec<String>,
     pub creates: Option<String>,
+    /// Where its `command` is written (line, column), for a missing program.
+    pub place: (usize, usize),
 }
 
 /// A string with `{port}` and `{NAME.port}` references.
@@ -491,7 +501,8 @@ impl Validator<'_> {
             .map(|step| {
                 let words = self.words(&step.command, &format!("setup command of {name}"))?;
                 let command = words.into_iter().map(|(_, w)| w).collect();
-                Some(Step { command, inputs: step.inputs.clone(), creates: step.creates.clone() })
+                let place = line_col(self.text, step.command.span().start);
+                Some(Step { command, inputs: step.inputs.clone(), creates: step.creates.clone(), place })
             })
             .collect::<Option<Vec<_>>>()?;
         let ready = match &raw.ready {

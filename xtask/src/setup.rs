@@ -69,30 +69,30 @@ fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
 /// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)
 /// must be found; otherwise say what to install.
 fn check_programs(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
-    let mut needed = BTreeMap::new(); // program -> the first service that needs it
+    let ports_toml = project.ports_toml();
+    let mut needed = BTreeMap::new(); // program -> where the first command that runs it is written
     for name in services {
         let service = &config.services[name];
         let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
-        for words in [&command].into_iter().chain(service.setup.iter().map(|s| &s.command)) {
+        let run = (&command, format!("the command of {name} ({})", service.place(&ports_toml, "command")));
+        let steps = service.setup.iter().enumerate();
+        let steps =
+            steps.map(|(i, s)| (&s.command, format!("set-up step {} of {name} ({})", i + 1, s.place(&ports_toml))));
+        for (words, place) in [run].into_iter().chain(steps) {
             let first = words.first().filter(|w| !w.contains('/')).cloned();
             let mentioned = words.iter().flat_map(|w| w.split_whitespace());
-            let programs =
-                first.into_iter().chain(mentioned.filter(|w| config.programs.contains_key(*w)).map(str::to_owned));
-            for program in programs {
-                needed.entry(program).or_insert(service);
+            let mentioned = mentioned.filter(|w| config.programs.contains_key(*w)).map(str::to_owned);
+            for program in first.into_iter().chain(mentioned) {
+                needed.entry(program).or_insert_with(|| place.clone());
             }
         }
     }
     let missing: Vec<String> = needed
         .iter()
         .filter(|(program, _)| find_program(program, path).is_none())
-        .map(|(program, service)| match config.programs.get(program).and_then(|p| p.install.as_ref()) {
+        .map(|(program, place)| match config.programs.get(program).and_then(|p| p.install.as_ref()) {
             Some(install) => format!("  {program}: install it with `{install}`"),
-            None => format!(
-                "  {program}: install it, or fix the command of {} ({})",
-                service.name,
-                service.place(&project.ports_toml(), "command")
-            ),
+            None => format!("  {program}: install it, or fix {place}"),
         })
         .collect();
     ensure!(missing.is_empty(), "missing programs (not found in PATH):\n{}", missing.join("\n"));

@@ -12,7 +12,8 @@ fn a_missing_program_says_what_to_install() {
     let toml = format!(
         "[programs]\nno-such-db = {{ install = \"apt-get install no-such-db\" }}\n\
          [services.db]\nport = {base}\ncommand = \"no-such-db --port {{port}}\"\n\
-         [services.tool]\nport = {}\ncommand = \"no-such-tool-9\"\n",
+         [services.tool]\nport = {}\ncommand = \"no-such-tool-9\"\n\
+         [[services.tool.setup]]\ncommand = [\"no-such-step-7\", \"init\"]\n",
         base + 1
     );
     let c = Checkout::new(&toml);
@@ -20,6 +21,8 @@ fn a_missing_program_says_what_to_install() {
     assert!(out.contains("no-such-db: install it with `apt-get install no-such-db`"), "{out}");
     let place = format!("{}:8:11", c.path("ports.toml").display());
     assert!(out.contains(&format!("no-such-tool-9: install it, or fix the command of tool ({place})")), "{out}");
+    let place = format!("{}:10:11", c.path("ports.toml").display());
+    assert!(out.contains(&format!("no-such-step-7: install it, or fix set-up step 1 of tool ({place})")), "{out}");
     assert!(!c.path(".pids/db.json").exists());
 }
 
