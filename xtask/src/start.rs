@@ -64,19 +64,19 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
 
 pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
-    let stopping = to_stop(project, &config, services)?;
     let mut names = launch::selected(&config, services)?;
-    names.extend(stopping.iter().cloned());
+    names.extend(reach(project, &config, services)?);
     let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
-    // Bad input stops nothing: what would keep them from starting again is found first.
+    // Bad input stops nothing (not even a `dev` in another terminal): what
+    // would keep them from starting again is found first.
     setup::check(project, &config, &names, &setup::search_path(&config))?;
+    let stopping = to_stop(project, &config, services)?;
     background(project, config.clone(), running(project))?.stop(&stopping);
     start(project, &names, flags)
 }
 
-/// The running services a stop of `services` reaches: they and what depends
-/// on them. Services of a `dev` in another terminal are stopped by stopping
-/// that `dev` (only as a whole).
+/// What a stop of `services` reaches (`reach`), after stopping a `dev` in
+/// another terminal that runs them (only as a whole).
 fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
     let records = running(project);
     let supervised: Vec<_> = records.iter().filter_map(|r| r.supervisor.filter(|s| s.is_alive())).collect();
@@ -98,6 +98,11 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
             bail!("`cargo xtask dev` (pid {}) did not stop within 60 s", dev.pid);
         }
     }
+    reach(project, config, services)
+}
+
+/// The running services a stop of `services` reaches: they and what depends on them.
+fn reach(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
     let selected = match cli::selection(services) {
         None => config.order.clone(),
         Some(names) => {

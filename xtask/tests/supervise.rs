@@ -444,14 +444,26 @@ fn http_get(port: u16) {
 
 #[test]
 fn a_restart_that_cannot_work_stops_nothing() {
-    let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
-    c.ok(&["start"]);
-    let a = c.pid_of("a").unwrap();
-    std::fs::write(c.path("ports.toml"), format!("[services.a]\nport = {base}\ncommand = \"no-such-prog-4\"\n"))
-        .unwrap();
-    let out = c.fails(&["restart"]);
-    assert!(out.contains("no-such-prog-4: install it"), "{out}");
-    assert!(alive(a), "a restart that cannot work stopped the running service:\n{out}");
-    std::fs::write(c.path("ports.toml"), http_service("a", base, "")).unwrap(); // so the drop can stop it
+    let broken = |base: u16| format!("[services.a]\nport = {base}\ncommand = \"no-such-prog-4\"\n");
+    // Started in the background, and run by a `dev` in another terminal.
+    for in_dev in [false, true] {
+        let base = free_ports(10);
+        let c = Checkout::new(&http_service("a", base, ""));
+        let dev = in_dev.then(|| spawn_dev(&c, &[]).0);
+        match dev {
+            Some(_) => wait_running(&c, 1),
+            None => drop(c.ok(&["start"])),
+        }
+        let a = c.pid_of("a").unwrap();
+        std::fs::write(c.path("ports.toml"), broken(base)).unwrap();
+        let out = c.fails(&["restart"]);
+        assert!(out.contains("no-such-prog-4: install it"), "{out}");
+        assert!(alive(a), "a restart that cannot work stopped the running service (dev: {in_dev}):\n{out}");
+        std::fs::write(c.path("ports.toml"), http_service("a", base, "")).unwrap(); // so that it can be stopped
+        if let Some(mut dev) = dev {
+            assert!(dev.try_wait().unwrap().is_none(), "a restart that cannot work stopped dev:\n{out}");
+            std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+            dev.wait().unwrap();
+        }
+    }
 }
