@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::alloc;
 use crate::cli::Mode;
+use crate::config::Config;
 use crate::holder::{self, Action, Class, Holder, Known};
 use crate::process;
 use crate::term;
@@ -17,14 +18,15 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// Tries to free `port` for `service`. `None` when it is free now; else
 /// why it stays busy, for the line that says where the service moves.
-pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known) -> Option<String> {
+pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known, config: &Config) -> Option<String> {
     let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
     if holders.is_empty() {
         return (!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned());
     }
     let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
     let who = holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ");
-    match holder::decide_all(&classes, service, mode) {
+    let siblings = config.services.keys().map(String::as_str).filter(|s| *s != service).collect();
+    match holder::decide_all(&classes, &siblings, mode) {
         Action::StopOurs => {
             for h in &holders {
                 if let Some((_, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {

@@ -324,12 +324,16 @@ pub enum Action {
     Move(String),
 }
 
-/// The policy table of DESIGN.md section 6, for one holder of the port
-/// `service` needs.
-pub fn decide(class: &Class, service: &str, mode: Mode) -> Action {
+/// The policy table of DESIGN.md section 6, for one holder of a port a
+/// service needs. `siblings`, the checkout's other services, keep their
+/// ports; an instance of the service itself, or of one `ports.toml` no
+/// longer names (renamed, removed), is stopped.
+pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
     match (class, mode) {
-        (Class::Ours(s), _) if s == service => Action::StopOurs,
-        (Class::Ours(s), _) => Action::Move(format!("it is this checkout's {s}, which keeps its port")),
+        (Class::Ours(s), _) if siblings.contains(s.as_str()) => {
+            Action::Move(format!("it is this checkout's {s}, which keeps its port"))
+        }
+        (Class::Ours(_), _) => Action::StopOurs,
         (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
         (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
@@ -342,8 +346,8 @@ pub fn decide(class: &Class, service: &str, mode: Mode) -> Action {
 }
 
 /// One decision for all holders of a port: the most careful of theirs.
-pub fn decide_all(classes: &[Class], service: &str, mode: Mode) -> Action {
-    let actions: Vec<Action> = classes.iter().map(|c| decide(c, service, mode)).collect();
+pub fn decide_all(classes: &[Class], siblings: &BTreeSet<&str>, mode: Mode) -> Action {
+    let actions: Vec<Action> = classes.iter().map(|c| decide(c, siblings, mode)).collect();
     let rank = |a: &Action| match a {
         Action::Move(_) => 3,
         Action::Ask => 2,
@@ -378,13 +382,16 @@ mod tests {
         ];
         for (class, want) in rows {
             for (mode, want) in [Interactive, Force, NoKill].into_iter().zip(want) {
-                assert_eq!(&decide(class, "api", mode), want, "{class:?} in {mode:?}");
+                assert_eq!(&decide(class, &BTreeSet::from(["web"]), mode), want, "{class:?} in {mode:?}");
             }
         }
         // Several holders: the most careful decision wins.
-        assert_eq!(decide_all(&[Class::SameUser, Class::Init], "a", Force), Move("PID 1 is never killed".into()));
-        assert_eq!(decide_all(&[Class::SameUser, Class::SameUser], "a", Force), Kill);
-        assert_eq!(decide_all(&[Class::Ours("a".into()), Class::SameUser], "a", Interactive), Ask);
+        assert_eq!(
+            decide_all(&[Class::SameUser, Class::Init], &BTreeSet::new(), Force),
+            Move("PID 1 is never killed".into())
+        );
+        assert_eq!(decide_all(&[Class::SameUser, Class::SameUser], &BTreeSet::new(), Force), Kill);
+        assert_eq!(decide_all(&[Class::Ours("a".into()), Class::SameUser], &BTreeSet::new(), Interactive), Ask);
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn prepare(
     for name in &to_start {
         let port = current.get(name).copied().unwrap_or(config.services[name].port);
         if !reserved.contains(&port) && !alloc::is_free(port) {
-            busy.extend(conflict::resolve(name, port, mode, &known).map(|why| (name.clone(), why)));
+            busy.extend(conflict::resolve(name, port, mode, &known, &config).map(|why| (name.clone(), why)));
         }
     }
 

@@ -27,12 +27,17 @@ pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> an
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
     let names = to_stop(project, &config, services)?;
-    if names.is_empty() {
+    // A stop of everything also reaches what `ports.toml` no longer names (renamed, removed).
+    let unnamed: Vec<pids::Record> = match cli::selection(services) {
+        None => running(project).into_iter().filter(|r| !config.services.contains_key(&r.service)).collect(),
+        Some(_) => Vec::new(),
+    };
+    if names.is_empty() && unnamed.is_empty() {
         say!("nothing is running");
         return Ok(());
     }
     background(project, config, running(project))?.stop(&names);
-    Ok(())
+    stop_unnamed(project, unnamed)
 }
 
 /// Stops the services of `left`, the records of a `dev` that is gone (its
@@ -50,12 +55,18 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
         }
         Err(e) => say!("{e:#}: stopping without the dependency order"),
     }
+    stop_unnamed(project, unknown)
+}
+
+/// Stops services that `ports.toml` does not name (or cannot say the order
+/// of), all at once with the default grace.
+fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result<()> {
     std::thread::scope(|scope| {
-        for record in &unknown {
+        for record in &records {
             scope.spawn(|| record.group.stop(DEFAULT_STOP_GRACE));
         }
     });
-    for record in unknown {
+    for record in records {
         pids::remove(project, &record.service, record.group)?;
         say!("{} | stopped", record.service);
     }

@@ -179,3 +179,26 @@ fn a_port_held_by_another_service_of_this_checkout_is_never_freed() {
     assert_ne!(c.ports()["b"], base + 5);
     assert_eq!(c.status()["b"]["healthy"], true);
 }
+
+/// A service renamed in ports.toml while it runs in the background: its old
+/// instance holds the port, and only the runner can stop it.
+#[test]
+fn the_old_instance_of_a_renamed_service_is_stopped() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("api", base, ""));
+    c.ok(&["start"]);
+    let api = c.pid_of("api").unwrap();
+    std::fs::write(c.path("ports.toml"), http_service("backend", base, "")).unwrap();
+    std::fs::remove_file(c.path(".ports.json")).unwrap(); // it names api, which ports.toml no longer has
+    let out = c.ok(&["start"]);
+    assert!(out.contains(&format!("backend: port {base} was held by this checkout's earlier pid {api}")), "{out}");
+    assert!(!alive(api));
+    assert_eq!(c.ports()["backend"], base);
+
+    // Renamed back without a start: a stop of everything still reaches it.
+    let backend = c.pid_of("backend").unwrap();
+    std::fs::write(c.path("ports.toml"), http_service("api", base, "")).unwrap();
+    let out = c.ok(&["stop"]);
+    assert!(out.contains("backend | stopped"), "{out}");
+    assert!(!alive(backend) && wait_for(std::time::Duration::from_secs(2), || is_free(base)), "{out}");
+}
