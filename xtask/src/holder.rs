@@ -265,6 +265,9 @@ pub enum Class {
     OtherUser(String),
     Init,
     Ancestor,
+    /// In the group of a service (of this or another checkout) whose first
+    /// process exited, without the group's mark: its rest, or a stranger.
+    Unsure,
     Unknown,
 }
 
@@ -304,6 +307,14 @@ impl Known {
             Class::Ours(service.clone())
         } else if let Some((path, _)) = self.others.iter().find(|(_, g)| in_group(g)) {
             Class::OtherCheckout(path.clone())
+        } else if self
+            .ours
+            .iter()
+            .map(|(_, g)| g)
+            .chain(self.others.iter().map(|(_, g)| g))
+            .any(|g| g.may_have(id, holder.pgid))
+        {
+            Class::Unsure
         } else if holder.uid != self.uid {
             Class::OtherUser(users::name_of(holder.uid))
         } else {
@@ -338,6 +349,7 @@ pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
         (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
         (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
+        (Class::Unsure, _) => Action::Move("it may be what is left of a service, and may not".into()),
         (Class::Unknown, _) => Action::Move("its owner cannot be seen".into()),
         (Class::SameUser, Mode::Interactive) => Action::Ask,
         (Class::SameUser, Mode::Force) => Action::Kill,
@@ -378,6 +390,7 @@ mod tests {
             (Class::OtherUser("bob".into()), [0, 1, 2].map(|_| Move("it belongs to user bob".into()))),
             (Class::Init, [0, 1, 2].map(|_| Move("PID 1 is never killed".into()))),
             (Class::Ancestor, [0, 1, 2].map(|_| Move("it is an ancestor of this runner".into()))),
+            (Class::Unsure, [0, 1, 2].map(|_| Move("it may be what is left of a service, and may not".into()))),
             (Class::Unknown, [0, 1, 2].map(|_| Move("its owner cannot be seen".into()))),
         ];
         for (class, want) in rows {
@@ -410,8 +423,8 @@ mod tests {
         assert_eq!(known.classify(&holder(501, me.start + 2, me.pid, 1000)), Class::Ours("api".into()));
         // In a group with our group's id but older than our leader: not ours.
         assert_eq!(known.classify(&holder(501, me.start.saturating_sub(1), me.pid, 1000)), Class::SameUser);
-        // In the group of a leader that exited, without the group's mark: not ours.
-        assert_eq!(known.classify(&holder(501, 12, 500, 1000)), Class::SameUser);
+        // In the group of a leader that exited, without the group's mark: maybe not ours.
+        assert_eq!(known.classify(&holder(501, 12, 500, 1000)), Class::Unsure);
         let other = holder(601, parent.start + 2, parent.pid, 1000);
         assert_eq!(known.classify(&other), Class::OtherCheckout("/wt2".into()));
         assert_eq!(known.classify(&holder(1, 1, 1, 0)), Class::Init);

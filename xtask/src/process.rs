@@ -136,7 +136,14 @@ impl Group {
 
     /// Whether process `id`, in process group `pgid`, is one of this group's.
     pub fn has(self, id: ProcId, pgid: i32) -> bool {
-        pgid == self.pgid() && id.start >= self.leader.start && (self.leader.is_alive() || self.marks(id.pid))
+        self.may_have(id, pgid) && (self.leader.is_alive() || self.marks(id.pid))
+    }
+
+    /// Whether process `id` could be one of this group's: it is in a group
+    /// with this id, and not older than the leader. Without the mark, after
+    /// the leader exited, it may as well be a stranger's.
+    pub fn may_have(self, id: ProcId, pgid: i32) -> bool {
+        pgid == self.pgid() && id.start >= self.leader.start
     }
 
     /// Members still running, or `None` if the id now belongs to someone
@@ -148,6 +155,9 @@ impl Group {
         let impostor = members.iter().any(|m| m.start < self.leader.start)
             || members.iter().any(|m| m.pid == self.leader.pid && *m != self.leader)
             || (!leader_alive && !members.iter().all(|m| self.marks(m.pid)));
+        // (A process that clears its environment, or rewrites it for its
+        // title, loses the mark too: it is left running, rather than risk
+        // a stranger.)
         let ancestry = || {
             let ancestors = ancestors();
             members.iter().any(|m| m.pid == std::process::id() as i32 || ancestors.contains(&m.pid))
@@ -155,11 +165,12 @@ impl Group {
         (!impostor && !ancestry()).then_some(members)
     }
 
-    /// Whether process `pid` carries this group's mark.
+    /// Whether process `pid` carries this group's mark. A record from before
+    /// marks (0) keeps the rule of then: any process not older than the leader.
     fn marks(self, pid: i32) -> bool {
         let want = format!("{MARK}={:016x}", self.mark);
-        let environ = read_proc(&format!("/proc/{pid}/environ")).unwrap_or_default();
-        self.mark != 0 && environ.split(|b| *b == 0).any(|var| var == want.as_bytes())
+        let environ = || read_proc(&format!("/proc/{pid}/environ")).unwrap_or_default();
+        self.mark == 0 || environ().split(|b| *b == 0).any(|var| var == want.as_bytes())
     }
 
     /// While the leader lives the group is ours (its id cannot be reused);
@@ -364,7 +375,8 @@ mod tests {
 
         // A stranger whose group got the id of a leader of ours that exited
         // (here: an older start time in the record), the way a daemon's first
-        // fork makes a group and exits. Not ours, whatever the mark.
+        // fork makes a group and exits. Not ours, whatever its mark (a record
+        // from before marks, 0, cannot tell it from ours).
         let mut stranger = std::process::Command::new("sh");
         stranger.args(["-c", "sleep 300 & read _"]).process_group(0).stdin(std::process::Stdio::piped());
         let mut stranger = stranger.spawn().unwrap();
@@ -374,7 +386,7 @@ mod tests {
         let pgid = leader.pid;
         assert!(wait_until(Duration::from_secs(5), || group_members(pgid).len() == 1));
         let sleeper = group_members(pgid)[0];
-        for mark in [0, ours.mark, 12345] {
+        for mark in [ours.mark, 12345] {
             let stale = Group { leader: ProcId { pid: pgid, start: leader.start - 1 }, mark };
             assert_eq!(stale.members(), None, "mark {mark}");
             assert!(!stale.has(sleeper, pgid), "mark {mark}");
