@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::alloc;
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::envfile;
 use crate::guard::Guard;
 use crate::holder;
@@ -374,13 +374,15 @@ impl Supervisor {
     pub fn stop(&mut self, names: &[String]) {
         let mut left: BTreeSet<String> =
             names.iter().filter(|n| self.running.contains_key(*n) || self.kept.contains_key(*n)).cloned().collect();
+        // A background service that ports.toml no longer names has no place in its order.
+        let service = |n: &str| self.config.services.get(n);
         while !left.is_empty() {
             let depended_on: BTreeSet<&String> =
-                left.iter().flat_map(|n| self.config.services[n].depends_on.iter()).collect();
+                left.iter().flat_map(|n| service(n).map(|s| s.depends_on.iter()).into_iter().flatten()).collect();
             let wave: Vec<String> = left.iter().filter(|n| !depended_on.contains(n)).cloned().collect();
             std::thread::scope(|scope| {
                 for name in &wave {
-                    let grace = self.config.services[name].stop_grace;
+                    let grace = service(name).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
                     let (group, handle) = match (self.running.get(name), self.kept.get(name)) {
                         (Some(running), _) => (running.group, Some(running.handle.clone())),
                         (None, Some(group)) => (*group, None),

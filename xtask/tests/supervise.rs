@@ -467,3 +467,21 @@ fn a_restart_that_cannot_work_stops_nothing() {
         }
     }
 }
+
+#[test]
+fn dev_stops_a_background_service_that_ports_toml_no_longer_names() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("api", base, ""));
+    c.ok(&["start"]);
+    let api = c.pid_of("api").unwrap();
+    std::fs::write(c.path("ports.toml"), http_service("backend", base + 5, "")).unwrap();
+    std::fs::remove_file(c.path(".ports.json")).unwrap(); // it names api
+    let (mut dev, log) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    let status = dev.wait().unwrap();
+    let out = std::fs::read_to_string(log).unwrap();
+    let said = out.lines().any(|l| l.starts_with("api ") && l.ends_with("| stopped"));
+    assert!(status.success() && said, "{status}\n{out}");
+    assert!(!alive(api), "{out}");
+}
