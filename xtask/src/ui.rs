@@ -23,6 +23,7 @@ use crate::cli::ConflictFlags;
 use crate::files;
 use crate::logs;
 use crate::paths::Project;
+use crate::pids;
 use crate::ports;
 use crate::process::ProcId;
 use crate::ready;
@@ -266,6 +267,11 @@ const FROM_THE_PAGE: ConflictFlags = ConflictFlags { force: false, no_kill: true
 fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
     match action {
         Action::Start(name) => {
+            // A page shown before it was started elsewhere: nothing to do, and said so.
+            let records = pids::load_all(&project.root);
+            if records.iter().any(|r| &r.service == name && r.group.is_running()) {
+                return Ok(format!("{name} is already running"));
+            }
             start::start(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} started"))
         }
         Action::Stop(name) => start::stop(project, std::slice::from_ref(name)).map(|()| format!("{name} stopped")),

@@ -131,6 +131,10 @@ fn actions_do_what_the_cli_does() {
     let (code, _) = ui.api("POST", "/api/services/b/start", "");
     assert_eq!(code, 200);
     assert!(c.status().values().all(|s| s["healthy"] == true), "start b did not start its dependency a");
+    let b3 = c.pid_of("b");
+    let (code, reply) = ui.api("POST", "/api/services/b/start", "");
+    assert_eq!((code, c.pid_of("b")), (200, b3), "{reply}");
+    assert!(reply.to_string().contains("b is already running"), "{reply}");
     ui.stop();
 }
 
