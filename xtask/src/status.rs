@@ -27,15 +27,19 @@ pub fn lines(
     config: &Config,
     mut healthy: impl FnMut(&Service, u16) -> bool,
 ) -> anyhow::Result<Vec<Line>> {
-    let ports = ports::current(project, config)?;
-    let records = pids::load_all(&project.root);
+    let records: Vec<_> = pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
+    // A running service is on its record's port, whatever .ports.json says since.
+    let mut ports = ports::current(project, config)?;
+    ports.extend(
+        records.iter().filter(|r| config.services.contains_key(&r.service)).map(|r| (r.service.clone(), r.port)),
+    );
     let lines = config
         .order
         .iter()
         .map(|name| {
             let service = &config.services[name];
-            let record = records.iter().find(|r| &r.service == name && r.group.is_running());
-            let port = record.map_or(ports[name], |r| r.port);
+            let record = records.iter().find(|r| &r.service == name);
+            let port = ports[name];
             Line {
                 service: name.clone(),
                 title: service.title(),

@@ -253,6 +253,9 @@ fn a_hand_edit_for_a_running_service_is_not_applied_silently() {
     let c = Checkout::new(&http_service("web", base, ""));
     c.ok(&["start"]);
     std::fs::write(c.path(".ports.json"), format!("{{\"web\": {}}}\n", base + 3)).unwrap();
+    let status = c.status();
+    let url = format!("http://localhost:{base}");
+    assert_eq!((&status["web"]["port"], &status["web"]["url"]), (&base.into(), &url.into()), "{status:?}");
     let out = c.ok(&["ports", "allocate"]);
     let said = format!("web: keeps port {base} while it runs, not the {} of .ports.json", base + 3);
     assert!(out.contains(&said), "{out}");
