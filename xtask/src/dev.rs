@@ -1,6 +1,6 @@
 //! `cargo xtask dev`: everything in the foreground, logs in one terminal, a
-//! dashboard beside it; Ctrl-C, SIGTERM or SIGHUP stops it all, dependents
-//! first. If dev itself is killed, its guard stops them.
+//! dashboard beside it; Ctrl-C, SIGTERM or SIGHUP stops all it started,
+//! dependents first. If dev itself is killed, its guard stops them.
 
 use crate::cli::ConflictFlags;
 use crate::launch;
@@ -13,7 +13,15 @@ pub fn run(project: &Project, services: &[String], flags: ConflictFlags) -> anyh
     let mut sup = launch::up(project, services, flags, Output::Terminal)?;
     let dashboard = ui::serve(project, ui::Control::Foreground(sup.sender()))?;
     say!("Dashboard: {}", dashboard.url);
-    say!("Ctrl-C stops everything.");
+    let kept: Vec<&str> = sup.kept.keys().map(String::as_str).collect();
+    if kept.is_empty() {
+        say!("Ctrl-C stops everything.");
+    } else {
+        say!(
+            "Ctrl-C stops everything but what runs in the background ({}): `cargo xtask stop` stops that.",
+            kept.join(", ")
+        );
+    }
     let result = sup.run_until_signal();
     dashboard.close();
     result

@@ -52,7 +52,11 @@ fn main() {
 
 fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let project = Project::find()?;
+    let project = match cli.command {
+        // dev's guard runs in the checkout, whose ports.toml may be gone by the time dev is.
+        Command::Guard { .. } => Project { root: std::env::current_dir()? },
+        _ => Project::find()?,
+    };
     match cli.command {
         Command::Ports(args) => args.run(&project),
         Command::Status { json } => status::run(&project, json),

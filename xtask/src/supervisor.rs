@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -94,13 +95,17 @@ pub struct Supervisor {
     output: Output,
     running: BTreeMap<String, Running>,
     /// Services an earlier runner started (in the background), which count
-    /// as ready and are stopped through their groups.
+    /// as ready and are stopped through their groups, only when asked: not
+    /// ours, they outlive this runner.
     pub kept: BTreeMap<String, Group>,
     /// In the foreground: what stops the services if this process is killed.
     pub guard: Option<Guard>,
     sender: Sender<Event>,
     events: Receiver<Event>,
     generation: u64,
+    /// A signal came while a dashboard action was starting services: the
+    /// foreground loop ends too.
+    interrupted: bool,
     style: Style,
     width: usize,
 }
@@ -122,6 +127,7 @@ impl Supervisor {
             sender,
             events,
             generation: 0,
+            interrupted: false,
             style: Style::stdout(),
             width,
         })
@@ -226,8 +232,8 @@ impl Supervisor {
 
     /// Starts `names` (in dependency order): each once its dependencies are
     /// ready. Returns when all are ready. On failure it stops what it
-    /// started and says why; on a signal it stops everything. What runs
-    /// already, here or in the background, is left as it is.
+    /// started and says why; on a signal it stops everything this runner
+    /// started. What runs already, here or in the background, is left as it is.
     pub fn start_all(&mut self, names: &[String]) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut pending: Vec<String> =
@@ -246,6 +252,10 @@ impl Supervisor {
                     self.stop_started(&ours);
                     return Err(e);
                 }
+            }
+            if let Some((name, dep)) = self.lost_dependency(&pending) {
+                self.stop_started(&ours);
+                bail!("{name} cannot start: {dep}, which it depends on, exited");
             }
             if pending.is_empty() && ours.iter().all(|n| ready(self, n)) {
                 let (n, s) = (ours.len(), if ours.len() == 1 { "" } else { "s" });
@@ -318,11 +328,22 @@ impl Supervisor {
                 Event::Signal(signal) => {
                     say!("received {}: stopping", signal_name(signal));
                     self.stop_all();
+                    self.interrupted = true;
                     bail!("interrupted while starting");
                 }
                 _ => {} // an event of an earlier generation
             }
         }
+    }
+
+    /// A service still to start and a dependency of it that is gone: it was
+    /// ready, then exited, and nothing will start it again.
+    fn lost_dependency(&self, pending: &[String]) -> Option<(String, String)> {
+        let gone = |d: &String| !self.running.contains_key(d) && !self.kept.contains_key(d) && !pending.contains(d);
+        pending.iter().find_map(|name| {
+            let dep = self.config.services[name].depends_on.iter().find(|d| gone(d))?;
+            Some((name.clone(), dep.clone()))
+        })
     }
 
     fn is_current(&self, service: &str, generation: u64) -> bool {
@@ -407,8 +428,10 @@ impl Supervisor {
         }
     }
 
+    /// Stops what this runner started (or took over); what it found running
+    /// in the background runs on, as `start` left it.
     pub fn stop_all(&mut self) {
-        let names: Vec<String> = self.running.keys().chain(self.kept.keys()).cloned().collect();
+        let names: Vec<String> = self.running.keys().cloned().collect();
         self.stop(&names);
     }
 
@@ -431,6 +454,9 @@ impl Supervisor {
                 }
                 Event::Command { action, reply } => {
                     let _ = reply.send(self.act(&action).map_err(|e| format!("{e:#}")));
+                    if self.interrupted {
+                        break;
+                    }
                 }
                 _ => {}
             }
@@ -444,6 +470,16 @@ impl Supervisor {
         match action {
             Action::Start(name) => {
                 let names = self.config.closure(Some(std::slice::from_ref(name)))?;
+                // As `start` does: what is not running yet is set up first.
+                let new: Vec<String> = names
+                    .iter()
+                    .filter(|n| !self.running.contains_key(*n) && !self.kept.contains_key(*n))
+                    .cloned()
+                    .collect();
+                setup::check(&self.project, &self.config, &new, &self.path)?;
+                for n in &new {
+                    setup::prepare(&self.project, &self.config, n, &self.path)?;
+                }
                 self.start_all(&names)?;
                 Ok(format!("{name} started"))
             }
@@ -462,7 +498,7 @@ impl Supervisor {
                 let users: Vec<String> =
                     ports::users_of(&self.config, name).into_iter().filter(|n| self.running.contains_key(n)).collect();
                 self.restart(&users)?;
-                Ok(format!("{name} moved to port {port}"))
+                Ok(moved(name, *port, self.ports[name]))
             }
         }
     }
@@ -474,6 +510,16 @@ impl Supervisor {
 
     pub fn sender(&self) -> Sender<Event> {
         self.sender.clone()
+    }
+}
+
+/// What a change of port did: a port taken before the service could bind
+/// moves it on.
+pub fn moved(name: &str, asked: u16, now: u16) -> String {
+    if now == asked {
+        format!("{name} moved to port {now}")
+    } else {
+        format!("{name} could not bind port {asked}: moved to port {now}")
     }
 }
 
@@ -493,9 +539,15 @@ pub fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP become events instead of killing the runner
-/// with its services still up.
+/// with its services still up. They go to the first who asks, one per
+/// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
+/// not the starts its actions run, which go on to their end.
 pub fn forward_signals(sender: Sender<Event>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     std::thread::spawn(move || {

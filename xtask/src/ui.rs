@@ -46,7 +46,7 @@ pub enum Control {
     Foreground(Sender<Event>),
     /// Services in the background, through the same code as the CLI
     /// (one action at a time).
-    Background(Mutex<()>),
+    Background(Arc<Mutex<()>>),
 }
 
 pub struct Dashboard {
@@ -116,13 +116,20 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
         say!("The dashboard of pid {} is already serving this checkout: {}", running.owner.pid, running.url);
         return Ok(());
     }
-    let dashboard = serve(project, Control::Background(Mutex::new(())))?;
-    say!("Dashboard: {}", dashboard.url);
-    say!("Ctrl-C stops the dashboard (the services keep running).");
+    // Before any action: the signals are the dashboard's, not its actions'.
     let (sender, events) = channel();
     supervisor::forward_signals(sender)?;
+    let actions = Arc::new(Mutex::new(()));
+    let dashboard = serve(project, Control::Background(actions.clone()))?;
+    say!("Dashboard: {}", dashboard.url);
+    say!("Ctrl-C stops the dashboard (the services keep running).");
     let _ = events.recv();
     dashboard.close();
+    // An action under way ends as it would have: what it starts runs on.
+    if actions.try_lock().is_err() {
+        say!("waiting for the action under way to finish");
+    }
+    let _done = actions.lock().unwrap_or_else(|e| e.into_inner());
     Ok(())
 }
 
@@ -281,7 +288,7 @@ fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
         Action::SetPort(name, port) => {
             let config = crate::config::load(&project.ports_toml())?;
             ports::set(project, &config, name, *port, FROM_THE_PAGE)?;
-            Ok(format!("{name} moved to port {port}"))
+            Ok(supervisor::moved(name, *port, ports::current(project, &config)?[name]))
         }
     }
 }

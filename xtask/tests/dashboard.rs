@@ -176,3 +176,107 @@ fn each_checkout_gets_its_own_dashboard_port() {
     again.stop();
     ui2.stop();
 }
+
+/// A service that listens only after 2 s.
+fn slow_service(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[services.{name}]\nport = {port}\n\
+         command = [\"sh\", \"-c\", \"sleep 2; exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n{extra}\n"
+    )
+}
+
+/// Posts an action from another thread: the answer comes once it is done.
+fn act_later(served: &Served, path: &str) -> std::thread::JoinHandle<String> {
+    let (port, token, path) = (served.port, served.token.clone(), path.to_owned());
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Token: {token}\r\n");
+        write!(stream, "{head}Connection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+}
+
+fn interrupt(served: &Served) {
+    std::process::Command::new("kill").args(["-INT", &served.child.id().to_string()]).status().unwrap();
+}
+
+#[test]
+fn ctrl_c_during_an_action_of_dev_stops_dev() {
+    let base = free_ports(10);
+    let c = Checkout::new(&(http_service("a", base, "") + &slow_service("slow", base + 1, "")));
+    let mut dev = Served::start(&c, "dev");
+    assert!(wait_for(Duration::from_secs(30), || c.status().values().all(|s| s["healthy"] == true)));
+    let slow = c.pid_of("slow").unwrap();
+    let restart = act_later(&dev, "/api/services/slow/restart");
+    assert!(wait_for(Duration::from_secs(30), || c.pid_of("slow").is_some_and(|p| p != slow)));
+    interrupt(&dev);
+    let stopped = wait_for(Duration::from_secs(30), || dev.child.try_wait().unwrap().is_some());
+    if !stopped {
+        interrupt(&dev); // a second Ctrl-C, so that the failure leaves nothing running
+    }
+    assert!(stopped, "dev runs on after a Ctrl-C during an action: {}", restart.join().unwrap());
+    assert!(dev.child.wait().unwrap().success());
+    assert!(c.status().values().all(|s| s["running"] == false));
+    assert!(is_free(base) && is_free(base + 1));
+}
+
+#[test]
+fn ctrl_c_in_ui_stops_no_service_and_lets_the_action_under_way_finish() {
+    let base = free_ports(10);
+    let toml = slow_service("slow", base, "")
+        + &http_service("b", base + 1, "depends_on = [\"slow\"]")
+        + &http_service("k", base + 2, "");
+    let c = Checkout::new(&toml);
+    c.ok(&["start", "k"]);
+    let mut ui = Served::start(&c, "ui");
+    let start = act_later(&ui, "/api/services/b/start");
+    assert!(wait_for(Duration::from_secs(30), || c.pid_of("slow").is_some()), "the start did not begin");
+    interrupt(&ui);
+    assert!(ui.child.wait().unwrap().success());
+    start.join().unwrap();
+    let status = c.status();
+    assert!(status.values().all(|s| s["healthy"] == true), "Ctrl-C in ui cut a start short: {status:?}");
+}
+
+/// `xtask dev ARGS` in the background of the test, with its dashboard.
+fn dev_of(c: &Checkout, args: &[&str]) -> Served {
+    use std::io::BufRead;
+    let command = c.command(&[&["dev"], args].concat()).stdout(std::process::Stdio::piped()).spawn();
+    let mut child = command.unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.by_ref().map(|l| l.unwrap()).find_map(|l| l.strip_prefix("Dashboard: ").map(str::to_owned));
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = url.expect("no dashboard address printed");
+    let (port, token) = url.strip_prefix("http://127.0.0.1:").unwrap().split_once("/?token=").unwrap();
+    Served { child, port: port.parse().unwrap(), token: token.to_owned() }
+}
+
+#[test]
+fn start_from_the_dashboard_of_dev_sets_the_service_up() {
+    let base = free_ports(10);
+    let web = "dirs = [\".data/web\"]\n[[services.web.setup]]\ncommand = [\"touch\", \".data/web/set-up\"]";
+    let c = Checkout::new(&(http_service("other", base, "") + &http_service("web", base + 1, web)));
+    let dev = dev_of(&c, &["other"]);
+    let (code, reply) = dev.api("POST", "/api/services/web/start", "");
+    assert_eq!(code, 200, "{reply}");
+    assert!(c.path(".data/web/set-up").exists(), "web was started without its set-up: {reply}");
+    assert_eq!(c.status()["web"]["healthy"], true);
+    dev.stop();
+}
+
+#[test]
+fn set_port_in_dev_says_where_the_service_really_went() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    let dev = Served::start(&c, "dev");
+    assert!(wait_for(Duration::from_secs(30), || c.status()["a"]["healthy"] == true));
+    let holder = Squatter::start(base + 5, "127.0.0.1", None);
+    let (code, reply) = dev.api("POST", "/api/services/a/port", &format!("{{\"port\": {}}}", holder.port));
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(c.ports()["a"], base + 6);
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains(&format!("moved to port {}", base + 6)), "{message}");
+    dev.stop();
+}

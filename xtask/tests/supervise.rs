@@ -468,8 +468,9 @@ fn a_restart_that_cannot_work_stops_nothing() {
     }
 }
 
+/// Ctrl-C in dev leaves it running, as any background service; `stop` stops it.
 #[test]
-fn dev_stops_a_background_service_that_ports_toml_no_longer_names() {
+fn dev_leaves_a_background_service_that_ports_toml_no_longer_names_to_stop() {
     let base = free_ports(10);
     let c = Checkout::new(&http_service("api", base, ""));
     c.ok(&["start"]);
@@ -481,7 +482,59 @@ fn dev_stops_a_background_service_that_ports_toml_no_longer_names() {
     std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
     let status = dev.wait().unwrap();
     let out = std::fs::read_to_string(log).unwrap();
-    let said = out.lines().any(|l| l.starts_with("api ") && l.ends_with("| stopped"));
-    assert!(status.success() && said, "{status}\n{out}");
-    assert!(!alive(api), "{out}");
+    assert!(status.success() && out.contains("backend | stopped") && alive(api), "{status}\n{out}");
+    let out = c.ok(&["stop"]);
+    assert!(out.contains("api | stopped") && !alive(api), "{out}");
+}
+
+#[test]
+fn a_start_fails_when_a_dependency_exits_after_it_was_ready() {
+    let base = free_ports(30);
+    // a is ready, then exits; b is ready later; c depends on both.
+    let toml = format!(
+        "[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"python3 -m http.server {{port}} --bind 127.0.0.1 & sleep 1; kill $!\"]\n\
+         [services.b]\nport = {}\ncommand = [\"sh\", \"-c\", \"sleep 3; exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n{}",
+        base + 10,
+        http_service("c", base + 20, "depends_on = [\"a\", \"b\"]"),
+    );
+    let c = Checkout::new(&toml);
+    let (mut dev, log) = spawn_dev(&c, &[]);
+    let ended = wait_for(LONG, || dev.try_wait().unwrap().is_some());
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(ended, "dev waits forever for a dependency that exited:\n{out}");
+    assert!(!dev.wait().unwrap().success(), "{out}");
+    assert!(out.contains("c cannot start: a, which it depends on, exited"), "{out}");
+    assert!(c.status().values().all(|s| s["running"] == false), "{out}");
+    assert!(wait_for(Duration::from_secs(2), || is_free(base + 10)), "{out}");
+}
+
+#[test]
+fn ctrl_c_in_dev_leaves_running_what_runs_in_the_background() {
+    let base = free_ports(10);
+    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    c.ok(&["start", "a"]);
+    let a = c.pid_of("a").unwrap();
+    let (mut dev, log) = spawn_dev(&c, &["b"]);
+    assert!(wait_for(LONG, || c.read("dev.out").is_some_and(|out| out.contains("✓ 1 service ready"))));
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    let status = dev.wait().unwrap();
+    let out = std::fs::read_to_string(log).unwrap();
+    assert!(status.success() && out.contains("b | stopped"), "{status}\n{out}");
+    assert!(alive(a) && !out.contains("a | stopped"), "dev stopped a, which it did not start:\n{out}");
+    assert_eq!(c.status()["a"]["healthy"], true);
+    assert!(is_free(base + 1));
+}
+
+#[test]
+fn the_guard_stops_everything_even_when_ports_toml_is_gone() {
+    let (base, c, mut dev, old) = dev_running_the_stack();
+    std::fs::rename(c.path("ports.toml"), c.path("ports.toml.away")).unwrap(); // a stash, an old commit
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    let gone = || old.iter().all(|p| !alive(*p)) && [base, base + 10, base + 20].iter().all(|p| is_free(*p));
+    let ok = wait_for(LONG, gone);
+    std::fs::rename(c.path("ports.toml.away"), c.path("ports.toml")).unwrap();
+    assert!(ok, "services left: {:?}\n{}", old, c.read(".logs/dev.guard.log").unwrap_or_default());
+    let said = c.read(".logs/dev.guard.log").unwrap();
+    assert!(said.contains("stopping without the dependency order"), "{said}");
 }
