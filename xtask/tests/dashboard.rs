@@ -57,6 +57,17 @@ impl Served {
     }
 }
 
+impl Drop for Served {
+    /// A test that fails leaves no dashboard behind either (dev's guard then
+    /// stops its services).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn two_services(base: u16) -> String {
     http_service("a", base, "") + &http_service("b", base + 1, "depends_on = [\"a\"]")
 }
