@@ -299,6 +299,7 @@ impl Known {
             return Class::Unknown;
         };
         let in_group = |group: &Group| group.has(id, holder.pgid);
+        let groups = || self.ours.iter().map(|(_, g)| g).chain(self.others.iter().map(|(_, g)| g));
         if id.pid == 1 {
             Class::Init
         } else if self.ancestors.contains(&id.pid) || id.pid == std::process::id() as i32 {
@@ -307,13 +308,7 @@ impl Known {
             Class::Ours(service.clone())
         } else if let Some((path, _)) = self.others.iter().find(|(_, g)| in_group(g)) {
             Class::OtherCheckout(path.clone())
-        } else if self
-            .ours
-            .iter()
-            .map(|(_, g)| g)
-            .chain(self.others.iter().map(|(_, g)| g))
-            .any(|g| g.may_have(id, holder.pgid))
-        {
+        } else if groups().any(|g| g.may_have(id, holder.pgid)) {
             Class::Unsure
         } else if holder.uid != self.uid {
             Class::OtherUser(users::name_of(holder.uid))

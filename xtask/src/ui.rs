@@ -23,7 +23,6 @@ use crate::cli::ConflictFlags;
 use crate::files;
 use crate::logs;
 use crate::paths::Project;
-use crate::pids;
 use crate::ports;
 use crate::process::ProcId;
 use crate::ready;
@@ -275,8 +274,7 @@ fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
     match action {
         Action::Start(name) => {
             // A page shown before it was started elsewhere: nothing to do, and said so.
-            let records = pids::load_all(&project.root);
-            if records.iter().any(|r| &r.service == name && r.group.is_running()) {
+            if ports::running_ports(project).contains_key(name) {
                 return Ok(format!("{name} is already running"));
             }
             start::start(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} started"))
