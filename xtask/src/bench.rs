@@ -81,11 +81,11 @@ pub fn run(project: &Project, runs: usize, json_path: Option<&Path>) -> anyhow::
         cases.push(case);
     }
     say!("\n{}", table(&cases));
-    say!("machine: {machine}; runner: {} build", build());
+    say!("machine: {machine}; runner: {} build", build(&bench.runner));
     if let Some(path) = json_path {
         let report = json!({
             "machine": machine,
-            "runner_build": build(),
+            "runner_build": build(&bench.runner),
             "runs": sizes.runs,
             "cases": cases.iter().enumerate().map(|(i, c)| c.to_json(i + 1)).collect::<Vec<_>>(),
         });
@@ -770,8 +770,10 @@ fn machine() -> String {
     format!("{cpus} × {model}, Linux {}", kernel.trim())
 }
 
-fn build() -> &'static str {
-    if cfg!(debug_assertions) { "debug" } else { "release" }
+/// The cargo profile's folder the runner was built into: `debug` for `cargo xtask`.
+fn build(runner: &Path) -> String {
+    let folder = runner.parent().and_then(Path::file_name);
+    folder.map_or_else(|| "unknown".into(), |f| f.to_string_lossy().into_owned())
 }
 
 // ---- results ----

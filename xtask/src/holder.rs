@@ -5,11 +5,9 @@
 //! `decide` is the pure policy table; `lookup` is the IO.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CStr;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cli::Mode;
 use crate::paths::Project;
@@ -46,7 +44,7 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
         return found;
     }
     let mut seen_inodes = BTreeSet::new();
-    for (pid, inodes) in holding(&sockets) {
+    for (pid, inodes) in procscan::holders(&sockets.keys().copied().collect()) {
         let Some(stat) = Stat::of(pid) else { continue };
         let Ok(uid) = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()) else { continue };
         let words = process::argv(pid);
@@ -71,7 +69,7 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
 /// cannot be seen at all). Its leader usually holds it, so it is asked first.
 pub fn held_by_group(port: u16, pgid: i32) -> bool {
     let sockets = listening(&BTreeSet::from([port]));
-    if sockets.is_empty() || !sockets_of(pgid, &sockets).is_empty() {
+    if sockets.is_empty() || !procscan::sockets_of(pgid, &sockets.keys().copied().collect()).is_empty() {
         return !sockets.is_empty();
     }
     let holders = lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
@@ -103,77 +101,6 @@ fn proc_net_listening(table: &str) -> BTreeMap<u64, (u16, u32)> {
     table.lines().skip(1).filter_map(row).collect()
 }
 
-/// The processes that have any of `sockets` open, with which ones. Nothing
-/// cheaper says who holds a socket, so every process's descriptors are read,
-/// by two threads per core (they wait in the kernel more than they compute;
-/// measured faster than one per core). Each takes the next process until none
-/// is left, so a thread that starts late holds nothing up.
-fn holding(sockets: &BTreeMap<u64, (u16, u32)>) -> Vec<(i32, BTreeSet<u64>)> {
-    let pids = process::all_pids();
-    let next = AtomicUsize::new(0);
-    let scan = || {
-        let mut found = Vec::new();
-        while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let held = sockets_of(pid, sockets);
-            if !held.is_empty() {
-                found.push((pid, held));
-            }
-        }
-        found
-    };
-    // Capped: a few hundred processes give a big machine little to share out.
-    let threads = (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(8);
-    let mut found = std::thread::scope(|scope| {
-        let others: Vec<_> = (1..threads).map(|_| scope.spawn(scan)).collect();
-        let mut found = scan();
-        for other in others {
-            found.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-        found
-    });
-    found.sort(); // by pid, whichever thread found it
-    found
-}
-
-/// Which of `sockets` process `pid` has open: one readlink per descriptor,
-/// relative to its fd folder. Empty for a process that is gone or another
-/// user's. Runs for every process, so the path and the links are read into
-/// buffers on the stack: no allocation per process or descriptor.
-fn sockets_of(pid: i32, sockets: &BTreeMap<u64, (u16, u32)>) -> BTreeSet<u64> {
-    use std::io::Write;
-    use std::mem::MaybeUninit;
-
-    use rustix::fs::{CWD, Mode, OFlags, RawDir};
-    use rustix::io::Errno;
-    let mut found = BTreeSet::new();
-    let mut path = [0; 32];
-    let _ = write!(&mut path[..], "/proc/{pid}/fd\0");
-    let Ok(path) = CStr::from_bytes_until_nul(&path) else { return found };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let Ok(dir) = rustix::fs::openat(CWD, path, flags, Mode::empty()) else { return found };
-    let mut buffer = [MaybeUninit::uninit(); 8192];
-    let mut link = [MaybeUninit::uninit(); 32]; // `socket:[N]` fits; a longer link is no socket
-    let mut entries = RawDir::new(&dir, &mut buffer);
-    while let Some(Ok(entry)) = entries.next() {
-        if entry.file_name().to_bytes().starts_with(b".") {
-            continue;
-        }
-        match rustix::fs::readlinkat_raw(&dir, entry.file_name(), &mut link) {
-            Ok((target, _)) => found.extend(socket_inode(target).filter(|i| sockets.contains_key(i))),
-            // Every descriptor of a process we may not look into refuses alike.
-            Err(Errno::ACCESS | Errno::PERM) => break,
-            Err(_) => {} // closed meanwhile
-        }
-    }
-    found
-}
-
-/// `socket:[1234]` -> 1234.
-fn socket_inode(link: &[u8]) -> Option<u64> {
-    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 /// The kernel's sock_diag netlink interface, asked for listening TCP sockets
 /// only (linux/inet_diag.h).
 mod sock_diag {
@@ -192,11 +119,13 @@ mod sock_diag {
     const AF_INET6: u8 = 10;
     const IPPROTO_TCP: u8 = 6;
 
-    /// inode -> (port, uid) of every listening TCP socket.
+    /// inode -> (port, uid) of every listening TCP socket: one request per
+    /// address family, on one socket, answered into one buffer.
     pub fn listening() -> std::io::Result<BTreeMap<u64, (u16, u32)>> {
         let mut found = BTreeMap::new();
+        let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(netlink::SOCK_DIAG))?;
+        let mut buffer = Vec::with_capacity(1 << 16);
         for family in [AF_INET, AF_INET6] {
-            let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(netlink::SOCK_DIAG))?;
             // nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, an empty inet_diag_sockid.
             let mut request = Vec::with_capacity(HEADER + 56);
             request.extend_from_slice(&((HEADER + 56) as u32).to_ne_bytes());
@@ -207,10 +136,9 @@ mod sock_diag {
             request.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
             request.extend_from_slice(&[0; 48]);
             rustix::net::sendto(&fd, &request, SendFlags::empty(), &netlink::SocketAddrNetlink::new(0, 0))?;
-            let mut buffer = vec![0u8; 1 << 16];
             'answers: loop {
-                let (n, _) = rustix::net::recv(&fd, &mut buffer[..], RecvFlags::empty())?;
-                let mut rest = &buffer[..n.min(buffer.len())];
+                let ((answer, _), _) = rustix::net::recv(&fd, buffer.spare_capacity_mut(), RecvFlags::empty())?;
+                let mut rest: &[u8] = answer;
                 if rest.is_empty() {
                     break;
                 }

@@ -44,6 +44,7 @@ use crate::paths::Project;
 use crate::process::ProcId;
 
 fn main() {
+    process::keep_inherited_descriptors();
     if let Err(e) = try_main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

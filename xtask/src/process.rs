@@ -66,7 +66,9 @@ impl Stat {
         let end = bytes.iter().rposition(|b| *b == b')')?;
         let head = String::from_utf8_lossy(&bytes[..end]);
         let (pid, comm) = head.split_once(" (")?;
-        let fields: Vec<&str> = std::str::from_utf8(&bytes[end + 1..]).ok()?.split_ascii_whitespace().collect();
+        // Up to the start time, the 20th field after the name: the other 30 are not needed.
+        let fields: Vec<&str> =
+            std::str::from_utf8(&bytes[end + 1..]).ok()?.split_ascii_whitespace().take(20).collect();
         let number = |i: usize| fields.get(i)?.parse().ok();
         Some(Stat {
             pid: pid.parse().ok()?,
@@ -102,10 +104,34 @@ fn read_proc(path: &str) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Marks close-on-exec every descriptor this program inherited beyond
+/// stdin, stdout and stderr (an IDE's or a CI runner's pipes), so that no
+/// service, set-up step or test gets them: a background service holding the
+/// write end of its caller's pipe would keep the caller waiting for as long as
+/// it runs. Called first thing in `main`, while the program has opened nothing.
+pub fn keep_inherited_descriptors() {
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    use rustix::fs::{Mode, OFlags, RawDir};
+    use rustix::io::FdFlags;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::open("/proc/self/fd", flags, Mode::empty()) else { return };
+    let mut buffer = [MaybeUninit::uninit(); 4096];
+    let mut entries = RawDir::new(&dir, &mut buffer);
+    while let Some(Ok(entry)) = entries.next() {
+        let fd = std::str::from_utf8(entry.file_name().to_bytes()).ok().and_then(|n| n.parse::<i32>().ok());
+        if let Some(fd) = fd.filter(|fd| *fd > 2 && *fd != dir.as_raw_fd()) {
+            // SAFETY: listed as open just now by this single-threaded start,
+            // which closes nothing: it stays open while borrowed.
+            let _ = rustix::io::fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC);
+        }
+    }
+}
+
 /// The pid of every process, from the folders of `/proc`.
 pub fn all_pids() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).collect()
+    procscan::pids()
 }
 
 /// The live (non-zombie) members of a process group.

@@ -102,6 +102,28 @@ fn stop_kills_a_service_that_ignores_term() {
 }
 
 #[test]
+fn a_service_gets_no_descriptor_the_runner_inherited() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    // The runner is started with 42 open, as an IDE or a CI runner may leave a pipe.
+    let output = std::process::Command::new("bash")
+        .args(["-c", r#"exec 42</dev/null; exec "$@""#, "bash", XTASK, "start"])
+        .current_dir(c.dir.path())
+        .env("XDG_STATE_HOME", &c.state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let pid = c.pid_of("a").unwrap();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!fds.contains(&"42".to_owned()), "the service holds the runner's descriptor 42: {fds:?}");
+    c.ok(&["stop"]);
+}
+
+#[test]
 fn a_service_that_exits_at_once_fails_start_with_its_last_lines() {
     let base = free_ports(10);
     let toml = format!(

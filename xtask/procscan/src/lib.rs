@@ -1,0 +1,149 @@
+//! The runner's passes over every process in `/proc`: the list of processes,
+//! and which of them hold which sockets. Every port check makes them, and they
+//! loop over every descriptor on the machine, so they live in a crate of their
+//! own that the workspace builds optimized even in the dev profile, where
+//! `cargo xtask` runs (Cargo.toml). Kept small: it is compiled with the
+//! optimizer on every cold build.
+
+use std::collections::BTreeSet;
+use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustix::fs::{CWD, Mode, OFlags, RawDir};
+use rustix::io::Errno;
+
+/// The pid of every process, from the folders of `/proc`, read into one
+/// buffer on the stack: no allocation per entry.
+pub fn pids() -> Vec<i32> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::open("/proc", flags, Mode::empty()) else { return Vec::new() };
+    let mut buffer = [MaybeUninit::uninit(); 16 * 1024];
+    let mut entries = RawDir::new(&dir, &mut buffer);
+    let mut pids = Vec::with_capacity(512);
+    while let Some(Ok(entry)) = entries.next() {
+        pids.extend(std::str::from_utf8(entry.file_name().to_bytes()).ok().and_then(|name| name.parse::<i32>().ok()));
+    }
+    pids
+}
+
+/// The processes that have any of `sockets` (inodes) open, with which ones,
+/// by pid. Nothing cheaper says who holds a socket, so every process's
+/// descriptors are read, by two threads per core (they wait in the kernel more
+/// than they compute; measured faster than one per core). Each takes the next
+/// process until none is left, so a thread that starts late holds nothing up.
+pub fn holders(sockets: &BTreeSet<u64>) -> Vec<(i32, BTreeSet<u64>)> {
+    let pids = pids();
+    let next = AtomicUsize::new(0);
+    let scan = || {
+        let mut found = Vec::new();
+        while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let held = sockets_of(pid, sockets);
+            if !held.is_empty() {
+                found.push((pid, held));
+            }
+        }
+        found
+    };
+    // Capped: a few hundred processes give a big machine little to share out.
+    let threads = (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(8);
+    let mut found = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(scan)).collect();
+        let mut found = scan();
+        for other in others {
+            found.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        found
+    });
+    found.sort(); // by pid, whichever thread found it
+    found
+}
+
+/// Which of `sockets` process `pid` has open: one readlink per descriptor,
+/// relative to its fd folder. Empty for a process that is gone or another
+/// user's. The path and the links are read into buffers on the stack: no
+/// allocation per process or descriptor.
+pub fn sockets_of(pid: i32, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
+    use std::io::Write;
+    let mut found = BTreeSet::new();
+    let mut path = [0; 32];
+    let _ = write!(&mut path[..], "/proc/{pid}/fd\0");
+    let Ok(path) = CStr::from_bytes_until_nul(&path) else { return found };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::openat(CWD, path, flags, Mode::empty()) else { return found };
+    const BUFFER: usize = 8192;
+    let mut buffer = [MaybeUninit::uninit(); BUFFER];
+    let mut link = [MaybeUninit::uninit(); 32]; // `socket:[N]` fits; a longer link is no socket
+    let mut entries = RawDir::new(&dir, &mut buffer);
+    let mut batch = 0;
+    while let Some(Ok(entry)) = entries.next() {
+        if !entry.file_name().to_bytes().starts_with(b".") {
+            match rustix::fs::readlinkat_raw(&dir, entry.file_name(), &mut link) {
+                Ok((target, _)) => found.extend(socket_inode(target).filter(|i| sockets.contains(i))),
+                // Every descriptor of a process we may not look into refuses alike.
+                Err(Errno::ACCESS | Errno::PERM) => break,
+                Err(_) => {} // closed meanwhile
+            }
+        }
+        // procfs fills a batch until the next entry does not fit, and an entry
+        // here is at most 32 bytes (`linux_dirent64`, a name of 10 digits): a
+        // batch that left room for one more was the whole folder. Stopping
+        // there saves the empty read that would say so, for every process.
+        batch += 1;
+        if entries.is_buffer_empty() {
+            if (batch + 1) * 32 <= BUFFER {
+                break;
+            }
+            batch = 0;
+        }
+    }
+    found
+}
+
+/// `socket:[1234]` -> 1234.
+fn socket_inode(link: &[u8]) -> Option<u64> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn finds_this_process_and_its_socket() {
+        assert!(pids().contains(&(std::process::id() as i32)));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino();
+        let me = std::process::id() as i32;
+        let wanted = BTreeSet::from([inode]);
+        assert_eq!(holders(&wanted).into_iter().find(|(pid, _)| *pid == me), Some((me, wanted.clone())));
+        assert_eq!(sockets_of(me, &wanted), wanted);
+        assert!(sockets_of(me, &BTreeSet::from([inode + 1])).is_empty());
+    }
+
+    #[test]
+    fn reads_a_folder_of_many_batches() {
+        // More descriptors than one 8 KiB batch holds: the short-batch stop
+        // must not end the listing early.
+        let files: Vec<_> = (0..600).map(|_| std::fs::File::open("/proc/self/stat").unwrap()).collect();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let last = rustix::io::fcntl_dupfd_cloexec(&listener, 700).unwrap(); // listed after the files
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&last);
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().ino();
+        drop(listener);
+        let wanted = BTreeSet::from([inode]);
+        assert_eq!(sockets_of(std::process::id() as i32, &wanted), wanted);
+        drop(files);
+    }
+
+    #[test]
+    fn reads_socket_links() {
+        assert_eq!(socket_inode(b"socket:[1234]"), Some(1234));
+        assert_eq!(socket_inode(b"pipe:[1234]"), None);
+        assert_eq!(socket_inode(b"socket:[12x]"), None);
+    }
+}
