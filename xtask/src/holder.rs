@@ -106,7 +106,7 @@ fn proc_net_listening(table: &str) -> BTreeMap<u64, (u16, u32)> {
 mod sock_diag {
     use std::collections::BTreeMap;
 
-    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, netlink};
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
 
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
@@ -123,7 +123,9 @@ mod sock_diag {
     /// address family, on one socket, answered into one buffer.
     pub fn listening() -> std::io::Result<BTreeMap<u64, (u16, u32)>> {
         let mut found = BTreeMap::new();
-        let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(netlink::SOCK_DIAG))?;
+        // Close-on-exec: a service started meanwhile by another thread must not keep it.
+        let flags = SocketFlags::CLOEXEC;
+        let fd = rustix::net::socket_with(AddressFamily::NETLINK, SocketType::RAW, flags, Some(netlink::SOCK_DIAG))?;
         let mut buffer = Vec::with_capacity(1 << 16);
         for family in [AF_INET, AF_INET6] {
             // nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, an empty inet_diag_sockid.
