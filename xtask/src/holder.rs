@@ -43,8 +43,18 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
     if sockets.is_empty() {
         return found;
     }
+    let mut held = procscan::holders(&sockets.keys().copied().collect());
+    let me = users::current_uid();
+    let unseen: BTreeSet<u64> = sockets
+        .iter()
+        .filter(|(inode, (_, uid))| (*uid == me || me == 0) && !held.iter().any(|(_, hs)| hs.contains(inode)))
+        .map(|(inode, _)| *inode)
+        .collect();
+    if !unseen.is_empty() {
+        held.extend(held_by_threads(&unseen));
+    }
     let mut seen_inodes = BTreeSet::new();
-    for (pid, inodes) in procscan::holders(&sockets.keys().copied().collect()) {
+    for (pid, inodes) in held {
         let Some(stat) = Stat::of(pid) else { continue };
         let Ok(uid) = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()) else { continue };
         let words = process::argv(pid);
@@ -60,6 +70,27 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
     for (inode, (port, uid)) in sockets {
         if !seen_inodes.contains(&inode) {
             found.entry(port).or_default().push(Holder { id: None, pgid: 0, uid, command: String::new() });
+        }
+    }
+    found
+}
+
+/// The holders of `sockets` among processes whose main thread ended before
+/// their other threads: they show as zombies with an empty fd folder (lsof
+/// and `ss -p` miss them), while their threads hold the descriptors. Few
+/// processes are like this, so they are looked for only when a socket that
+/// should be visible was not found.
+fn held_by_threads(sockets: &BTreeSet<u64>) -> Vec<(i32, BTreeSet<u64>)> {
+    let mut found = Vec::new();
+    for pid in process::all_pids() {
+        if !Stat::of(pid).is_some_and(|s| s.state == 'Z' && s.threads > 1) {
+            continue;
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+        let tids = tasks.filter_map(|t| t.file_name().to_str()?.parse().ok());
+        let held: BTreeSet<u64> = tids.flat_map(|tid| procscan::sockets_of_thread(pid, tid, sockets)).collect();
+        if !held.is_empty() {
+            found.push((pid, held));
         }
     }
     found

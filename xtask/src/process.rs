@@ -51,6 +51,7 @@ pub struct Stat {
     /// CPU time in user and kernel mode, in clock ticks.
     pub utime: u64,
     pub stime: u64,
+    pub threads: u64,
     /// Clock ticks after boot.
     pub start: u64,
 }
@@ -78,13 +79,17 @@ impl Stat {
             pgrp: fields.get(2)?.parse().ok()?,
             utime: number(11)?,
             stime: number(12)?,
+            threads: number(17)?,
             start: number(19)?,
         })
     }
 
-    /// Who it is, unless it is a zombie: one that has exited, waiting to be reaped.
+    /// Who it is, unless it has exited. A zombie whose other threads still
+    /// run has not: its main thread ended first (it called `pthread_exit`, or
+    /// it was the first to die of a signal) and the others hold its files,
+    /// its ports too, until the last of them ends.
     pub fn id(&self) -> Option<ProcId> {
-        (self.state != 'Z').then_some(ProcId { pid: self.pid, start: self.start })
+        (self.state != 'Z' || self.threads > 1).then_some(ProcId { pid: self.pid, start: self.start })
     }
 }
 
@@ -345,6 +350,7 @@ mod tests {
             pgrp: 4242,
             utime: 7,
             stime: 3,
+            threads: 1,
             start: 123456,
         };
         assert_eq!(Stat::parse(line), Some(want));

@@ -73,6 +73,23 @@ fn start_then_stop_leaves_no_process_and_frees_every_port() {
     assert_all_gone(&c, &processes, &[base, base + 10, base + 20]);
 }
 
+/// A service whose main thread ends first shows as a zombie while its other
+/// threads run on and hold its port: it still runs, and is stopped as such.
+#[test]
+fn a_service_whose_main_thread_ended_first_still_runs_until_stopped() {
+    let base = free_ports(10);
+    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"python3 serve.py {{port}}\"\n"));
+    std::fs::write(c.path("serve.py"), MAIN_THREAD_ENDS_FIRST).unwrap();
+    c.ok(&["start"]);
+    let pid = c.pid_of("a").unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.contains(") Z "), "a's main thread still runs: nothing to test: {stat}");
+    assert!(alive(pid) && !is_free(base));
+    assert_eq!(c.status()["a"]["running"], true, "a counts as stopped while it holds its port");
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &[pid], &[base]);
+}
+
 #[test]
 fn start_leaves_a_service_that_already_runs_alone() {
     let base = free_ports(10);

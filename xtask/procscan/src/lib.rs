@@ -64,10 +64,20 @@ pub fn holders(sockets: &BTreeSet<u64>) -> Vec<(i32, BTreeSet<u64>)> {
 /// user's. The path and the links are read into buffers on the stack: no
 /// allocation per process or descriptor.
 pub fn sockets_of(pid: i32, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
+    sockets_in(format_args!("/proc/{pid}/fd\0"), sockets)
+}
+
+/// The same, through thread `tid` of process `pid`: the way to a process
+/// whose main thread has ended, whose own fd folder is empty.
+pub fn sockets_of_thread(pid: i32, tid: i32, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
+    sockets_in(format_args!("/proc/{pid}/task/{tid}/fd\0"), sockets)
+}
+
+fn sockets_in(folder: std::fmt::Arguments, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
     use std::io::Write;
     let mut found = BTreeSet::new();
-    let mut path = [0; 32];
-    let _ = write!(&mut path[..], "/proc/{pid}/fd\0");
+    let mut path = [0; 48];
+    let _ = (&mut path[..]).write_fmt(folder);
     let Ok(path) = CStr::from_bytes_until_nul(&path) else { return found };
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let Ok(dir) = rustix::fs::openat(CWD, path, flags, Mode::empty()) else { return found };

@@ -140,12 +140,20 @@ pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// Is a process with this pid running (a zombie is not)?
+/// Is a process with this pid running? A zombie is not, unless its other
+/// threads still run.
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
-        Err(_) => false,
-    }
+    stat_fields(pid).is_some_and(|f| running(&f))
+}
+
+/// The fields of `/proc/PID/stat` after the name: state, ppid, pgrp, ...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit(')').next()?.split_whitespace().map(str::to_owned).collect())
+}
+
+fn running(fields: &[String]) -> bool {
+    fields.first().is_some_and(|state| state != "Z") || fields.get(17).is_some_and(|threads| threads != "1")
 }
 
 /// Live processes whose command line mentions `needle`.
@@ -176,15 +184,21 @@ impl Squatter {
             std::os::unix::process::CommandExt::uid(&mut command, uid);
             std::os::unix::process::CommandExt::gid(&mut command, uid);
         }
-        let child = command
-            .args(["-m", "http.server", &port.to_string(), "--bind", host])
-            .current_dir("/")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        command.args(["-m", "http.server", &port.to_string(), "--bind", host]);
+        Squatter::listening(command, port, if host.contains(':') { "::1" } else { "127.0.0.1" })
+    }
+
+    /// A process listening on 127.0.0.1:`port` whose main thread has ended
+    /// (`MAIN_THREAD_ENDS_FIRST`).
+    pub fn main_thread_ended(port: u16) -> Squatter {
+        let mut command = Command::new("python3");
+        command.args(["-c", MAIN_THREAD_ENDS_FIRST, &port.to_string()]);
+        Squatter::listening(command, port, "127.0.0.1")
+    }
+
+    fn listening(mut command: Command, port: u16, loopback: &str) -> Squatter {
+        let child = command.current_dir("/").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         // Listening, not merely bound: only a listener accepts a connection.
-        let loopback = if host.contains(':') { "::1" } else { "127.0.0.1" };
         let listening = || std::net::TcpStream::connect((loopback, port)).is_ok();
         assert!(wait_for(Duration::from_secs(10), listening), "the squatter on {port} did not listen");
         Squatter { child, port }
@@ -201,6 +215,14 @@ impl Drop for Squatter {
         let _ = self.child.wait();
     }
 }
+
+/// Python serving 127.0.0.1:`argv[1]` from a second thread, once its main
+/// thread has ended: /proc shows the process as a zombie, with an empty fd
+/// folder, while it holds the port (lsof and `ss -p` do not see it).
+pub const MAIN_THREAD_ENDS_FIRST: &str = "import ctypes, socket, sys, threading\n\
+    server = socket.create_server(('127.0.0.1', int(sys.argv[1])))\n\
+    threading.Thread(target=lambda: [c.close() for c, _ in iter(server.accept, None)]).start()\n\
+    ctypes.CDLL(None).pthread_exit(None)\n";
 
 /// The `nobody` account: another user whose processes the runner must not kill.
 pub const NOBODY: u32 = 65534;
@@ -224,9 +246,8 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        if fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+        let Some(fields) = stat_fields(pid) else { continue };
+        if running(&fields) && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
             members.push(pid);
         }
     }
