@@ -96,8 +96,20 @@ impl Stat {
 /// A process's command line, word by word (empty for a kernel thread, or
 /// one that is gone).
 pub fn argv(pid: i32) -> Vec<String> {
-    let bytes = read_proc(&format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let bytes = read_process_file(pid, "cmdline").unwrap_or_default();
     bytes.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
+}
+
+/// `/proc/PID/NAME` of a file that describes the whole process (its command
+/// line, its environment). A process whose main thread has ended refuses to
+/// give them there, but gives them through any thread still running.
+fn read_process_file(pid: i32, name: &str) -> io::Result<Vec<u8>> {
+    read_proc(&format!("/proc/{pid}/{name}")).or_else(|error| {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten();
+        let mut through =
+            tasks.map(|task| read_proc(&format!("/proc/{pid}/task/{}/{name}", task.file_name().display())));
+        through.find(Result::is_ok).unwrap_or(Err(error))
+    })
 }
 
 /// A file of `/proc`. They report a size of 0, from which `std::fs::read`
@@ -185,10 +197,12 @@ impl Group {
         let leader_alive = self.leader.is_alive(); // after listing: the id was not reused meanwhile
         let impostor = members.iter().any(|m| m.start < self.leader.start)
             || members.iter().any(|m| m.pid == self.leader.pid && *m != self.leader)
-            || (!leader_alive && !members.iter().all(|m| self.marks(m.pid)));
-        // (A process that clears its environment, or rewrites it for its
-        // title, loses the mark too: it is left running, rather than risk
-        // a stranger.)
+            || (!leader_alive && !members.is_empty() && !members.iter().any(|m| self.marks(m.pid)));
+        // After the leader, one member with the mark is enough: Linux frees
+        // a group id only with its last member, so while that one runs the
+        // id is still ours. The others may be in the middle of an exec, or
+        // have cleared their environment. A group where none shows the mark
+        // is left running, rather than risk a stranger's.
         let ancestry = || {
             let ancestors = ancestors();
             members.iter().any(|m| m.pid == std::process::id() as i32 || ancestors.contains(&m.pid))
@@ -200,7 +214,18 @@ impl Group {
     /// marks (0) keeps the rule of then: any process not older than the leader.
     fn marks(self, pid: i32) -> bool {
         let want = format!("{MARK}={:016x}", self.mark);
-        let environ = || read_proc(&format!("/proc/{pid}/environ")).unwrap_or_default();
+        // A process in the middle of an exec shows an empty environment for
+        // a moment (measured: a few hundred µs): asked again, a few times.
+        let environ = || {
+            let mut tries = 0;
+            loop {
+                match read_process_file(pid, "environ") {
+                    Ok(bytes) if bytes.is_empty() && tries < 5 => tries += 1,
+                    read => return read.unwrap_or_default(),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
         self.mark == 0 || environ().split(|b| *b == 0).any(|var| var == want.as_bytes())
     }
 

@@ -152,6 +152,11 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     Some(stat.rsplit(')').next()?.split_whitespace().map(str::to_owned).collect())
 }
 
+/// A zombie with other threads still running.
+pub fn main_thread_ended(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|f| f[0] == "Z" && running(&f))
+}
+
 fn running(fields: &[String]) -> bool {
     fields.first().is_some_and(|state| state != "Z") || fields.get(17).is_some_and(|threads| threads != "1")
 }
@@ -193,7 +198,9 @@ impl Squatter {
     pub fn main_thread_ended(port: u16) -> Squatter {
         let mut command = Command::new("python3");
         command.args(["-c", MAIN_THREAD_ENDS_FIRST, &port.to_string()]);
-        Squatter::listening(command, port, "127.0.0.1")
+        let squatter = Squatter::listening(command, port, "127.0.0.1");
+        assert!(wait_for(Duration::from_secs(10), || main_thread_ended(squatter.pid())), "its main thread still runs");
+        squatter
     }
 
     fn listening(mut command: Command, port: u16, loopback: &str) -> Squatter {
