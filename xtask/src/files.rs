@@ -66,17 +66,36 @@ pub struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
     pub fn acquire(path: &Path) -> anyhow::Result<Lock> {
+        let file = Lock::open(path)?;
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        Ok(Lock(file))
+    }
+
+    /// `acquire`, saying `waiting` first if someone else holds it.
+    pub fn acquire_saying(path: &Path, waiting: &str) -> anyhow::Result<Lock> {
+        let file = Lock::open(path)?;
+        let locked = match file.try_lock() {
+            Err(fs::TryLockError::WouldBlock) => {
+                eprintln!("{waiting}");
+                file.lock()
+            }
+            Err(fs::TryLockError::Error(e)) => Err(e),
+            Ok(()) => Ok(()),
+        };
+        locked.with_context(|| format!("locking {}", path.display()))?;
+        Ok(Lock(file))
+    }
+
+    fn open(path: &Path) -> anyhow::Result<File> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
-        Ok(Lock(file))
+            .with_context(|| format!("opening lock file {}", path.display()))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::alloc;
 use crate::cli::{ConflictFlags, Mode};
 use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::conflict;
+use crate::files::Lock;
 use crate::guard;
 use crate::holder::Known;
 use crate::paths::Project;
@@ -36,20 +37,27 @@ fn prepare(
     path: &OsString,
 ) -> anyhow::Result<Supervisor> {
     let me = ProcId::myself();
+    let (records, stale): (Vec<_>, Vec<_>) =
+        pids::load_all(&project.root).into_iter().partition(|r| r.group.is_running());
+    // Before any record is acted on: refusing halfway would leave some stopped.
+    if let Some((name, dev)) = records
+        .iter()
+        .find_map(|r| r.supervisor.filter(|dev| dev.is_alive() && *dev != me).map(|dev| (&r.service, dev)))
+    {
+        bail!(
+            "{name} is run by `cargo xtask dev` (pid {}) in another terminal: stop that one first \
+             (Ctrl-C there, or `cargo xtask stop`)",
+            dev.pid
+        );
+    }
+    for record in stale {
+        pids::remove(project, &record.service, record.group)?; // it exited
+    }
     let mut kept = BTreeMap::new();
-    for record in pids::load_all(&project.root) {
+    for record in records {
         let name = &record.service;
         let grace = config.services.get(name).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
-        if !record.group.is_running() {
-            pids::remove(project, name, record.group)?; // stale: it exited
-            continue;
-        }
         match record.supervisor {
-            Some(dev) if dev.is_alive() && dev != me => bail!(
-                "{name} is run by `cargo xtask dev` (pid {}) in another terminal: stop that one first \
-                 (Ctrl-C there, or `cargo xtask stop`)",
-                dev.pid
-            ),
             Some(_) => {
                 say!("{name}: stopping the leftover of a runner that was killed (pid {})", record.pid());
                 record.group.stop(grace);
@@ -101,14 +109,27 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
     config.closure(crate::cli::selection(names))
 }
 
+/// Bad input changes nothing: what would keep `names` from starting is
+/// found before anything is stopped, killed or written (ports.toml's steps
+/// and programs, `.ports.json`, the registry).
+pub fn check(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
+    setup::check(project, config, names, path)?;
+    state::load(&project.ports_json(), config)?;
+    Registry::open()?;
+    Ok(())
+}
+
 /// What `dev` and `start` share: prepare the selected services and their
 /// dependencies, then start them and wait until they are ready.
 pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
+    // One launch at a time in a checkout: two at once would each find a
+    // service not running, and start it twice.
+    let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
+    let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
     let config = crate::config::load(&project.ports_toml())?;
     let names = selected(&config, services)?;
-    // Bad input changes nothing: checked before anything is stopped, killed or written.
     let path = setup::search_path(&config);
-    setup::check(project, &config, &names, &path)?;
+    check(project, &config, &names, &path)?;
     let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {

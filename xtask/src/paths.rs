@@ -47,6 +47,10 @@ impl Project {
     pub fn lock_file(&self) -> PathBuf {
         self.pids_dir().join("lock")
     }
+    /// Held by a `dev`, `start` or `restart` while it starts services.
+    pub fn launch_lock(&self) -> PathBuf {
+        self.pids_dir().join("launch.lock")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join(".logs")
     }

@@ -80,7 +80,7 @@ pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> 
     let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
     // Bad input stops nothing (not even a `dev` in another terminal): what
     // would keep them from starting again is found first.
-    setup::check(project, &config, &names, &setup::search_path(&config))?;
+    launch::check(project, &config, &names, &setup::search_path(&config))?;
     let stopping = to_stop(project, &config, services)?;
     background(project, config.clone(), running(project))?.stop(&stopping);
     start(project, &names, flags)

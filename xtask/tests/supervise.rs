@@ -109,6 +109,42 @@ fn stop_reaches_a_member_that_cleared_its_environment_after_the_leader_died() {
 }
 
 #[test]
+fn two_starts_at_once_start_a_service_once() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    let spawn = || c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let both = [spawn(), spawn()].map(|p| p.wait_with_output().unwrap());
+    assert!(both.iter().all(|o| o.status.success()), "{:?}", both.each_ref().map(text));
+    let servers = processes_with(&format!("http.server {base} "));
+    assert_eq!(servers.len(), 1, "{servers:?}\n{:?}", both.each_ref().map(text));
+    c.ok(&["stop"]);
+    assert!(processes_with(&format!("http.server {base} ")).is_empty());
+}
+
+/// What makes `dev` refuse is found before it takes over anything.
+#[test]
+fn dev_refusing_leaves_the_background_services_running() {
+    let base = free_ports(20);
+    let c = Checkout::new(&format!("{}{}", http_service("a", base, ""), http_service("b", base + 10, "")));
+    c.ok(&["start", "a"]);
+    let a = c.pid_of("a").unwrap();
+    // b is run by a dev in another terminal; a's record comes first.
+    let (mut other, _) = spawn_dev(&c, &["b"]);
+    assert!(wait_for(LONG, || c.read("dev.out").is_some_and(|out| out.contains("✓ 1 service ready"))));
+    let out = c.fails(&["dev"]);
+    assert!(out.contains("b is run by `cargo xtask dev`"), "{out}");
+    assert!(alive(a), "a was stopped before dev refused:\n{out}");
+    std::process::Command::new("kill").args(["-INT", &other.id().to_string()]).status().unwrap();
+    other.wait().unwrap();
+    // A .ports.json that does not read.
+    std::fs::write(c.path(".ports.json"), "{").unwrap();
+    let out = c.fails(&["dev"]);
+    assert!(out.contains(".ports.json:"), "{out}");
+    assert!(alive(a), "a was stopped before dev refused:\n{out}");
+    std::fs::remove_file(c.path(".ports.json")).unwrap();
+}
+
+#[test]
 fn start_leaves_a_service_that_already_runs_alone() {
     let base = free_ports(10);
     let c = Checkout::new(&http_service("a", base, ""));
