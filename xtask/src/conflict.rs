@@ -10,23 +10,42 @@ use crate::alloc;
 use crate::cli::Mode;
 use crate::config::Config;
 use crate::holder::{self, Action, Class, Holder, Known};
+use crate::paths::Project;
 use crate::process;
+use crate::registry::Registry;
 use crate::term;
 use crate::term::say;
 
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Tries to free `port` for `service`. `None` when it is free now; else
-/// why it stays busy, for the line that says where the service moves.
-pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known, config: &Config) -> Option<String> {
+/// Tries to free `port` for `service`. `None` when it is free now, or
+/// another checkout reserves it (the allocation moves past it and says so);
+/// else why it stays busy, for the line that says where the service moves.
+pub fn resolve(
+    project: &Project,
+    service: &str,
+    port: u16,
+    mode: Mode,
+    config: &Config,
+) -> anyhow::Result<Option<String>> {
     let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
+    // Read now, after the lookup, and not once for every port: resolving an
+    // earlier one may have taken seconds (a grace, a question), while
+    // another checkout started a service here. Its registry entry and its
+    // record are written before its process can listen.
+    let registry = Registry::open()?;
+    if registry.entries.reserved_by_others(&project.root).contains(&port) {
+        return Ok(None);
+    }
+    let known = Known::gather(project, &registry);
+    drop(registry);
     if holders.is_empty() {
-        return (!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned());
+        return Ok((!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
     }
     let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
     let who = holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ");
     let siblings = config.services.keys().map(String::as_str).filter(|s| *s != service).collect();
-    match holder::decide_all(&classes, &siblings, mode) {
+    Ok(match holder::decide_all(&classes, &siblings, mode) {
         Action::StopOurs => {
             for h in &holders {
                 if let Some((_, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {
@@ -50,7 +69,7 @@ pub fn resolve(service: &str, port: u16, mode: Mode, known: &Known, config: &Con
         }
         Action::Kill => kill(service, port, &holders, &who),
         Action::Move(reason) => Some(format!("is held by {who}; not killing it: {reason}")),
-    }
+    })
 }
 
 fn kill(service: &str, port: u16, holders: &[Holder], who: &str) -> Option<String> {

@@ -14,7 +14,6 @@ use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::conflict;
 use crate::files::Lock;
 use crate::guard;
-use crate::holder::Known;
 use crate::paths::Project;
 use crate::pids;
 use crate::ports;
@@ -83,16 +82,12 @@ fn prepare(
     }
 
     // A busy port of a service about to start: free it if the policy allows.
-    // Not a port another checkout reserves: allocation moves past those anyway.
     let current = state::load(&project.ports_json(), &config)?;
-    let registry = Registry::open()?;
-    let (known, reserved) = (Known::gather(project, &registry), registry.entries.reserved_by_others(&project.root));
-    drop(registry);
     let mut busy = BTreeMap::new();
     for name in &to_start {
         let port = current.get(name).copied().unwrap_or(config.services[name].port);
-        if !reserved.contains(&port) && !alloc::is_free(port) {
-            busy.extend(conflict::resolve(name, port, mode, &known, &config).map(|why| (name.clone(), why)));
+        if !alloc::is_free(port) {
+            busy.extend(conflict::resolve(project, name, port, mode, &config)?.map(|why| (name.clone(), why)));
         }
     }
 

@@ -376,3 +376,34 @@ fn a_relative_xdg_state_home_is_ignored() {
     assert_disjoint(&a.ports(), &b.ports());
     assert!(registry_file(&home.path().join(".local/state")).is_file(), "no registry under HOME/.local/state");
 }
+
+/// A checkout that waits seconds on one holder (it ignores TERM) decides
+/// about its next port with what is true by then: the other checkout's
+/// service that took that port meanwhile is not killed.
+#[test]
+fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stranger() {
+    let base = free_ports(10);
+    let state = TempDir::new().unwrap();
+    let toml = format!("[ports]\nattempts = 5\n{}{}", http_service("s1", base, ""), http_service("s2", base + 1, ""));
+    let (a, b) = (Checkout::sharing(&toml, state.path()), Checkout::sharing(&toml, state.path()));
+    let serve = format!("trap '' TERM; exec python3 -m http.server {base} --bind 127.0.0.1");
+    let mut stubborn = std::process::Command::new("sh")
+        .args(["-c", &serve])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(std::time::Duration::from_secs(10), || !is_free(base)));
+    let slow = a.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // While a waits out the grace of the holder of s1's port, b starts and
+    // moves its s1 past it, to s2's port.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    b.ok(&["start", "--no-kill"]);
+    let b_s1 = b.pid_of("s1").unwrap();
+    assert_eq!(b.ports()["s1"], base + 1);
+    let out = text(&slow.wait_with_output().unwrap());
+    let _ = stubborn.kill();
+    let _ = stubborn.wait();
+    assert!(alive(b_s1), "a killed b's s1:\n{out}");
+    assert!(out.contains(&format!("s2: port {} is reserved by the checkout", base + 1)), "{out}");
+}
