@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::alloc;
-use crate::config::{Config, DEFAULT_STOP_GRACE};
+use crate::config::{Config, DEFAULT_STOP_GRACE, Ready};
 use crate::envfile;
 use crate::guard::Guard;
 use crate::holder;
@@ -38,6 +38,21 @@ use crate::term::say;
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How many times a service whose port was taken before it could bind moves on.
 const PORT_RETRIES: u32 = 3;
+/// The longest line of service output passed on whole; longer ones go in pieces.
+const LONGEST_LINE: u64 = 64 * 1024;
+/// Between readiness checks: short, as start-up waits on them.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+
+/// The pause after `pause` between readiness checks. An HTTP check is a
+/// request the service serves, and logs: one every 5 ms for a service that
+/// answers "not yet" for seconds floods its log, so the pause doubles, up to
+/// 200 ms. A TCP connection costs the service nothing.
+fn next_pause(ready: &Ready, pause: Duration) -> Duration {
+    match ready {
+        Ready::Tcp => FIRST_PAUSE,
+        Ready::Http(_) => (pause * 2).min(Duration::from_millis(200)),
+    }
+}
 
 /// Where service output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +181,11 @@ impl Supervisor {
             }
         };
         let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
-        pids::save(&self.project, &Record { service: name.into(), group, port, command: argv, supervisor })?;
+        let record = Record { service: name.into(), group, port, command: argv, supervisor };
+        if let Err(e) = pids::save(&self.project, &record) {
+            group.stop(service.stop_grace); // unrecorded, nothing would ever stop it
+            return Err(e);
+        }
         self.generation += 1;
         let generation = self.generation;
         let handle = Arc::new(handle);
@@ -192,6 +211,7 @@ impl Supervisor {
         let (sender, polled, service) = (self.sender.clone(), handle.clone(), name.to_owned());
         std::thread::spawn(move || {
             let deadline = Instant::now() + READY_TIMEOUT;
+            let mut pause = FIRST_PAUSE;
             loop {
                 if !matches!(polled.try_wait(), Ok(None)) {
                     return; // exited: the waiter reports it
@@ -204,7 +224,8 @@ impl Supervisor {
                     let _ = sender.send(Event::NotReady { service, generation });
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(pause);
+                pause = next_pause(&ready, pause);
             }
         });
     }
@@ -215,7 +236,8 @@ impl Supervisor {
         std::thread::spawn(move || {
             let mut reader = BufReader::new(reader);
             let mut line = Vec::new();
-            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            // A line is cut at LONGEST_LINE: output without newlines must not fill the memory.
+            while matches!((&mut reader).take(LONGEST_LINE).read_until(b'\n', &mut line), Ok(n) if n > 0) {
                 let _ = log.write_all(&line);
                 let text = String::from_utf8_lossy(&line);
                 let mut out = std::io::stdout().lock();
@@ -235,10 +257,19 @@ impl Supervisor {
     /// started and says why; on a signal it stops everything this runner
     /// started. What runs already, here or in the background, is left as it is.
     pub fn start_all(&mut self, names: &[String]) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let mut pending: Vec<String> =
+        let pending: Vec<String> =
             names.iter().filter(|n| !self.running.contains_key(*n) && !self.kept.contains_key(*n)).cloned().collect();
         let mut ours: BTreeSet<String> = pending.iter().cloned().collect();
+        let result = self.starting(pending, &mut ours);
+        if result.is_err() {
+            self.stop_started(&ours);
+        }
+        result
+    }
+
+    /// `start_all`'s loop; `ours` gains what it restarts on a new port.
+    fn starting(&mut self, mut pending: Vec<String>, ours: &mut BTreeSet<String>) -> anyhow::Result<()> {
+        let started = Instant::now();
         let mut retries: BTreeMap<String, u32> = BTreeMap::new();
         loop {
             let ready =
@@ -248,13 +279,9 @@ impl Supervisor {
                 .partition(|name| self.config.services[name].depends_on.iter().all(|d| ready(self, d)));
             pending = later;
             for name in now {
-                if let Err(e) = self.spawn(&name) {
-                    self.stop_started(&ours);
-                    return Err(e);
-                }
+                self.spawn(&name)?;
             }
             if let Some((name, dep)) = self.lost_dependency(&pending) {
-                self.stop_started(&ours);
                 bail!("{name} cannot start: {dep}, which it depends on, exited");
             }
             if pending.is_empty() && ours.iter().all(|n| ready(self, n)) {
@@ -286,14 +313,21 @@ impl Supervisor {
                 }
                 Event::NotReady { service, generation } if self.is_current(&service, generation) => {
                     let lines = self.last_lines(&service);
-                    self.stop_started(&ours);
                     let limit = READY_TIMEOUT.as_secs();
                     bail!("{service} did not become ready within {limit}s; its last lines:\n{lines}");
                 }
                 Event::Exited { service, generation, status } if self.is_current(&service, generation) => {
-                    if !ours.contains(&service) || self.running[&service].ready {
+                    if !ours.contains(&service) {
                         self.exited(&service, &status);
                         continue;
+                    }
+                    if self.running[&service].ready {
+                        // Nothing will start it again: waiting for all to be ready would never end.
+                        self.exited(&service, &status);
+                        if self.lost_dependency(&pending).is_none() {
+                            bail!("{service} exited ({status}) while the others were starting");
+                        }
+                        continue; // the loop names what cannot start without it
                     }
                     let port = self.ports[&service];
                     let running = self.running.remove(&service).expect("current");
@@ -302,7 +336,6 @@ impl Supervisor {
                     let tries = retries.entry(service.clone()).or_default();
                     if alloc::is_free(port) || *tries >= PORT_RETRIES {
                         let lines = self.last_lines(&service);
-                        self.stop_started(&ours);
                         bail!("{service} exited ({status}) before it was ready; its last lines:\n{lines}");
                     }
                     // Someone took the port between our check and its bind: move,
@@ -558,4 +591,19 @@ pub fn forward_signals(sender: Sender<Event>) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_readiness_checks_back_off_and_tcp_ones_do_not() {
+        let pauses = |ready: &Ready| {
+            std::iter::successors(Some(FIRST_PAUSE), |p| Some(next_pause(ready, *p))).take(8).collect::<Vec<_>>()
+        };
+        let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+        assert_eq!(pauses(&Ready::Http("/health".into())), ms(&[5, 10, 20, 40, 80, 160, 200, 200]));
+        assert_eq!(pauses(&Ready::Tcp), ms(&[5; 8]));
+    }
 }

@@ -33,8 +33,11 @@ fn assert_all_gone(c: &Checkout, processes: &[i32], ports: &[u16]) {
         assert!(wait_for(Duration::from_secs(2), || is_free(*port)), "port {port} is still busy");
     }
     assert!(c.status().values().all(|s| s["running"] == false));
-    let records: Vec<_> =
-        std::fs::read_dir(c.path(".pids")).unwrap().flatten().filter(|e| e.file_name() != "lock").collect();
+    let records: Vec<_> = std::fs::read_dir(c.path(".pids"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
     assert!(records.is_empty(), "records left in .pids: {records:?}");
 }
 
@@ -142,6 +145,55 @@ fn dev_refusing_leaves_the_background_services_running() {
     assert!(out.contains(".ports.json:"), "{out}");
     assert!(alive(a), "a was stopped before dev refused:\n{out}");
     std::fs::remove_file(c.path(".ports.json")).unwrap();
+}
+
+/// A service that was ready and exits while others still start fails the
+/// start (waiting for all to be ready would never end), stopping the rest.
+#[test]
+fn a_ready_service_that_exits_while_others_start_fails_the_start() {
+    let base = free_ports(10);
+    let c = Checkout::new(&format!(
+        "[services.a]\nport = {base}\ncommand = \"timeout 3 python3 -m http.server {{port}} --bind 127.0.0.1\"\n\
+         [services.b]\nport = {}\ncommand = \"sh -c 'sleep 20; exec python3 -m http.server {{port}} --bind 127.0.0.1'\"\n",
+        base + 1
+    ));
+    let mut start = c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let ended = wait_for(LONG, || !matches!(start.try_wait(), Ok(None)));
+    let _ = start.kill();
+    let out = text(&start.wait_with_output().unwrap());
+    assert!(ended, "start never returned:\n{out}");
+    assert!(out.contains("a exited (exit status: 124) while the others were starting"), "{out}");
+    assert!(processes_with(&format!("http.server {}", base + 1)).is_empty(), "b was left running:\n{out}");
+    assert!(processes_with(&format!("sleep 20; exec python3 -m http.server {}", base + 1)).is_empty());
+}
+
+/// A service whose record cannot be written is stopped, not left unknown.
+#[test]
+fn a_service_whose_record_cannot_be_written_is_not_left_running() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    std::fs::create_dir_all(c.path(".pids/a.json")).unwrap();
+    let out = c.fails(&["start"]);
+    assert!(out.contains(".pids/a.json"), "{out}");
+    assert!(processes_with(&format!("http.server {base} ")).is_empty(), "a was left running:\n{out}");
+}
+
+/// Output without newlines is passed on in pieces, not held whole.
+#[test]
+fn dev_holds_no_whole_line_of_output_without_newlines() {
+    let base = free_ports(10);
+    let flood = "import sys, time; sys.stdout.write('x' * 50_000_000); sys.stdout.flush(); time.sleep(60)";
+    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = [\"python3\", \"-c\", \"{flood}\"]\n"));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    // All but the last piece, which waits for more output or the end.
+    let logged = || std::fs::metadata(c.path(".logs/a.log")).is_ok_and(|m| m.len() >= 49_000_000);
+    assert!(wait_for(LONG, logged), "the output did not reach the log");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", dev.id())).unwrap();
+    let peak_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap();
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    dev.wait().unwrap();
+    assert!(peak_kb < 30_000, "dev's memory peaked at {peak_kb} kB for 50 MB of output");
 }
 
 #[test]
