@@ -26,9 +26,8 @@ pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize)
     };
     for name in &names {
         let path = project.log_file(name);
-        if path.exists() {
-            say!("==> {name} ({}) <==\n{}", path.display(), indented(&last_lines(&path, lines)));
-        }
+        let shown = if path.exists() { indented(&last_lines(&path, lines)) } else { "  (no log yet)".into() };
+        say!("==> {name} ({}) <==\n{shown}", path.display());
     }
     if follow {
         follow_files(project, &names)?;
@@ -36,11 +35,61 @@ pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize)
     Ok(())
 }
 
-/// The last `n` lines of a log (none if it does not exist).
+/// A line longer than this is shown in pieces: a service may never end its
+/// line (progress redrawn with `\r`), and a line is held whole until shown.
+const MAX_LINE: usize = 64 << 10;
+
+/// The last `n` lines of a log (none if it does not exist). Only its end is
+/// read: the dashboard asks every second, and a log may be gigabytes.
 pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    // n lines of MAX_LINE, and the end of the line before them, fit in this.
+    let most = (n as u64 + 1).saturating_mul(MAX_LINE as u64);
+    let mut size = MAX_LINE as u64;
+    loop {
+        let Ok((from, end)) = read_end(&mut file, size) else {
+            return Vec::new();
+        };
+        let (mut lines, used) = split(&end);
+        if used < end.len() {
+            lines.push(String::from_utf8_lossy(&end[used..]).into_owned());
+        }
+        // The first line read may have begun before `from`.
+        if lines.len() > n || from == 0 || size >= most {
+            return lines.split_off(lines.len().saturating_sub(n));
+        }
+        size *= 2;
+    }
+}
+
+/// The last `size` bytes of a file, and where they start.
+fn read_end(file: &mut File, size: u64) -> std::io::Result<(u64, Vec<u8>)> {
+    let from = file.metadata()?.len().saturating_sub(size);
+    file.seek(SeekFrom::Start(from))?;
+    let mut end = Vec::new();
+    file.take(size).read_to_end(&mut end)?;
+    Ok((from, end))
+}
+
+/// The lines in `bytes`, non-UTF-8 bytes replaced, those longer than
+/// MAX_LINE cut, and how many bytes they take: after them is an unfinished
+/// line shorter than MAX_LINE.
+fn split(bytes: &[u8]) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let mut used = 0;
+    loop {
+        let rest = &bytes[used..];
+        // Only as far as a line can go, so that a long line is not searched again for each piece.
+        let (line, len) = match rest.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
+            Some(i) => (rest[..i].strip_suffix(b"\r").unwrap_or(&rest[..i]), i + 1),
+            None if rest.len() > MAX_LINE => (&rest[..MAX_LINE], MAX_LINE),
+            None => return (lines, used),
+        };
+        lines.push(String::from_utf8_lossy(line).into_owned());
+        used += len;
+    }
 }
 
 pub fn indented(lines: &[String]) -> String {
@@ -56,17 +105,22 @@ fn follow_files(project: &Project, names: &[String]) -> anyhow::Result<()> {
     let mut cursors: Vec<Cursor> = names.iter().map(|n| Cursor::at_end(&project.log_file(n))).collect();
     let width = names.iter().map(String::len).max().unwrap_or(0);
     loop {
+        let mut idle = true;
         for (name, cursor) in names.iter().zip(cursors.iter_mut()) {
             let Ok(mut file) = File::open(project.log_file(name)) else {
                 continue;
             };
             let lines = cursor.read_new(&mut file)?;
+            idle &= lines.is_empty();
             let mut out = std::io::stdout().lock();
             for line in lines {
                 writeln!(out, "{name:width$} | {line}")?;
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // A burst may have been read only in part: go on at once.
+        if idle {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
@@ -74,7 +128,11 @@ fn follow_files(project: &Project, names: &[String]) -> anyhow::Result<()> {
 /// was rewritten rather than appended to.
 const TAIL: usize = 64;
 
-/// How far a followed log has been printed.
+/// At most this much of a log is read at a time, so that a burst is printed
+/// in bounded memory.
+const CHUNK: u64 = 1 << 20;
+
+/// How far a followed log has been read.
 #[derive(Debug, Default)]
 struct Cursor {
     offset: u64,
@@ -82,22 +140,31 @@ struct Cursor {
     id: Option<(u64, u64)>,
     /// The bytes just before `offset`.
     tail: Vec<u8>,
+    /// The start of an unfinished line, read up to `offset`: shown once it
+    /// ends or grows past MAX_LINE.
+    pending: Vec<u8>,
 }
 
 impl Cursor {
     /// Past what a log holds now, so that only what is appended is printed.
     fn at_end(path: &Path) -> Cursor {
         let mut cursor = Cursor::default();
-        if let Ok(mut file) = File::open(path) {
-            // Only complete lines, as if it had been followed from the start.
+        if let Ok(mut file) = File::open(path)
+            && let Ok(meta) = file.metadata()
+        {
+            // Only the end: an unfinished last line is kept, as much of it as
+            // MAX_LINE allows, to be shown whole once it ends, as if the log had
+            // been followed from the start.
+            cursor.offset = meta.len().saturating_sub(MAX_LINE as u64);
+            cursor.id = Some((meta.dev(), meta.ino()));
             let _ = cursor.read_new(&mut file);
         }
         cursor
     }
 
-    /// The complete lines appended since the last call, non-UTF-8 bytes
-    /// replaced. A log that was replaced, truncated or rewritten (a service
-    /// restarted) is read again from its beginning.
+    /// The lines appended since the last call, as `split` cuts them, from at
+    /// most CHUNK bytes. A log that was replaced, truncated or rewritten (a
+    /// service restarted) is read again from its beginning.
     fn read_new(&mut self, file: &mut File) -> std::io::Result<Vec<String>> {
         let meta = file.metadata()?;
         let id = Some((meta.dev(), meta.ino()));
@@ -106,15 +173,14 @@ impl Cursor {
         }
         file.seek(SeekFrom::Start(self.offset))?;
         let mut new = Vec::new();
-        file.read_to_end(&mut new)?;
-        let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if complete == 0 {
-            return Ok(Vec::new());
-        }
-        self.offset += complete as u64;
-        self.tail.extend_from_slice(&new[complete.saturating_sub(TAIL)..complete]);
+        file.take(CHUNK).read_to_end(&mut new)?;
+        self.offset += new.len() as u64;
+        self.tail.extend_from_slice(&new[new.len().saturating_sub(TAIL)..]);
         self.tail.drain(..self.tail.len().saturating_sub(TAIL));
-        Ok(String::from_utf8_lossy(&new[..complete]).lines().map(str::to_owned).collect())
+        self.pending.extend_from_slice(&new);
+        let (lines, used) = split(&self.pending);
+        self.pending.drain(..used);
+        Ok(lines)
     }
 
     fn tail_matches(&self, file: &mut File) -> std::io::Result<bool> {
@@ -154,6 +220,109 @@ mod tests {
         fn read(&self, cursor: &mut Cursor) -> Vec<String> {
             cursor.read_new(&mut File::open(&self.path).unwrap()).unwrap()
         }
+    }
+
+    /// Bytes this thread has read so far: how much of a log a call reads.
+    fn bytes_read() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap().parse().unwrap()
+    }
+
+    fn reading<T>(f: impl FnOnce() -> T) -> (T, u64) {
+        let before = bytes_read();
+        let result = f();
+        (result, bytes_read() - before)
+    }
+
+    /// `count` numbered lines, 12 bytes each.
+    fn numbered(count: usize) -> Vec<u8> {
+        (0..count).flat_map(|i| format!("line {i:06}\n").into_bytes()).collect()
+    }
+
+    #[test]
+    fn last_lines_reads_only_the_end() {
+        let log = Log::new();
+        log.append(&numbered(400_000));
+        let (lines, read) = reading(|| last_lines(&log.path, 2));
+        assert_eq!(lines, ["line 399998", "line 399999"]);
+        assert!(read <= 2 * MAX_LINE as u64, "read {read} bytes for 2 lines");
+    }
+
+    #[test]
+    fn last_lines_cuts_a_huge_line() {
+        let log = Log::new();
+        log.append(b"before\n");
+        log.append(&vec![b'x'; 4 << 20]);
+        log.append(b"\nlast");
+        let (lines, read) = reading(|| last_lines(&log.path, 3));
+        assert_eq!(lines.len(), 3);
+        // Cut where the reading began, not where the line did.
+        assert!(lines[..2].iter().all(|l| l.len() <= MAX_LINE && l.bytes().all(|b| b == b'x')));
+        assert_eq!(lines[2], "last");
+        assert!(read <= 8 * MAX_LINE as u64, "read {read} bytes for 3 lines");
+    }
+
+    #[test]
+    fn last_lines_of_a_short_log() {
+        let log = Log::new();
+        assert!(last_lines(&log.path, 5).is_empty());
+        log.append(b"a\r\nb\n\nc");
+        assert_eq!(last_lines(&log.path, 10), ["a", "b", "", "c"]);
+        assert_eq!(last_lines(&log.path, 2), ["", "c"]);
+        assert!(last_lines(&log.path, 0).is_empty());
+    }
+
+    #[test]
+    fn an_unfinished_line_is_read_once() {
+        let log = Log::new();
+        let mut cursor = Cursor::default();
+        log.append(&b"50%\r".repeat(10_000));
+        assert!(log.read(&mut cursor).is_empty());
+        let (lines, read) = reading(|| log.read(&mut cursor));
+        assert!(lines.is_empty());
+        assert!(read < 1024, "read {read} bytes again");
+        log.append(b"done\n");
+        assert_eq!(log.read(&mut cursor), [format!("{}done", "50%\r".repeat(10_000))]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_shown_in_pieces() {
+        let log = Log::new();
+        let mut cursor = Cursor::default();
+        log.append(&vec![b'x'; 3 * MAX_LINE + 10]);
+        let pieces = log.read(&mut cursor);
+        assert_eq!(pieces.iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE; 3]);
+        log.append(b"y\n");
+        assert_eq!(log.read(&mut cursor), ["xxxxxxxxxxy"]);
+    }
+
+    #[test]
+    fn a_burst_is_read_a_chunk_at_a_time() {
+        let log = Log::new();
+        let mut cursor = Cursor::default();
+        log.append(&numbered(300_000));
+        let (first, read) = reading(|| log.read(&mut cursor));
+        assert!(read < CHUNK + 1024, "read {read} bytes at once");
+        let mut count = first.len();
+        loop {
+            let lines = log.read(&mut cursor);
+            if lines.is_empty() {
+                break;
+            }
+            count += lines.len();
+        }
+        assert_eq!(count, 300_000);
+    }
+
+    #[test]
+    fn starts_by_reading_only_the_end() {
+        let log = Log::new();
+        log.append(&numbered(400_000));
+        log.append(b"half");
+        let (mut cursor, read) = reading(|| Cursor::at_end(&log.path));
+        assert!(read <= 2 * MAX_LINE as u64, "read {read} bytes");
+        log.append(b" line\n");
+        assert_eq!(log.read(&mut cursor), ["half line"]);
     }
 
     #[test]

@@ -579,6 +579,20 @@ fn logs_shows_each_service() {
     assert!(followed.contains("a | 127.0.0.1 - - ") && followed.contains("GET /followed"), "{followed}");
 }
 
+#[test]
+fn logs_of_a_service_that_never_ran_says_where_its_log_would_be() {
+    // Never started: the ports are not used.
+    let c = Checkout::new(&format!("{}{}", http_service("a", 20000, ""), http_service("b", 20010, "")));
+    let out = c.ok(&["logs", "a"]);
+    assert!(out.contains("==> a (") && out.contains(".logs/a.log) <==\n  (no log yet)"), "{out}");
+    assert!(!out.contains("==> b"), "{out}");
+    let all = c.ok(&["logs"]);
+    assert!(
+        all.contains(".logs/a.log) <==\n  (no log yet)") && all.contains(".logs/b.log) <==\n  (no log yet)"),
+        "{all}"
+    );
+}
+
 /// One request, so that http.server logs a line.
 fn http_get(port: u16) {
     use std::io::Write;
