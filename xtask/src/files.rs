@@ -2,15 +2,27 @@
 //! a reader never sees half a file, and two runners never interleave.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::Path;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 
 /// Writes `contents` to a temporary file in the same folder, flushes it to
 /// disk, then renames it over `path`: the old or the new file, never a mix.
 pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
-    replace(path, contents, true)
+    write_all_atomic(&[(path.to_path_buf(), contents.to_owned())])
+}
+
+/// `write_atomic` for files that must agree with each other: every one is
+/// staged in full before any is renamed into place, so a failure (a folder
+/// we may not write, a full disk) changes none of them.
+pub fn write_all_atomic(files: &[(PathBuf, String)]) -> anyhow::Result<()> {
+    let mut staged = Staged(Vec::new());
+    for (path, contents) in files {
+        staged.0.push(stage(path, contents, true)?);
+    }
+    staged.commit()
 }
 
 /// `write_atomic` without waiting for the disk, for the record of a process
@@ -18,26 +30,91 @@ pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// crash of the runner would leave the process unknown (a flush took about
 /// 1 ms here, much longer on a busy disk).
 pub fn write_record(path: &Path, contents: &str) -> anyhow::Result<()> {
-    replace(path, contents, false)
+    Staged(vec![stage(path, contents, false)?]).commit()
 }
 
-fn replace(path: &Path, contents: &str, flush: bool) -> anyhow::Result<()> {
+/// Temporary files written in full, each beside the file it is to replace.
+/// Dropped before `commit`, they are removed: nothing has changed.
+struct Staged(Vec<(PathBuf, PathBuf)>);
+
+impl Staged {
+    /// Renames each temporary over its file. A rename in one folder fails
+    /// only if the folder changed since staging.
+    fn commit(mut self) -> anyhow::Result<()> {
+        for (tmp, target) in &self.0 {
+            fs::rename(tmp, target).map_err(|e| explain(e, target))?;
+        }
+        self.0.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.0 {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Writes the temporary file for `path`; returns it and the file it replaces.
+/// A symlink is written through (the link stays, its target gets the new
+/// text), and the new file keeps the old one's permissions (a private file
+/// stays private).
+fn stage(path: &Path, contents: &str, flush: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = path.parent().context("a file to write has no folder")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("a file to write has no name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let target = follow_links(path)?;
+    let name = target.file_name().context("a file to write has no name")?.to_string_lossy();
+    let tmp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let old = fs::metadata(&target).ok().map(|m| m.permissions());
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        // Never wider than the old file, even before its bits are copied (umask may narrow them).
+        let mode = old.as_ref().map_or(0o666, |p| p.mode() & 0o7777);
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         file.write_all(contents.as_bytes())?;
+        if let Some(permissions) = &old {
+            file.set_permissions(permissions.clone())?;
+        }
         if flush {
             file.sync_all()?;
         }
-        fs::rename(&tmp, path)
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok((tmp, target)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(explain(e, &target))
+        }
     }
-    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// The file a write to `path` lands in: `path` with its symlinks followed,
+/// even to a target that does not exist yet.
+fn follow_links(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut target = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::read_link(&target) {
+            // Relative to the link's folder; `join` keeps an absolute one as it is.
+            Ok(link) => target = target.parent().unwrap_or(Path::new("")).join(link),
+            Err(_) => return Ok(target),
+        }
+    }
+    anyhow::bail!("writing {}: too many levels of symlinks: fix the link", path.display())
+}
+
+/// An error writing `target`, saying what to do when the fix is plain.
+fn explain(e: std::io::Error, target: &Path) -> anyhow::Error {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    match e.kind() {
+        ErrorKind::PermissionDenied => anyhow!(
+            "writing {}: {e}\nthis user may not create files in {}: fix its permissions (or owner)",
+            target.display(),
+            dir.display()
+        ),
+        _ => anyhow!("writing {}: {e}", target.display()),
+    }
 }
 
 /// Reads a file that may not exist yet.
@@ -103,15 +180,57 @@ impl Lock {
 mod tests {
     use super::*;
 
+    /// A fresh folder for one test.
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-files-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("xtask-files-{}", std::process::id()));
+        let dir = folder("replace");
         let path = dir.join("a.json");
         write_atomic(&path, "one").unwrap();
         write_atomic(&path, "two").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "two");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, ["a.json"]);
+        assert_eq!(names(&dir), ["a.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writes_through_a_symlink_and_keeps_the_permissions() {
+        let dir = folder("link");
+        fs::create_dir(dir.join("shared")).unwrap();
+        let target = dir.join("shared/a.json");
+        fs::write(&target, "one").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink("shared/a.json", dir.join("a.json")).unwrap();
+        write_atomic(&dir.join("a.json"), "two").unwrap();
+        assert!(fs::symlink_metadata(dir.join("a.json")).unwrap().is_symlink(), "the link was replaced");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "two");
+        assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(names(&dir.join("shared")), ["a.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_staged_leaves_every_file_as_it_was() {
+        let dir = folder("all");
+        fs::write(dir.join("a.json"), "old").unwrap();
+        fs::write(dir.join("not-a-folder"), "").unwrap();
+        let files = [(dir.join("a.json"), "new".to_owned()), (dir.join("not-a-folder/b.json"), "new".to_owned())];
+        assert!(write_all_atomic(&files).is_err());
+        assert_eq!(fs::read_to_string(dir.join("a.json")).unwrap(), "old");
+        assert_eq!(names(&dir), ["a.json", "not-a-folder"], "a temporary file was left");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
