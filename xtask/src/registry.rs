@@ -16,7 +16,7 @@ use crate::files::{self, Lock};
 use crate::paths;
 use crate::pids;
 use crate::process::Group;
-use crate::state::Ports;
+use crate::state::{self, Ports};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,17 +83,16 @@ impl Registry {
         let lock = Lock::acquire(&dir.join("registry.lock"))?;
         let path = dir.join("registry.json");
         let entries = match files::read_optional(&path)? {
-            None => Entries::default(),
-            Some(text) => match serde_json::from_str(&text) {
+            // Empty (`touch`, a crash that lost the data): nothing registered yet.
+            Some(text) if !text.trim().is_empty() => match serde_json::from_str(&text) {
                 Ok(entries) => entries,
                 Err(e) => bail!(
-                    "{}:{}:{}: {e}\nthis file is the registry of every checkout's ports: fix it, or delete it \
+                    "{}\nthis file is the registry of every checkout's ports: fix it, or delete it \
                      (each checkout registers again on its next run)",
-                    path.display(),
-                    e.line(),
-                    e.column()
+                    state::json_error(&path, &e)
                 ),
             },
+            _ => Entries::default(),
         };
         let mut registry = Registry { path, entries, _lock: lock };
         registry.entries.prune(is_live);

@@ -20,10 +20,9 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
     let entries: Entries = match serde_json::from_str(text) {
         Ok(entries) => entries,
         Err(e) => bail!(
-            "{}: {}\n.ports.json must be a JSON object of service name to port, like {{\"backend\": 8000}}: \
+            "{}\n.ports.json must be a JSON object of service name to port, like {{\"backend\": 8000}}: \
              fix it by hand, or remove it with `cargo xtask ports reset`",
-            at(e.line(), e.column().max(1)),
-            without_position(&e)
+            json_error(path, &e)
         ),
     };
     let mut ports = Ports::new();
@@ -81,10 +80,13 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-/// serde_json's message without its own " at line L column C".
-fn without_position(e: &serde_json::Error) -> String {
+/// A serde_json error as `path:line:col: message`, the place said once:
+/// serde_json's message repeats it, and says column 0 before a line's first
+/// character.
+pub fn json_error(path: &Path, e: &serde_json::Error) -> String {
     let message = e.to_string();
-    message.split(" at line ").next().unwrap_or(&message).to_owned()
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    format!("{}:{}:{}: {message}", path.display(), e.line(), e.column().max(1))
 }
 
 /// Where `"name"` appears as a key, 1-based: its first place, or its second

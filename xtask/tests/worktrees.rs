@@ -406,4 +406,18 @@ fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stra
     let _ = stubborn.wait();
     assert!(alive(b_s1), "a killed b's s1:\n{out}");
     assert!(out.contains(&format!("s2: port {} is reserved by the checkout", base + 1)), "{out}");
+
+/// An empty registry is one without entries; a broken one is an error that names its place once.
+#[test]
+fn an_empty_registry_is_empty_and_a_broken_one_names_the_place() {
+    let base = free_ports(30);
+    let (state, a, _b) = two_worktrees(base);
+    std::fs::create_dir_all(registry_file(state.path()).parent().unwrap()).unwrap();
+    std::fs::write(registry_file(state.path()), "").unwrap();
+    a.ok(&["ports", "allocate"]);
+    assert_eq!(reserved(state.path(), &root(&a)), Some(preferred(base)));
+    std::fs::write(registry_file(state.path()), "{").unwrap();
+    let out = a.fails(&["ports", "allocate"]);
+    let want = format!("{}:1:1: EOF while parsing an object\n", registry_file(state.path()).display());
+    assert!(out.contains(&want), "{out}");
 }
