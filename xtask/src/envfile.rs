@@ -1,8 +1,8 @@
 //! `.env.runtime`: every service's port and URL, and the extra `[env]` lines,
 //! so each service knows where the others are (DESIGN.md section 4).
-//! `render` is pure; `write` is the only IO.
+//! `render` is pure; `pending_write` is the only IO.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::files;
@@ -45,14 +45,12 @@ fn quoted(value: &str) -> String {
     }
 }
 
-/// Writes the file unless it already says exactly that (a rewrite would wake
-/// file watchers for nothing).
-pub fn write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<()> {
+/// The write that makes the file say `ports`, for `files::write_all_atomic`:
+/// none when it already says exactly that (a rewrite would wake file
+/// watchers for nothing).
+pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<Option<(PathBuf, String)>> {
     let text = render(config, ports);
-    if files::read_optional(path)?.as_deref() != Some(text.as_str()) {
-        files::write_atomic(path, &text)?;
-    }
-    Ok(())
+    Ok((files::read_optional(path)?.as_deref() != Some(text.as_str())).then(|| (path.to_path_buf(), text)))
 }
 
 #[cfg(test)]

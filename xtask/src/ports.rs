@@ -72,10 +72,7 @@ pub fn allocate_and_write(
         Ok(ports) => ports,
         Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
     };
-    state::save(&project.ports_json(), config, &ports)?;
-    envfile::write(&project.env_runtime(), config, &ports)?;
-    registry.entries.mine(&project.root).ports = ports.clone();
-    registry.save()?;
+    write(project, config, &mut registry, &ports)?;
     for (name, port) in ports.iter().filter(|(name, port)| start[*name] != **port) {
         let from = start[name];
         // Services are served in dependency order: an earlier one may have taken it.
@@ -86,6 +83,18 @@ pub fn allocate_and_write(
         say!("{name}: port {from} {why}; using {port}");
     }
     Ok(ports)
+}
+
+/// Writes `.ports.json`, `.env.runtime` and this checkout's registry entry
+/// all together or, on any failure, none: a registry left behind would let
+/// another checkout take the new ports, and services would read stale ones.
+fn write(project: &Project, config: &Config, registry: &mut Registry, ports: &Ports) -> anyhow::Result<()> {
+    let mut writes = Vec::new();
+    writes.extend(state::pending_write(&project.ports_json(), config, ports)?);
+    writes.extend(envfile::pending_write(&project.env_runtime(), config, ports)?);
+    registry.entries.mine(&project.root).ports = ports.clone();
+    writes.push(registry.pending_write());
+    files::write_all_atomic(&writes)
 }
 
 /// Why a port could not be used, in a few words.
@@ -278,10 +287,7 @@ pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyh
         bail!("port {port} is already given to {other}: pick another, or move {other} first");
     }
     ports.insert(service.to_owned(), port);
-    state::save(&project.ports_json(), config, &ports)?;
-    envfile::write(&project.env_runtime(), config, &ports)?;
-    registry.entries.mine(&project.root).ports = ports.clone();
-    registry.save()?;
+    write(project, config, &mut registry, &ports)?;
     say!("{service}: pinned to port {port}");
     Ok(ports)
 }

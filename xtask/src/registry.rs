@@ -100,8 +100,14 @@ impl Registry {
     }
 
     pub fn save(&self) -> anyhow::Result<()> {
+        let (path, text) = self.pending_write();
+        files::write_atomic(&path, &text)
+    }
+
+    /// The write that saves the registry, for `files::write_all_atomic`.
+    pub fn pending_write(&self) -> (PathBuf, String) {
         let text = serde_json::to_string_pretty(&self.entries).expect("the registry serialises") + "\n";
-        files::write_atomic(&self.path, &text)
+        (self.path.clone(), text)
     }
 
     /// The service groups of the other checkouts, from their `.pids/`.

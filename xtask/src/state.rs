@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::Deserialize;
@@ -111,16 +111,16 @@ pub fn load(path: &Path, config: &Config) -> anyhow::Result<Ports> {
     }
 }
 
-/// Writes the ports unless the file already says exactly that, so a
-/// hand-formatted file is left as its author wrote it.
-pub fn save(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<bool> {
+/// The write that makes the file say `ports`, for `files::write_all_atomic`:
+/// none when it already says exactly that, so a hand-formatted file is left
+/// as its author wrote it.
+pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<Option<(PathBuf, String)>> {
     if let Some(text) = files::read_optional(path)?
         && parse(&text, path, config).is_ok_and(|old| &old == ports)
     {
-        return Ok(false);
+        return Ok(None);
     }
-    files::write_atomic(path, &render(ports))?;
-    Ok(true)
+    Ok(Some((path.to_path_buf(), render(ports))))
 }
 
 #[cfg(test)]

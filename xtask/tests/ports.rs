@@ -261,3 +261,54 @@ fn a_hand_edit_for_a_running_service_is_not_applied_silently() {
     assert!(out.contains(&said), "{out}");
     assert_eq!(c.ports()["web"], base);
 }
+
+/// A step that fails after the allocation (here `.env.runtime` is a folder)
+/// leaves `.ports.json` as it was.
+#[test]
+fn a_failed_write_changes_no_file() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["ports", "allocate"]);
+    let before = c.read(".ports.json").unwrap();
+    std::fs::remove_file(c.path(".env.runtime")).unwrap();
+    std::fs::create_dir(c.path(".env.runtime")).unwrap();
+    let out = c.fails(&["ports", "set", "web", &(base + 5).to_string()]);
+    assert!(out.contains(".env.runtime"), "{out}");
+    assert_eq!(c.read(".ports.json").unwrap(), before, ".ports.json was written before the failure:\n{out}");
+}
+
+/// The registry's folder is read-only (as another user would find it): a
+/// `ports set` changes no file, and the error says which folder to fix.
+#[test]
+fn a_registry_that_cannot_be_written_changes_no_file() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    // Root writes anywhere: run as nobody, who owns the checkout and the state folder.
+    let run = |args: &[&str]| {
+        let mut command = c.command(args);
+        if is_root() {
+            command.uid(NOBODY).gid(NOBODY);
+        }
+        command.output().unwrap()
+    };
+    if is_root() {
+        std::os::unix::fs::chown(c.dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::chown(&c.state, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let output = run(&["ports", "allocate"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let before = [".ports.json", ".env.runtime"].map(|f| c.read(f).unwrap());
+    let dir = c.state.join("cargo-xtask-ports");
+    let registry = std::fs::read_to_string(dir.join("registry.json")).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let output = run(&["ports", "set", "api", &(base + 7).to_string()]);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert_eq!([".ports.json", ".env.runtime"].map(|f| c.read(f).unwrap()), before, "a file was written:\n{out}");
+    assert_eq!(std::fs::read_to_string(dir.join("registry.json")).unwrap(), registry);
+    let fix = format!("may not create files in {}: fix its permissions", dir.display());
+    assert!(out.contains("registry.json: Permission denied") && out.contains(&fix), "{out}");
+}
