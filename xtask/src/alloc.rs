@@ -42,21 +42,25 @@ impl std::fmt::Display for Exhausted {
 
 /// Gives every service a port.
 ///
-/// Each service starts from its current port (from `.ports.json`, else its
+/// Services in `fixed` keep theirs unchecked: they run on it (and must not
+/// move on paper, whatever else claims it), or it was pinned by hand. Every
+/// other service starts from its current port (from `.ports.json`, else its
 /// preferred one) and walks up `attempts` successive ports inside the
 /// configured range, skipping ports below 1024, browser-blocked ports, ports
 /// already given to another service here, and `reserved` ports (other
-/// checkouts'). `usable(service, port)` is the probe. Services are served in
+/// checkouts'). `is_free(port)` is the probe. Services are served in
 /// dependency order, so the result does not depend on map order.
 pub fn allocate(
     config: &Config,
     current: &BTreeMap<String, u16>,
+    fixed: &BTreeMap<String, u16>,
     reserved: &BTreeSet<u16>,
-    mut usable: impl FnMut(&str, u16) -> bool,
+    mut is_free: impl FnMut(u16) -> bool,
 ) -> Result<BTreeMap<String, u16>, Exhausted> {
-    let mut given: BTreeMap<String, u16> = BTreeMap::new();
+    let mut given: BTreeMap<String, u16> =
+        fixed.iter().filter(|(name, _)| config.services.contains_key(*name)).map(|(n, p)| (n.clone(), *p)).collect();
     let (lo, hi) = config.range;
-    for name in &config.order {
+    for name in config.order.iter().filter(|name| !fixed.contains_key(*name)) {
         let walk = walk(current.get(name).copied().unwrap_or(config.services[name].port), config.attempts, (lo, hi));
         let (start, end) = (*walk.start(), *walk.end());
         let taken: BTreeSet<u16> = given.values().copied().collect();
@@ -64,7 +68,7 @@ pub fn allocate(
         let found = walk.into_iter().find(|&port| {
             let candidate = !is_browser_blocked(port) && !taken.contains(&port) && !reserved.contains(&port);
             candidate
-                && (usable(name, port) || {
+                && (is_free(port) || {
                     busy.push(port);
                     false
                 })
@@ -123,21 +127,21 @@ mod tests {
     #[test]
     fn preferred_ports_when_free() {
         let c = config(100, &[("a", 8000, &[]), ("b", 3000, &[])]);
-        let got = allocate(&c, &BTreeMap::new(), &BTreeSet::new(), |_, _| true).unwrap();
+        let got = allocate(&c, &BTreeMap::new(), &BTreeMap::new(), &BTreeSet::new(), |_| true).unwrap();
         assert_eq!(got, map(&[("a", 8000), ("b", 3000)]));
     }
 
     #[test]
     fn busy_ports_move_to_the_next_free_one() {
         let c = config(100, &[("a", 8000, &[])]);
-        let got = allocate(&c, &BTreeMap::new(), &BTreeSet::new(), |_, p| p > 8002).unwrap();
+        let got = allocate(&c, &BTreeMap::new(), &BTreeMap::new(), &BTreeSet::new(), |p| p > 8002).unwrap();
         assert_eq!(got["a"], 8003);
     }
 
     #[test]
     fn current_ports_are_honoured() {
         let c = config(100, &[("a", 8000, &[])]);
-        let got = allocate(&c, &map(&[("a", 9100)]), &BTreeSet::new(), |_, _| true).unwrap();
+        let got = allocate(&c, &map(&[("a", 9100)]), &BTreeMap::new(), &BTreeSet::new(), |_| true).unwrap();
         assert_eq!(got["a"], 9100);
     }
 
@@ -145,7 +149,7 @@ mod tests {
     fn never_gives_one_port_twice() {
         // b wants the port a already has (a hand edit of .ports.json).
         let c = config(100, &[("a", 8000, &[]), ("b", 8001, &["a"])]);
-        let got = allocate(&c, &map(&[("b", 8000)]), &BTreeSet::new(), |_, _| true).unwrap();
+        let got = allocate(&c, &map(&[("b", 8000)]), &BTreeMap::new(), &BTreeSet::new(), |_| true).unwrap();
         assert_eq!(got, map(&[("a", 8000), ("b", 8001)]));
     }
 
@@ -153,14 +157,24 @@ mod tests {
     fn skips_reserved_blocked_and_privileged_ports() {
         let c = config(100, &[("x11", 6000, &[]), ("irc", 6665, &[]), ("low", 80, &[]), ("r", 7000, &[])]);
         let reserved = BTreeSet::from([7000, 7001]);
-        let got = allocate(&c, &BTreeMap::new(), &reserved, |_, _| true).unwrap();
+        let got = allocate(&c, &BTreeMap::new(), &BTreeMap::new(), &reserved, |_| true).unwrap();
         assert_eq!(got, map(&[("x11", 6001), ("irc", 6670), ("low", 1024), ("r", 7002)]));
+    }
+
+    #[test]
+    fn fixed_ports_are_kept_whatever_holds_them_and_given_to_no_one_else() {
+        // a runs on 8000, which another checkout reserves and the probe finds busy; b is pinned;
+        // c, from a's port (a hand edit), walks past both. `gone` runs but left ports.toml.
+        let c = config(100, &[("a", 8000, &[]), ("b", 8001, &["a"]), ("c", 7000, &[])]);
+        let fixed = map(&[("a", 8000), ("b", 8001), ("gone", 9000)]);
+        let got = allocate(&c, &map(&[("c", 8000)]), &fixed, &BTreeSet::from([8000]), |p| p != 8000).unwrap();
+        assert_eq!(got, map(&[("a", 8000), ("b", 8001), ("c", 8002)]));
     }
 
     #[test]
     fn fails_after_attempts_naming_the_service_and_range() {
         let c = config(5, &[("a", 8000, &[])]);
-        let err = allocate(&c, &BTreeMap::new(), &BTreeSet::new(), |_, _| false).unwrap_err();
+        let err = allocate(&c, &BTreeMap::new(), &BTreeMap::new(), &BTreeSet::new(), |_| false).unwrap_err();
         assert_eq!(
             err,
             Exhausted { service: "a".into(), tried: (8000, 8004), busy: vec![8000, 8001, 8002, 8003, 8004] }
@@ -172,9 +186,9 @@ mod tests {
     fn stays_inside_the_range() {
         let text = "[ports]\nrange = [2000, 2002]\n[services.a]\nport = 1500\ncommand = 'x'\n";
         let c = config::parse(text).unwrap();
-        let got = allocate(&c, &BTreeMap::new(), &BTreeSet::new(), |_, p| p == 2002).unwrap();
+        let got = allocate(&c, &BTreeMap::new(), &BTreeMap::new(), &BTreeSet::new(), |p| p == 2002).unwrap();
         assert_eq!(got["a"], 2002);
-        let err = allocate(&c, &map(&[("a", 2001)]), &BTreeSet::new(), |_, _| false).unwrap_err();
+        let err = allocate(&c, &map(&[("a", 2001)]), &BTreeMap::new(), &BTreeSet::new(), |_| false).unwrap_err();
         assert_eq!(err.tried, (2001, 2002));
     }
 

@@ -56,29 +56,42 @@ pub fn allocate_and_write(
 ) -> anyhow::Result<Ports> {
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
-    let current = state::load(&project.ports_json(), config)?;
-    for (name, port) in running.iter().filter(|(name, port)| current.get(*name).is_some_and(|p| p != *port)) {
+    let allocated = state::load(&project.ports_json(), config)?;
+    for (name, port) in running.iter().filter(|(name, port)| allocated.get(*name).is_some_and(|p| p != *port)) {
         say!(
             "{name}: keeps port {port} while it runs, not the {} of .ports.json: to move it, `cargo xtask ports set {name} PORT`",
-            current[name]
+            allocated[name]
         );
     }
-    let mut start = config.preferred_ports();
-    start.extend(current.iter().map(|(k, v)| (k.clone(), *v)));
-    start.extend(running.iter().map(|(k, v)| (k.clone(), *v)));
+    let mut current = config.preferred_ports();
+    current.extend(allocated);
+    allocate_locked(project, config, &mut registry, &current, running, why_busy)
+}
+
+/// The part of `allocate_and_write` and `pin` done under both locks: every
+/// service gets a port from its `current` one, those in `fixed` keep theirs;
+/// then the files are written and each move said.
+fn allocate_locked(
+    project: &Project,
+    config: &Config,
+    registry: &mut Registry,
+    current: &Ports,
+    fixed: &Ports,
+    why_busy: &BTreeMap<String, String>,
+) -> anyhow::Result<Ports> {
     let reserved = registry.entries.reserved_by_others(&project.root);
-    let usable = |service: &str, port: u16| running.get(service) == Some(&port) || alloc::is_free(port);
-    let ports = match alloc::allocate(config, &start, &reserved, usable) {
+    let ports = match alloc::allocate(config, current, fixed, &reserved, alloc::is_free) {
         Ok(ports) => ports,
-        Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
+        Err(exhausted) => bail!(explain_exhausted(&exhausted, registry, project)),
     };
-    write(project, config, &mut registry, &ports)?;
+    write(project, config, registry, &ports)?;
+    let start: Ports = current.iter().chain(fixed).map(|(name, port)| (name.clone(), *port)).collect();
     for (name, port) in ports.iter().filter(|(name, port)| start[*name] != **port) {
         let from = start[name];
         // Services are served in dependency order: an earlier one may have taken it.
         let why = match ports.iter().find(|(other, p)| **p == from && other != &name) {
             Some((other, _)) => format!("is given to {other}"),
-            None => why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, config, &registry, project)),
+            None => why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, config, registry, project)),
         };
         say!("{name}: port {from} {why}; using {port}");
     }
@@ -258,7 +271,10 @@ pub fn users_of(config: &Config, service: &str) -> Vec<String> {
     config.order.iter().filter(|n| uses(n)).cloned().collect()
 }
 
-/// Pins `service` to `port` in `.ports.json`, `.env.runtime` and the registry.
+/// Pins `service` to `port` in `.ports.json`, `.env.runtime` and the
+/// registry. The other services keep the ports they run on, and the rest are
+/// allocated as usual: the ports they would prefer may be another
+/// checkout's, or busy.
 pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyhow::Result<Ports> {
     ensure!(
         config.services.contains_key(service),
@@ -282,12 +298,14 @@ pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyh
     if let Some(owner) = registry.owner_of(port, &project.root) {
         bail!("port {port} is reserved by the checkout {}: pick another", owner.display());
     }
-    let mut ports = current(project, config)?;
-    if let Some((other, _)) = ports.iter().find(|(name, p)| **p == port && name.as_str() != service) {
+    let current = current(project, config)?;
+    let mut fixed = running_ports(project);
+    let now: Ports = current.iter().chain(&fixed).map(|(name, p)| (name.clone(), *p)).collect();
+    if let Some((other, _)) = now.iter().find(|(name, p)| **p == port && name.as_str() != service) {
         bail!("port {port} is already given to {other}: pick another, or move {other} first");
     }
-    ports.insert(service.to_owned(), port);
-    write(project, config, &mut registry, &ports)?;
+    fixed.insert(service.to_owned(), port);
+    let ports = allocate_locked(project, config, &mut registry, &current, &fixed, &BTreeMap::new())?;
     say!("{service}: pinned to port {port}");
     Ok(ports)
 }

@@ -407,6 +407,36 @@ fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stra
     assert!(alive(b_s1), "a killed b's s1:\n{out}");
     assert!(out.contains(&format!("s2: port {} is reserved by the checkout", base + 1)), "{out}");
 
+/// `ports set` in one checkout gives its other services ports that no other checkout holds.
+#[test]
+fn set_leaves_the_other_checkouts_ports_alone() {
+    let base = free_ports(30);
+    let (state, a, b) = two_worktrees(base);
+    a.ok(&["start"]);
+    b.ok(&["ports", "set", "api", &(base + 5).to_string()]);
+    assert_eq!(b.ports()["api"], base + 5);
+    assert_disjoint(&a.ports(), &b.ports());
+    assert_eq!(reserved(state.path(), &root(&b)), Some(b.ports()));
+    let a_ports = a.ports();
+    a.ok(&["ports", "allocate"]);
+    assert_eq!(a.ports(), a_ports, "a checkout's running services were moved");
+}
+
+/// A running service keeps its port even when another checkout's entry (wrongly) reserves it.
+#[test]
+fn a_running_service_keeps_its_port_whatever_the_registry_says() {
+    let base = free_ports(30);
+    let (state, a, b) = two_worktrees(base);
+    a.ok(&["start"]);
+    let entry = serde_json::json!({ "ports": { "web": base + 10 } });
+    let mut entries = registry(state.path());
+    entries["checkouts"][root(&b).to_str().unwrap()] = entry;
+    std::fs::write(registry_file(state.path()), entries.to_string()).unwrap();
+    a.ok(&["ports", "allocate"]);
+    assert_eq!(a.ports(), preferred(base), "a running service was moved on paper");
+    assert!(a.read(".env.runtime").unwrap().contains(&format!("WEB_PORT={}\n", base + 10)));
+}
+
 /// An empty registry is one without entries; a broken one is an error that names its place once.
 #[test]
 fn an_empty_registry_is_empty_and_a_broken_one_names_the_place() {
