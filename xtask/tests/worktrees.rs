@@ -406,6 +406,7 @@ fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stra
     let _ = stubborn.wait();
     assert!(alive(b_s1), "a killed b's s1:\n{out}");
     assert!(out.contains(&format!("s2: port {} is reserved by the checkout", base + 1)), "{out}");
+}
 
 /// `ports set` in one checkout gives its other services ports that no other checkout holds.
 #[test]
