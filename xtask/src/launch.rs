@@ -117,14 +117,14 @@ pub fn check(project: &Project, config: &Config, names: &[String], path: &OsStri
 /// What `dev` and `start` share: prepare the selected services and their
 /// dependencies, then start them and wait until they are ready.
 pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
-    // One launch at a time in a checkout: two at once would each find a
-    // service not running, and start it twice.
-    let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
-    let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
     let config = crate::config::load(&project.ports_toml())?;
     let names = selected(&config, services)?;
     let path = setup::search_path(&config);
     check(project, &config, &names, &path)?;
+    // One launch at a time in a checkout: two at once would each find a
+    // service not running, and start it twice.
+    let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
+    let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
     let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {
