@@ -1,10 +1,14 @@
 //! `.ports.json`: the seed's flat map of service -> port, which users may edit
 //! by hand (DESIGN.md section 4). `parse` is pure and strict: a file we cannot
 //! read exactly is an error that names it, never something to overwrite.
+//! An entry of a service ports.toml no longer has is the exception: a `git
+//! pull` that renames a service must not stop every command, so it is only
+//! noted, and dropped at the next write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::bail;
 use serde::Deserialize;
@@ -14,8 +18,9 @@ use crate::files;
 
 pub type Ports = BTreeMap<String, u16>;
 
-/// Parses the text of `.ports.json` against the services of `config`.
-pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> {
+/// Parses the text of `.ports.json` against the services of `config`: the
+/// ports, and a note for each entry of a service that ports.toml does not have.
+pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<(Ports, Vec<String>)> {
     let at = |line: usize, col: usize| format!("{}:{line}:{col}", path.display());
     let entries: Entries = match serde_json::from_str(text) {
         Ok(entries) => entries,
@@ -26,20 +31,22 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
         ),
     };
     let mut ports = Ports::new();
+    let mut stale = Vec::new();
     let (_, hi) = config.range;
     for (name, value) in entries.0 {
         let (line, col) = locate_key(text, &name, ports.contains_key(&name));
-        if !config.services.contains_key(&name) {
-            bail!(
-                "{}: unknown service {name:?}: ports.toml has {}\nremove it from .ports.json, or run `cargo xtask ports reset`",
-                at(line, col),
-                config.names().join(", ")
-            );
-        }
         let port = match value.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
             Some(port) => port,
             None => bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {value}", at(line, col)),
         };
+        if !config.services.contains_key(&name) {
+            stale.push(format!(
+                "{}: ignoring {name:?}, a service ports.toml does not have (it has {}); it will be dropped at the next write",
+                at(line, col),
+                config.names().join(", ")
+            ));
+            continue;
+        }
         if let Some(first) = ports.get(&name) {
             bail!("{}: {name} is in .ports.json twice ({first} and {port}): keep one", at(line, col));
         }
@@ -53,7 +60,7 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<Ports> 
         }
         ports.insert(name, port);
     }
-    Ok(ports)
+    Ok((ports, stale))
 }
 
 /// The object's entries in file order, a repeated key included (a map would
@@ -105,10 +112,20 @@ pub fn render(ports: &Ports) -> String {
 
 /// The current allocations: empty when the file does not exist yet.
 pub fn load(path: &Path, config: &Config) -> anyhow::Result<Ports> {
-    match files::read_optional(path)? {
-        Some(text) => parse(&text, path, config),
-        None => Ok(Ports::new()),
+    // A command reads the file several times, the dashboard on every refresh:
+    // each note is said once, on stderr so that `--json` output stays JSON.
+    static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let Some(text) = files::read_optional(path)? else {
+        return Ok(Ports::new());
+    };
+    let (ports, stale) = parse(&text, path, config)?;
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    for note in stale {
+        if said.insert(note.clone()) {
+            eprintln!("note: {note}");
+        }
     }
+    Ok(ports)
 }
 
 /// The write that makes the file say `ports`, for `files::write_all_atomic`:
@@ -116,7 +133,7 @@ pub fn load(path: &Path, config: &Config) -> anyhow::Result<Ports> {
 /// as its author wrote it.
 pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<Option<(PathBuf, String)>> {
     if let Some(text) = files::read_optional(path)?
-        && parse(&text, path, config).is_ok_and(|old| &old == ports)
+        && parse(&text, path, config).is_ok_and(|(old, stale)| stale.is_empty() && &old == ports)
     {
         return Ok(None);
     }
@@ -138,7 +155,9 @@ mod tests {
 
     #[test]
     fn reads_the_seed_format() {
-        let ports = parse("{ \"backend\": 8001, \"web\": 3000 }", Path::new(".ports.json"), &config()).unwrap();
+        let (ports, stale) =
+            parse("{ \"backend\": 8001, \"web\": 3000 }", Path::new(".ports.json"), &config()).unwrap();
+        assert!(stale.is_empty());
         assert_eq!(ports, Ports::from([("backend".into(), 8001), ("web".into(), 3000)]));
         assert_eq!(render(&ports), "{\n  \"backend\": 8001,\n  \"web\": 3000\n}\n");
     }
@@ -148,7 +167,7 @@ mod tests {
         let cases = [
             ("{ \"backend\": 8001,", "/r/.ports.json:1:18: EOF while parsing"),
             ("[8000]", "/r/.ports.json:1:1: invalid type"),
-            ("{\n  \"backnd\": 9000\n}", "/r/.ports.json:2:3: unknown service \"backnd\""),
+            ("{\"gone\": \"x\", \"web\": 3000}", "/r/.ports.json:1:2: the port of gone must be"),
             ("{\n\"backend\": 70000}", "/r/.ports.json:2:1: the port of backend must be a whole number"),
             ("{\"backend\": \"8000\"}", "the port of backend must be"),
             ("{\"backend\": 0}", "the port of backend must be"),
@@ -159,5 +178,19 @@ mod tests {
             let err = parse(text, Path::new("/r/.ports.json"), &config()).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    /// ports.toml renamed `api` (a `git pull`): its entry is noted, not an error.
+    #[test]
+    fn an_entry_of_a_service_ports_toml_lacks_is_noted_and_left_out() {
+        let text = "{\n  \"api\": 8001,\n  \"web\": 3001\n}\n";
+        let (ports, stale) = parse(text, Path::new("/r/.ports.json"), &config()).unwrap();
+        assert_eq!(ports, Ports::from([("web".into(), 3001)]));
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(stale[0].starts_with("/r/.ports.json:2:3: ignoring \"api\""), "{stale:?}");
+        assert!(
+            stale[0].contains("it has backend, web") && stale[0].contains("dropped at the next write"),
+            "{stale:?}"
+        );
     }
 }

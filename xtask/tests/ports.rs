@@ -62,13 +62,41 @@ fn hand_edits_are_honoured_and_kept_as_written() {
 fn invalid_ports_json_is_an_error_and_changes_nothing() {
     let base = free_ports(20);
     let c = Checkout::new(&two_services(base));
-    for bad in ["{\"api\": 8000,", "{\"apx\": 8000}", "{\"api\": \"8000\"}", "[1]", "{\"api\": 8000, \"api\": 8001}"] {
+    for bad in
+        ["{\"api\": 8000,", "{\"apx\": \"8000\"}", "{\"api\": \"8000\"}", "[1]", "{\"api\": 8000, \"api\": 8001}"]
+    {
         std::fs::write(c.path(".ports.json"), bad).unwrap();
         let out = c.fails(&["ports", "allocate"]);
         assert!(out.contains(".ports.json:1:"), "{bad}: the error does not name the file and place:\n{out}");
         assert_eq!(c.read(".ports.json").unwrap(), bad, "{bad}: the file was overwritten");
         assert_eq!(c.read(".env.runtime"), None, "{bad}: .env.runtime was written");
     }
+}
+
+/// A teammate renamed `api` to `api2`: the entry of `api` is noted and
+/// dropped at the next write, and no command fails over it.
+#[test]
+fn an_entry_of_a_renamed_service_is_noted_and_dropped() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    let stale = format!("{{\n  \"api\": {},\n  \"web\": {}\n}}\n", base + 3, base + 10);
+    std::fs::write(c.path(".ports.json"), &stale).unwrap();
+    std::fs::write(c.path("ports.toml"), two_services(base).replace("api", "api2")).unwrap();
+    let note = format!(
+        "note: {}:2:3: ignoring \"api\", a service ports.toml does not have (it has api2, web); \
+         it will be dropped at the next write\n",
+        c.path(".ports.json").display()
+    );
+    for args in [&["status"][..], &["ports"], &["ports", "--json"]] {
+        let output = c.run(args);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && err.matches(&note).count() == 1, "{args:?}:\n{}", text(&output));
+        assert_eq!(c.read(".ports.json").unwrap(), stale, "{args:?} wrote .ports.json");
+    }
+    let out = c.ok(&["start"]);
+    assert_eq!(out.matches(&note).count(), 1, "{out}");
+    assert_eq!(c.ports(), [("api2".to_owned(), base), ("web".to_owned(), base + 10)].into());
+    assert!(!c.ok(&["ports", "allocate"]).contains("note:"), "the entry was written back");
 }
 
 #[test]
