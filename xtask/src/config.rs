@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -301,7 +301,7 @@ struct RawService {
     url: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     #[serde(default)]
-    dirs: Vec<String>,
+    dirs: Vec<Spanned<String>>,
     #[serde(default)]
     setup: Vec<RawStep>,
     #[serde(default)]
@@ -320,8 +320,8 @@ struct RawReady {
 struct RawStep {
     command: Spanned<RawCommand>,
     #[serde(default)]
-    inputs: Vec<String>,
-    creates: Option<String>,
+    inputs: Vec<Spanned<String>>,
+    creates: Option<Spanned<String>>,
 }
 
 /// `command` is an array of words (each with its own place, for errors), or
@@ -459,7 +459,39 @@ impl Validator<'_> {
         }
     }
 
+    /// Paths of ports.toml are joined to the checkout's root: an absolute one,
+    /// or one whose `..` climb above the root, would reach outside the
+    /// checkout (and `dirs` are given to `user`).
+    fn inside(&mut self, path: &Spanned<String>, key: &str, name: &str) -> String {
+        let p = path.get_ref();
+        let climbs_out = Path::new(p)
+            .components()
+            .try_fold(0usize, |depth, c| match c {
+                Component::ParentDir => depth.checked_sub(1),
+                Component::Normal(_) => Some(depth + 1),
+                _ => Some(depth),
+            })
+            .is_none();
+        let problem = if Path::new(p).is_absolute() {
+            "is absolute"
+        } else if climbs_out {
+            "leads out of the checkout"
+        } else {
+            return p.clone();
+        };
+        self.error(
+            path.span(),
+            format!(
+                "{p:?} in `{key}` of {name} {problem}: write a path relative to the folder of ports.toml \
+                 that stays inside it, like \"backend\" or \".data/{name}\""
+            ),
+        );
+        p.clone()
+    }
+
     fn service(&mut self, name: &str, raw: &RawService, names: &BTreeSet<String>) -> Option<Service> {
+        let cwd = raw.cwd.as_ref().map(|c| self.inside(c, "cwd", name));
+        let dirs = raw.dirs.iter().map(|d| self.inside(d, "dirs", name)).collect();
         let port = match u16::try_from(*raw.port.get_ref()) {
             Ok(p) if p >= 1 => p,
             _ => {
@@ -499,10 +531,12 @@ impl Validator<'_> {
             .setup
             .iter()
             .map(|step| {
+                let inputs = step.inputs.iter().map(|i| self.inside(i, "setup.inputs", name)).collect();
+                let creates = step.creates.as_ref().map(|c| self.inside(c, "setup.creates", name));
                 let words = self.words(&step.command, &format!("setup command of {name}"))?;
                 let command = words.into_iter().map(|(_, w)| w).collect();
                 let place = line_col(self.text, step.command.span().start);
-                Some(Step { command, inputs: step.inputs.clone(), creates: step.creates.clone(), place })
+                Some(Step { command, inputs, creates, place })
             })
             .collect::<Option<Vec<_>>>()?;
         let ready = match &raw.ready {
@@ -525,7 +559,7 @@ impl Validator<'_> {
             name: name.to_owned(),
             port,
             command,
-            cwd: raw.cwd.as_ref().map(|c| c.get_ref().clone()),
+            cwd,
             depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
             ready,
             url,
@@ -535,7 +569,7 @@ impl Validator<'_> {
                 .chain([("user", raw.user.as_ref().map(|u| u.span()))])
                 .filter_map(|(key, span)| Some((key, line_col(self.text, span?.start))))
                 .collect(),
-            dirs: raw.dirs.clone(),
+            dirs,
             setup,
             env,
             stop_grace,
@@ -865,6 +899,26 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
             ("[services.a]\nport = 2000\ncommand = 'x'\nurl = \"http://x/'\"\n", (4, 7), "a single quote"),
             ("[env]\nX = 'a\\b'\n", (2, 5), "a backslash"),
             ("[env]\nX = '${{HOME}}'\n", (2, 5), "`${`, which python-dotenv expands"),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\ncwd = '/srv/a'\n",
+                (4, 7),
+                "\"/srv/a\" in `cwd` of a is absolute",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\ndirs = ['.data/a', 'x/../../outside']\n",
+                (4, 20),
+                "\"x/../../outside\" in `dirs` of a leads out of the checkout: write a path relative to the folder of ports.toml",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\n[[services.a.setup]]\ncommand = 'y'\ninputs = ['../a.lock']\n",
+                (6, 11),
+                "\"../a.lock\" in `setup.inputs` of a leads out",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\n[[services.a.setup]]\ncommand = 'y'\ncreates = '/var/db'\n",
+                (6, 11),
+                "\"/var/db\" in `setup.creates` of a is absolute",
+            ),
         ];
         for (text, (line, col), needle) in cases {
             let errors = parse(text).expect_err(text);
@@ -874,6 +928,13 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
             assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
             assert_eq!((l, c), (*line, *col), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn paths_inside_the_checkout_are_fine() {
+        let text = "[services.a]\nport = 2000\ncommand = 'x'\ncwd = './a/../b'\ndirs = ['.data/a', '']\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.services["a"].cwd.as_deref(), Some("./a/../b"));
     }
 
     #[test]

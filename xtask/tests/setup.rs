@@ -68,3 +68,21 @@ fn a_failing_step_stops_the_start_with_its_output() {
     );
     assert!(is_free(base), "the service started although its set-up failed");
 }
+
+/// `dirs` are made (and, as root, given to `user`): one outside the checkout
+/// is a ports.toml error, and nothing is made.
+#[test]
+fn a_path_that_leaves_the_checkout_is_refused() {
+    let base = free_ports(10);
+    let name = format!("outside-{}-{base}", std::process::id());
+    let c = Checkout::new(&http_service("a", base, &format!("dirs = [\"../{name}\"]\nuser = \"nobody\"")));
+    let outside = c.dir.path().parent().unwrap().join(&name);
+    let output = c.run(&["start"]);
+    let (out, made) = (text(&output), outside.exists());
+    let _ = std::fs::remove_dir(&outside);
+    assert!(!output.status.success() && !made, "start made {}:\n{out}", outside.display());
+    let place = format!("{}:4:9", c.path("ports.toml").display());
+    let want = format!("{place}: \"../{name}\" in `dirs` of a leads out of the checkout: write a path relative to");
+    assert!(out.contains(&want) && out.contains("nothing was started or written"), "{out}");
+    assert!(is_free(base), "the service started");
+}
