@@ -35,7 +35,7 @@ pub struct Config {
 
 /// A system program the services need, and how to get it.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = r#"a table like { install = "apt-get install -y postgresql" }"#)]
 pub struct Program {
     /// What to run to install it, shown when it is missing.
     pub install: Option<String>,
@@ -215,8 +215,20 @@ impl Config {
 
 /// Reads and parses `ports.toml`.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text).map_err(|errors| anyhow::anyhow!(errors.with_path(path)))
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    decode(bytes).and_then(|text| parse(&text)).map_err(|errors| anyhow::anyhow!(errors.with_path(path)))
+}
+
+/// The text of `ports.toml`, or an error at its first byte that is not UTF-8.
+fn decode(bytes: Vec<u8>) -> Result<String, Errors> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let mut bytes = e.into_bytes();
+        let message = format!("the byte 0x{:02x} is not UTF-8: save ports.toml as UTF-8", bytes[valid]);
+        bytes.truncate(valid);
+        let text = String::from_utf8(bytes).expect("valid up to there");
+        Errors { text, errors: vec![(valid..valid, message)], path: None }
+    })
 }
 
 /// Errors found in `ports.toml`, each with its place in the text.
@@ -283,14 +295,14 @@ struct RawFile {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table like { range = [1024, 65535], attempts = 100 }")]
 struct RawPorts {
     range: Option<Spanned<Vec<i64>>>,
     attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = r#"a table like { port = 8000, command = "server --port {port}" }"#)]
 struct RawService {
     port: Spanned<i64>,
     command: Spanned<RawCommand>,
@@ -310,13 +322,16 @@ struct RawService {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table like { http = "/health" }, or be left out to wait for a TCP connection"#
+)]
 struct RawReady {
     http: Spanned<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = r#"a table like { command = "npm ci", inputs = ["package-lock.json"] }"#)]
 struct RawStep {
     command: Spanned<RawCommand>,
     #[serde(default)]
@@ -362,8 +377,12 @@ pub fn parse(text: &str) -> Result<Config, Errors> {
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let message = e.message().trim_end().to_owned();
-            v.error(e.span().unwrap_or(0..0), message);
+            let span = e.span().unwrap_or(0..0);
+            let message = match e.message().trim_end() {
+                "duplicate key" => duplicate_key(text, &span),
+                message => wrong_type(text, &e, &span).unwrap_or_else(|| message.to_owned()),
+            };
+            v.error(span, message);
             return Err(v.finish());
         }
     };
@@ -372,6 +391,61 @@ pub fn parse(text: &str) -> Result<Config, Errors> {
         Some(config) if v.errors.is_empty() => Ok(config),
         _ => Err(v.finish()),
     }
+}
+
+/// toml says only "duplicate key": name it, and where it was first written
+/// when an earlier line of its table starts the same way.
+fn duplicate_key(text: &str, span: &Range<usize>) -> String {
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    // `port`, `env.X`, or `[services.api` for a table defined twice.
+    let written = text[line_start..span.end].trim_start();
+    let header = written.starts_with('[');
+    let ends: &[char] = if header { &[']', ' ', '\t'] } else { &['=', '.', ' ', '\t'] };
+    let mut end = line_start;
+    let first = text[..line_start]
+        .split_inclusive('\n')
+        .rev()
+        .map(|line| {
+            end -= line.len();
+            (end + line.len() - line.trim_start().len(), line.trim_start())
+        })
+        .take_while(|(_, line)| header || !line.starts_with('['))
+        .find(|(_, line)| line.strip_prefix(written).is_some_and(|rest| rest.starts_with(ends)));
+    match first {
+        Some((at, _)) => {
+            let (line, col) = line_col(text, at);
+            format!("{} is defined twice, first at {line}:{col}: keep one", written.trim_start_matches('['))
+        }
+        None => format!("{} is defined twice: keep one", &text[span.clone()]),
+    }
+}
+
+/// serde's words for a value of the wrong type name Rust types (`i64`, `a
+/// sequence`, `integer as i128`): say instead which key, what is written
+/// there, and what to write.
+fn wrong_type(text: &str, e: &toml::de::Error, span: &Range<usize>) -> Option<String> {
+    let message = e.message();
+    let wrong = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: "))?;
+    let expected = match wrong.rsplit_once(", expected ")?.1 {
+        // Every whole number of ports.toml is a port or a count of ports.
+        "i64" => "a whole number from 1 to 65535",
+        "f64" => "a number",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        other => other,
+    };
+    // toml keeps the key's path private, but shows it when it has no source to quote.
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let key = shown.lines().find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))?;
+    let written = text.get(span.clone())?.lines().next()?;
+    if written.starts_with("[[") {
+        return Some(format!("[[{key}]] makes {key} an array of tables, but it must be one table: write [{key}]"));
+    }
+    let subject =
+        if text[..span.start].trim_end().ends_with('=') { key.to_owned() } else { format!("an item of {key}") };
+    Some(format!("{subject} is {written}, but must be {expected}"))
 }
 
 struct Validator<'a> {
@@ -899,6 +973,34 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
             ("[services.a]\nport = 2000\ncommand = 'x'\nurl = \"http://x/'\"\n", (4, 7), "a single quote"),
             ("[env]\nX = 'a\\b'\n", (2, 5), "a backslash"),
             ("[env]\nX = '${{HOME}}'\n", (2, 5), "`${`, which python-dotenv expands"),
+            ("[services.a]\nport = 2000\ncommand = 'x'\nport = 2001\n", (4, 1), "port is defined twice, first at 2:1"),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\n[services.a.env]\n[services.b]\nport = 2001\ncommand = 'y'\n[services.a]\n",
+                (8, 11),
+                "services.a is defined twice, first at 1:1",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\nready = { http = '/', http = '/x' }\n",
+                (4, 23),
+                "http is defined twice",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\nready = 'http'\n",
+                (4, 9),
+                "services.a.ready is 'http', but must be a table like { http = \"/health\" }, or be left out",
+            ),
+            ("[services]\napi = 1\n", (2, 7), "services.api is 1, but must be a table like { port = 8000, command ="),
+            (
+                "[services.a]\nport = 99999999999999999999\ncommand = 'x'\n",
+                (2, 8),
+                "services.a.port is 99999999999999999999, but must be a whole number from 1 to 65535",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = [3]\n",
+                (3, 12),
+                "an item of services.a.command is 3, but must be a string",
+            ),
+            ("[[services.a]]\nport = 2000\n", (1, 1), "[[services.a]] makes services.a an array of tables"),
             (
                 "[services.a]\nport = 2000\ncommand = 'x'\ncwd = '/srv/a'\n",
                 (4, 7),
@@ -930,11 +1032,48 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
         }
     }
 
+    /// serde names Rust types; the user wrote TOML.
+    #[test]
+    fn type_errors_do_not_name_rust_types() {
+        let service = "[services.a]\nport = 2000\ncommand = 'x'\n";
+        let lines = [
+            "ready = 'http'",
+            "port = 1.5",
+            "setup = ['x']",
+            "setup = { command = 'x' }",
+            "dirs = 'x'",
+            "env = 1",
+            "stop_grace = 'x'",
+            "[ports]\nrange = 5",
+            "[programs]\npg = 1",
+            "ports = 1",
+        ];
+        for line in lines {
+            let text = format!("{service}{line}\n");
+            let errors = parse(&text).expect_err(&text);
+            let (_, _, msg) = errors.located()[0];
+            for rust in ["struct", "Raw", "i64", "i128", "f64", "sequence", "map"] {
+                assert!(!msg.contains(rust), "{line}: {msg}");
+            }
+        }
+    }
+
     #[test]
     fn paths_inside_the_checkout_are_fine() {
         let text = "[services.a]\nport = 2000\ncommand = 'x'\ncwd = './a/../b'\ndirs = ['.data/a', '']\n";
         let config = parse(text).unwrap();
         assert_eq!(config.services["a"].cwd.as_deref(), Some("./a/../b"));
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_is_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ports.toml");
+        std::fs::write(&path, b"[services.a]\nport = 2000 # caf\xc3\xa9 \xff\ncommand = 'x'\n").unwrap();
+        let shown = format!("{:#}", load(&path).unwrap_err());
+        let want = format!("{}:2:20: the byte 0xff is not UTF-8: save ports.toml as UTF-8", path.display());
+        assert!(shown.starts_with(&want), "{shown}");
+        assert!(shown.contains("nothing was started or written"), "{shown}");
     }
 
     #[test]
