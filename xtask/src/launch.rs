@@ -17,7 +17,7 @@ use crate::guard;
 use crate::paths::Project;
 use crate::pids;
 use crate::ports;
-use crate::process::ProcId;
+use crate::process::{ProcId, Stopped};
 use crate::registry::Registry;
 use crate::setup;
 use crate::state::{self, Ports};
@@ -59,13 +59,11 @@ fn prepare(
         match record.supervisor {
             Some(_) => {
                 say!("{name}: stopping the leftover of a runner that was killed (pid {})", record.pid());
-                record.group.stop(grace);
-                pids::remove(project, name, record.group)?;
+                stop(project, &record, grace)?;
             }
             None if output == Output::Terminal && names.contains(name) => {
                 say!("{name}: stopping the background instance (pid {}) to run it here", record.pid());
-                record.group.stop(grace);
-                pids::remove(project, name, record.group)?;
+                stop(project, &record, grace)?;
             }
             None => {
                 if names.contains(name) {
@@ -97,6 +95,15 @@ fn prepare(
     let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
     supervisor.kept = kept;
     Ok(supervisor)
+}
+
+/// Stops a recorded service before starting anew: one still running would
+/// be started twice.
+fn stop(project: &Project, record: &pids::Record, grace: std::time::Duration) -> anyhow::Result<()> {
+    if record.group.stop(grace) == Stopped::Survived {
+        bail!("{} (pid {}) could not be stopped: it still runs (stop it as its user)", record.service, record.pid());
+    }
+    pids::remove(project, &record.service, record.group)
 }
 
 /// The services to start for a selection, with their dependencies, in order.

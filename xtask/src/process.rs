@@ -239,18 +239,22 @@ impl Group {
     /// Returns what was done, for the one-line report.
     pub fn stop(self, grace: Duration) -> Stopped {
         let pgid = Pid::from_raw(self.pgid()).expect("a group id is positive");
-        match self.members() {
+        let listed = match self.members() {
             None => return Stopped::NotOurs,
             Some(m) if m.is_empty() => return Stopped::AlreadyGone,
-            Some(_) => {}
-        }
+            Some(m) => m,
+        };
+        // Waited for from here on: the members listed now, and any that shows
+        // the mark. Once the leader has gone, a member without the mark no
+        // longer shows that the group is ours, but it was listed while it
+        // did; while one of them is in the group, its id is no one else's.
+        let left = || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid));
         let _ = rustix::process::kill_process_group(pgid, Signal::TERM);
-        if wait_until(grace, || !self.is_running()) {
+        if wait_until(grace, || !left()) {
             return Stopped::Terminated;
         }
         let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
-        wait_until(Duration::from_secs(5), || !self.is_running());
-        Stopped::Killed
+        if wait_until(Duration::from_secs(5), || !left()) { Stopped::Killed } else { Stopped::Survived }
     }
 }
 
@@ -260,6 +264,9 @@ pub enum Stopped {
     Killed,
     AlreadyGone,
     NotOurs,
+    /// Still running after KILL: not ours to signal after all (another
+    /// user's, if we are not root), or stuck in the kernel.
+    Survived,
 }
 
 /// Stops one process that is not ours (a holder of a port): through a pidfd,

@@ -11,7 +11,7 @@ use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::launch;
 use crate::paths::Project;
 use crate::pids;
-use crate::process;
+use crate::process::{self, Stopped};
 use crate::setup;
 use crate::state::Ports;
 use crate::supervisor::{Output, Supervisor};
@@ -61,12 +61,15 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
 /// Stops services that `ports.toml` does not name (or cannot say the order
 /// of), all at once with the default grace.
 fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result<()> {
-    std::thread::scope(|scope| {
-        for record in &records {
-            scope.spawn(|| record.group.stop(DEFAULT_STOP_GRACE));
-        }
+    let stopped: Vec<Stopped> = std::thread::scope(|scope| {
+        let stopping: Vec<_> = records.iter().map(|r| scope.spawn(|| r.group.stop(DEFAULT_STOP_GRACE))).collect();
+        stopping.into_iter().map(|t| t.join().unwrap_or(Stopped::Survived)).collect()
     });
-    for record in records {
+    for (record, stopped) in records.into_iter().zip(stopped) {
+        if stopped == Stopped::Survived {
+            say!("{} | could not be stopped: pid {} still runs", record.service, record.pid());
+            continue; // its record stays, for a later stop
+        }
         pids::remove(project, &record.service, record.group)?;
         say!("{} | stopped", record.service);
     }

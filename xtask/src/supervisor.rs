@@ -395,8 +395,14 @@ impl Supervisor {
     pub fn exited(&mut self, service: &str, status: &str) {
         say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));
         if let Some(gone) = self.running.remove(service) {
-            if let Stopped::Terminated | Stopped::Killed = gone.group.stop(self.config.services[service].stop_grace) {
-                say!("{}", self.say(service, "stopped what it left running"));
+            match gone.group.stop(self.config.services[service].stop_grace) {
+                Stopped::Terminated | Stopped::Killed => say!("{}", self.say(service, "stopped what it left running")),
+                Stopped::Survived => {
+                    let what = format!("could not stop what it left running (group {})", gone.group.pgid());
+                    say!("{}", self.say(service, &what));
+                    return; // its record stays, for a later stop
+                }
+                Stopped::AlreadyGone | Stopped::NotOurs => {}
             }
             let _ = pids::remove(&self.project, service, gone.group);
         }
@@ -434,7 +440,8 @@ impl Supervisor {
             let depended_on: BTreeSet<&String> =
                 left.iter().flat_map(|n| service(n).map(|s| s.depends_on.iter()).into_iter().flatten()).collect();
             let wave: Vec<String> = left.iter().filter(|n| !depended_on.contains(n)).cloned().collect();
-            std::thread::scope(|scope| {
+            let survived: BTreeSet<String> = std::thread::scope(|scope| {
+                let mut stopping = Vec::new();
                 for name in &wave {
                     let grace = service(name).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
                     let (group, handle) = match (self.running.get(name), self.kept.get(name)) {
@@ -442,20 +449,33 @@ impl Supervisor {
                         (None, Some(group)) => (*group, None),
                         (None, None) => continue,
                     };
-                    scope.spawn(move || {
-                        group.stop(grace);
-                        if let Some(handle) = handle {
-                            let _ = handle.wait();
-                        }
-                    });
+                    stopping.push((
+                        name.clone(),
+                        scope.spawn(move || {
+                            let stopped = group.stop(grace);
+                            if let (Some(handle), false) = (handle, stopped == Stopped::Survived) {
+                                let _ = handle.wait();
+                            }
+                            stopped
+                        }),
+                    ));
                 }
+                let joined = stopping.into_iter().map(|(name, t)| (name, t.join().unwrap_or(Stopped::Survived)));
+                joined.filter(|(_, stopped)| *stopped == Stopped::Survived).map(|(name, _)| name).collect()
             });
             for name in &wave {
                 let group = self.running.remove(name).map(|r| r.group).or(self.kept.remove(name));
-                if let Some(group) = group {
-                    let _ = pids::remove(&self.project, name, group);
+                match group {
+                    // Its record stays: a later stop, by someone allowed to, can find it.
+                    Some(group) if survived.contains(name) => {
+                        say!("{}", self.say(name, &format!("could not be stopped: pid {} still runs", group.pgid())))
+                    }
+                    Some(group) => {
+                        let _ = pids::remove(&self.project, name, group);
+                        say!("{}", self.say(name, "stopped"));
+                    }
+                    None => say!("{}", self.say(name, "stopped")),
                 }
-                say!("{}", self.say(name, "stopped"));
                 left.remove(name);
             }
         }

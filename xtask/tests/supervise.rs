@@ -224,6 +224,48 @@ fn stop_kills_a_service_that_ignores_term() {
     assert_all_gone(&c, &processes, &[base]);
 }
 
+/// A member that ignores TERM and has cleared its environment (so it lacks
+/// the group's mark) is still killed after the leader has gone: it was the
+/// group's when the group was signalled.
+#[test]
+fn stop_kills_an_unmarked_member_that_ignores_term_after_the_leader_went() {
+    let base = free_ports(10);
+    let toml = format!(
+        r#"[services.a]
+port = {base}
+stop_grace = 0.5
+command = ['sh', '-c', '''env -i sh -c 'trap "" TERM; exec sleep 300' & exec python3 -m http.server {{port}} --bind 127.0.0.1''']
+"#
+    );
+    let c = Checkout::new(&toml);
+    c.ok(&["start"]);
+    let processes = service_processes(&c);
+    assert_eq!(processes.len(), 2, "{processes:?}");
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &processes, &[base]);
+}
+
+/// A group that cannot be signalled (another user's, when we are not root)
+/// is said to be still running, and its record stays for a later stop.
+#[test]
+fn a_service_that_cannot_be_stopped_keeps_its_record() {
+    if !is_root() {
+        return; // needs to start it as root and stop it as another user
+    }
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, "stop_grace = 0.2"));
+    c.ok(&["start"]);
+    let pid = c.pid_of("a").unwrap();
+    std::fs::set_permissions(c.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut stop = c.command(&["stop"]);
+    std::os::unix::process::CommandExt::uid(&mut stop, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut stop, NOBODY);
+    let out = text(&stop.output().unwrap());
+    assert!(out.contains(&format!("a | could not be stopped: pid {pid} still runs")), "{out}");
+    assert!(alive(pid));
+    assert!(c.path(".pids/a.json").exists(), "the record of a running service was removed:\n{out}");
+}
+
 #[test]
 fn a_service_gets_no_descriptor_the_runner_inherited() {
     let base = free_ports(10);
