@@ -18,6 +18,47 @@ use crate::term::say;
 
 const GRACE: Duration = Duration::from_secs(5);
 
+/// What is true of a busy port now.
+enum Judged {
+    /// Another checkout reserves it: the allocation moves past it, and says so.
+    Reserved,
+    /// Nobody can be seen listening on it.
+    Unseen,
+    Held {
+        holders: Vec<Holder>,
+        known: Known,
+        action: Action,
+    },
+}
+
+/// Who holds `port`, and what the policy says to do about it. Read when
+/// asked, not once for every port: resolving an earlier one may have taken
+/// seconds (a grace, a question), while another checkout started a service
+/// here. Its registry entry and its record are written before its process
+/// can listen, so they are read after the lookup.
+fn judge(project: &Project, service: &str, port: u16, mode: Mode, config: &Config) -> anyhow::Result<Judged> {
+    let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
+    let registry = Registry::open()?;
+    if registry.entries.reserved_by_others(&project.root).contains(&port) {
+        return Ok(Judged::Reserved);
+    }
+    if holders.is_empty() {
+        return Ok(Judged::Unseen);
+    }
+    let known = Known::gather(project, &registry);
+    let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
+    let siblings = config.services.keys().map(String::as_str).filter(|s| *s != service).collect();
+    let action = holder::decide_all(&classes, &siblings, mode);
+    Ok(Judged::Held { holders, known, action })
+}
+
+/// Whether the policy may free `port` for `service` (it would stop, kill,
+/// or ask to kill its holders), before anything is done.
+pub fn may_free(project: &Project, service: &str, port: u16, mode: Mode, config: &Config) -> anyhow::Result<bool> {
+    let judged = judge(project, service, port, mode, config)?;
+    Ok(matches!(judged, Judged::Held { action: Action::StopOurs | Action::Ask | Action::Kill, .. }))
+}
+
 /// Tries to free `port` for `service`. `None` when it is free now, or
 /// another checkout reserves it (the allocation moves past it and says so);
 /// else why it stays busy, for the line that says where the service moves.
@@ -28,24 +69,15 @@ pub fn resolve(
     mode: Mode,
     config: &Config,
 ) -> anyhow::Result<Option<String>> {
-    let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
-    // Read now, after the lookup, and not once for every port: resolving an
-    // earlier one may have taken seconds (a grace, a question), while
-    // another checkout started a service here. Its registry entry and its
-    // record are written before its process can listen.
-    let registry = Registry::open()?;
-    if registry.entries.reserved_by_others(&project.root).contains(&port) {
-        return Ok(None);
-    }
-    let known = Known::gather(project, &registry);
-    drop(registry);
-    if holders.is_empty() {
-        return Ok((!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
-    }
-    let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
+    let (holders, known, action) = match judge(project, service, port, mode, config)? {
+        Judged::Reserved => return Ok(None),
+        Judged::Unseen => {
+            return Ok((!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
+        }
+        Judged::Held { holders, known, action } => (holders, known, action),
+    };
     let who = holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ");
-    let siblings = config.services.keys().map(String::as_str).filter(|s| *s != service).collect();
-    Ok(match holder::decide_all(&classes, &siblings, mode) {
+    Ok(match action {
         Action::StopOurs => {
             for h in &holders {
                 if let Some((_, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {

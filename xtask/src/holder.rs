@@ -56,6 +56,15 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
     let mut seen_inodes = BTreeSet::new();
     for (pid, inodes) in held {
         let Some(stat) = Stat::of(pid) else { continue };
+        // Its pid may have been reused since the scan: what is read now is
+        // the holder's only if it still holds them.
+        let inodes = match procscan::sockets_of(pid, &inodes) {
+            now if now.is_empty() => held_through_threads(pid, &inodes),
+            now => now,
+        };
+        if inodes.is_empty() {
+            continue;
+        }
         let Ok(uid) = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()) else { continue };
         let words = process::argv(pid);
         let command = if words.is_empty() { stat.comm.clone() } else { words.join(" ") };
@@ -86,14 +95,19 @@ fn held_by_threads(sockets: &BTreeSet<u64>) -> Vec<(i32, BTreeSet<u64>)> {
         if !Stat::of(pid).is_some_and(|s| s.state == 'Z' && s.threads > 1) {
             continue;
         }
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
-        let tids = tasks.filter_map(|t| t.file_name().to_str()?.parse().ok());
-        let held: BTreeSet<u64> = tids.flat_map(|tid| procscan::sockets_of_thread(pid, tid, sockets)).collect();
+        let held = held_through_threads(pid, sockets);
         if !held.is_empty() {
             found.push((pid, held));
         }
     }
     found
+}
+
+/// Which of `sockets` process `pid` holds, asked through each of its threads.
+fn held_through_threads(pid: i32, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let tids = tasks.filter_map(|t| t.file_name().to_str()?.parse().ok());
+    tids.flat_map(|tid| procscan::sockets_of_thread(pid, tid, sockets)).collect()
 }
 
 /// Whether the listener on `port` belongs to the process group `pgid` (or

@@ -2,7 +2,7 @@
 //! input, stop the leftovers of a runner that was killed, settle who may keep
 //! running, set up, resolve conflicts on the services' ports, and allocate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 
@@ -79,18 +79,27 @@ fn prepare(
         setup::prepare(project, &config, name, path)?;
     }
 
-    // A busy port of a service about to start: free it if the policy allows.
+    // A busy port of a service about to start: free it if the policy allows,
+    // unless some service would get no port even then.
     let current = state::load(&project.ports_json(), &config)?;
-    let mut busy = BTreeMap::new();
-    for name in &to_start {
-        let port = current.get(name).copied().unwrap_or(config.services[name].port);
-        if !alloc::is_free(port) {
-            busy.extend(conflict::resolve(project, name, port, mode, &config)?.map(|why| (name.clone(), why)));
+    let wanted: BTreeMap<&String, u16> =
+        to_start.iter().map(|n| (n, current.get(n).copied().unwrap_or(config.services[n].port))).collect();
+    let contested: BTreeMap<&String, u16> = wanted.into_iter().filter(|(_, p)| !alloc::is_free(*p)).collect();
+    let running = || -> Ports { pids::load_all(&project.root).into_iter().map(|r| (r.service, r.port)).collect() };
+    if !contested.is_empty() {
+        let mut freeable = BTreeSet::new();
+        for (name, port) in &contested {
+            if conflict::may_free(project, name, *port, mode, &config)? {
+                freeable.insert(*port);
+            }
         }
+        ports::check_allocatable(project, &config, &running(), &freeable)?;
     }
-
-    let running: Ports = pids::load_all(&project.root).into_iter().map(|r| (r.service, r.port)).collect();
-    let ports = ports::allocate_and_write(project, &config, &running, &busy)?;
+    let mut busy = BTreeMap::new();
+    for (name, port) in contested {
+        busy.extend(conflict::resolve(project, name, port, mode, &config)?.map(|why| (name.clone(), why)));
+    }
+    let ports = ports::allocate_and_write(project, &config, &running(), &busy)?;
 
     let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
     supervisor.kept = kept;

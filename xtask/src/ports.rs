@@ -68,6 +68,26 @@ pub fn allocate_and_write(
     allocate_locked(project, config, &mut registry, &current, running, why_busy)
 }
 
+/// Fails, as `allocate_and_write` would, if some service would get no port
+/// even were every port in `freeable` free: said before a holder of one of
+/// them is killed, when nothing has changed yet. Writes nothing.
+pub fn check_allocatable(
+    project: &Project,
+    config: &Config,
+    running: &Ports,
+    freeable: &BTreeSet<u16>,
+) -> anyhow::Result<()> {
+    let registry = Registry::open()?;
+    let mut current = config.preferred_ports();
+    current.extend(state::load(&project.ports_json(), config)?);
+    let reserved = registry.entries.reserved_by_others(&project.root);
+    let usable = |port| freeable.contains(&port) || alloc::is_free(port);
+    match alloc::allocate(config, &current, running, &reserved, usable) {
+        Ok(_) => Ok(()),
+        Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
+    }
+}
+
 /// The part of `allocate_and_write` and `pin` done under both locks: every
 /// service gets a port from its `current` one, those in `fixed` keep theirs;
 /// then the files are written and each move said.

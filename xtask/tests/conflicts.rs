@@ -120,6 +120,22 @@ fn an_ancestor_of_the_runner_is_never_killed() {
     assert_eq!(c.ports()["api"], base + 1);
 }
 
+/// Nothing is killed for one service when another would get no port anyway.
+#[test]
+fn no_holder_is_killed_when_some_service_would_get_no_port_anyway() {
+    let base = free_ports(20);
+    let toml =
+        format!("[ports]\nattempts = 3\n{}{}", http_service("api", base, ""), http_service("web", base + 10, ""));
+    let c = Checkout::new(&toml);
+    // api's whole window is held by the runner's parent (never killed);
+    // web's port by a process the policy would kill.
+    let _window: Vec<_> = (base..base + 3).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
+    let squatter = Squatter::start(base + 10, "127.0.0.1", None);
+    let out = c.fails(&["start", "--force"]);
+    assert!(out.contains("no free port for api") && out.contains("nothing was changed"), "{out}");
+    assert!(alive(squatter.pid()), "web's holder was killed for nothing:\n{out}");
+}
+
 /// A listener and a child that inherited its socket, in a process group of
 /// their own, both killed when dropped.
 struct SharedListener {
