@@ -536,20 +536,20 @@ impl Validator<'_> {
     /// Paths of ports.toml are joined to the checkout's root: an absolute one,
     /// or one whose `..` climb above the root, would reach outside the
     /// checkout (and `dirs` are given to `user`).
+    /// A folder of `dirs` must also not be the root itself: it is given to `user`.
     fn inside(&mut self, path: &Spanned<String>, key: &str, name: &str) -> String {
         let p = path.get_ref();
-        let climbs_out = Path::new(p)
-            .components()
-            .try_fold(0usize, |depth, c| match c {
-                Component::ParentDir => depth.checked_sub(1),
-                Component::Normal(_) => Some(depth + 1),
-                _ => Some(depth),
-            })
-            .is_none();
+        let depth = Path::new(p).components().try_fold(0usize, |depth, c| match c {
+            Component::ParentDir => depth.checked_sub(1),
+            Component::Normal(_) => Some(depth + 1),
+            _ => Some(depth),
+        });
         let problem = if Path::new(p).is_absolute() {
             "is absolute"
-        } else if climbs_out {
+        } else if depth.is_none() {
             "leads out of the checkout"
+        } else if depth == Some(0) && key == "dirs" {
+            "is the checkout itself"
         } else {
             return p.clone();
         };
@@ -1012,6 +1012,11 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
                 "\"x/../../outside\" in `dirs` of a leads out of the checkout: write a path relative to the folder of ports.toml",
             ),
             (
+                "[services.a]\nport = 2000\ncommand = 'x'\ndirs = ['x/..']\n",
+                (4, 9),
+                "\"x/..\" in `dirs` of a is the checkout itself",
+            ),
+            (
                 "[services.a]\nport = 2000\ncommand = 'x'\n[[services.a.setup]]\ncommand = 'y'\ninputs = ['../a.lock']\n",
                 (6, 11),
                 "\"../a.lock\" in `setup.inputs` of a leads out",
@@ -1060,9 +1065,9 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
 
     #[test]
     fn paths_inside_the_checkout_are_fine() {
-        let text = "[services.a]\nport = 2000\ncommand = 'x'\ncwd = './a/../b'\ndirs = ['.data/a', '']\n";
+        let text = "[services.a]\nport = 2000\ncommand = 'x'\ncwd = '.'\ndirs = ['.data/a', 'a/../b']\n";
         let config = parse(text).unwrap();
-        assert_eq!(config.services["a"].cwd.as_deref(), Some("./a/../b"));
+        assert_eq!(config.services["a"].cwd.as_deref(), Some("."));
     }
 
     #[test]
