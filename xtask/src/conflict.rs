@@ -11,7 +11,8 @@ use crate::cli::Mode;
 use crate::config::Config;
 use crate::holder::{self, Action, Class, Holder, Known};
 use crate::paths::Project;
-use crate::process;
+use crate::pids;
+use crate::process::{self, Stopped};
 use crate::registry::Registry;
 use crate::term;
 use crate::term::say;
@@ -80,8 +81,13 @@ pub fn resolve(
     Ok(match action {
         Action::StopOurs => {
             for h in &holders {
-                if let Some((_, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {
-                    group.stop(GRACE);
+                if let Some((name, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {
+                    if group.stop(GRACE) == Stopped::Survived {
+                        return Ok(Some(format!(
+                            "is held by this checkout's earlier {who}, which could not be stopped"
+                        )));
+                    }
+                    pids::remove(project, name, *group)?;
                 }
             }
             say!("{service}: port {port} was held by this checkout's earlier {who}; stopped it");

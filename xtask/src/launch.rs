@@ -52,58 +52,67 @@ fn prepare(
     for record in stale {
         pids::remove(project, &record.service, record.group)?; // it exited
     }
+    // Who stays and who goes is decided before anything is done.
     let mut kept = BTreeMap::new();
+    let mut going = Vec::new();
     for record in records {
         let name = &record.service;
-        let grace = config.services.get(name).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
         match record.supervisor {
-            Some(_) => {
-                say!("{name}: stopping the leftover of a runner that was killed (pid {})", record.pid());
-                stop(project, &record, grace)?;
-            }
+            Some(_) => going.push((record, "stopping the leftover of a runner that was killed")),
             None if output == Output::Terminal && names.contains(name) => {
-                say!("{name}: stopping the background instance (pid {}) to run it here", record.pid());
-                stop(project, &record, grace)?;
+                going.push((record, "stopping the background instance to run it here"))
             }
             None => {
                 if names.contains(name) {
                     say!("{name}: already running (pid {})", record.pid());
                 }
-                kept.insert(name.clone(), record.group);
+                kept.insert(name.clone(), record);
             }
         }
     }
     let to_start: Vec<String> = names.iter().filter(|n| !kept.contains_key(*n)).cloned().collect();
+    let fixed: Ports = kept.values().map(|r| (r.service.clone(), r.port)).collect();
+    // Would every service get a port, were the ports the policy may free
+    // freed? If not, fail now, while nothing is stopped or killed.
+    let mut freeable = BTreeSet::new();
+    for (name, port) in contested(project, &config, &to_start)? {
+        if conflict::may_free(project, &name, port, mode, &config)? {
+            freeable.insert(port);
+        }
+    }
+    ports::check_allocatable(project, &config, &fixed, &freeable)?;
+
+    for (record, doing) in going {
+        say!("{}: {doing} (pid {})", record.service, record.pid());
+        let grace = config.services.get(&record.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+        stop(project, &record, grace)?;
+    }
     // Before any holder of a port is killed: a step that fails leaves it be.
     for name in &to_start {
         setup::prepare(project, &config, name, path)?;
     }
-
-    // A busy port of a service about to start: free it if the policy allows,
-    // unless some service would get no port even then.
-    let current = state::load(&project.ports_json(), &config)?;
-    let wanted: BTreeMap<&String, u16> =
-        to_start.iter().map(|n| (n, current.get(n).copied().unwrap_or(config.services[n].port))).collect();
-    let contested: BTreeMap<&String, u16> = wanted.into_iter().filter(|(_, p)| !alloc::is_free(*p)).collect();
-    let running = || -> Ports { pids::load_all(&project.root).into_iter().map(|r| (r.service, r.port)).collect() };
-    if !contested.is_empty() {
-        let mut freeable = BTreeSet::new();
-        for (name, port) in &contested {
-            if conflict::may_free(project, name, *port, mode, &config)? {
-                freeable.insert(*port);
-            }
-        }
-        ports::check_allocatable(project, &config, &running(), &freeable)?;
-    }
     let mut busy = BTreeMap::new();
-    for (name, port) in contested {
-        busy.extend(conflict::resolve(project, name, port, mode, &config)?.map(|why| (name.clone(), why)));
+    for (name, port) in contested(project, &config, &to_start)? {
+        busy.extend(conflict::resolve(project, &name, port, mode, &config)?.map(|why| (name, why)));
     }
-    let ports = ports::allocate_and_write(project, &config, &running(), &busy)?;
+    let ports = ports::allocate_and_write(project, &config, &fixed, &busy)?;
 
     let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
-    supervisor.kept = kept;
+    supervisor.kept = kept.into_iter().map(|(name, record)| (name, record.group)).collect();
     Ok(supervisor)
+}
+
+/// The busy ports of `to_start` that the allocation would give as they are,
+/// so that their holders may be asked to go. One below the range, say, is
+/// moved past whoever holds it: nobody is killed for it.
+fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow::Result<Vec<(String, u16)>> {
+    let current = state::load(&project.ports_json(), config)?;
+    let as_is = |p: u16| alloc::walk(p, 1, config.range).start() == &p && !alloc::is_browser_blocked(p);
+    Ok(to_start
+        .iter()
+        .map(|n| (n.clone(), current.get(n).copied().unwrap_or(config.services[n].port)))
+        .filter(|(_, p)| as_is(*p) && !alloc::is_free(*p))
+        .collect())
 }
 
 /// Stops a recorded service before starting anew: one still running would

@@ -274,9 +274,12 @@ fn show_all(project: &Project, as_json: bool) -> anyhow::Result<()> {
 
 /// `ports set`: pins the port, then restarts the background services that use it.
 pub fn set(project: &Project, config: &Config, service: &str, port: u16, flags: ConflictFlags) -> anyhow::Result<()> {
-    pin(project, config, service, port)?;
     let running = running_ports(project);
     let restart: Vec<String> = users_of(config, service).into_iter().filter(|n| running.contains_key(n)).collect();
+    if !restart.is_empty() {
+        crate::start::check_restartable(project)?; // before the new port is written
+    }
+    pin(project, config, service, port)?;
     if restart.is_empty() {
         return Ok(());
     }
@@ -340,10 +343,11 @@ fn reset(project: &Project) -> anyhow::Result<()> {
     );
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
-    files::remove_optional(&project.ports_json())?;
-    files::remove_optional(&project.env_runtime())?;
+    // The registry first: if it cannot be saved, nothing has changed.
     registry.entries.checkouts.remove(&project.root);
     registry.save()?;
+    files::remove_optional(&project.ports_json())?;
+    files::remove_optional(&project.env_runtime())?;
     say!("forgot the allocations: .ports.json and .env.runtime removed, reservations released");
     Ok(())
 }

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 use crate::cli::{self, ConflictFlags};
 use crate::config::{Config, DEFAULT_STOP_GRACE};
 use crate::launch;
 use crate::paths::Project;
 use crate::pids;
-use crate::process::{self, Stopped};
+use crate::process::{self, ProcId, Stopped};
 use crate::setup;
 use crate::state::Ports;
 use crate::supervisor::{Output, Supervisor};
@@ -36,8 +36,19 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
         say!("nothing is running");
         return Ok(());
     }
-    background(project, config, running(project))?.stop(&names);
-    stop_unnamed(project, unnamed)
+    let mut failed = background(project, config, running(project))?.stop(&names);
+    failed.extend(stop_unnamed(project, unnamed)?);
+    refuse_survivors(&failed)
+}
+
+/// An error naming the services that still run after a stop (each was said).
+fn refuse_survivors(failed: &[String]) -> anyhow::Result<()> {
+    ensure!(
+        failed.is_empty(),
+        "{} could not be stopped: stop them as the user who started them (or as root)",
+        failed.join(", ")
+    );
+    Ok(())
 }
 
 /// Stops the services of `left`, the records of a `dev` that is gone (its
@@ -55,12 +66,13 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
         }
         Err(e) => say!("{e:#}: stopping without the dependency order"),
     }
-    stop_unnamed(project, unknown)
+    stop_unnamed(project, unknown).map(drop)
 }
 
 /// Stops services that `ports.toml` does not name (or cannot say the order
-/// of), all at once with the default grace.
-fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result<()> {
+/// of), all at once with the default grace. Returns those that still run.
+fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result<Vec<String>> {
+    let mut failed = Vec::new();
     let stopped: Vec<Stopped> = std::thread::scope(|scope| {
         let stopping: Vec<_> = records.iter().map(|r| scope.spawn(|| r.group.stop(DEFAULT_STOP_GRACE))).collect();
         stopping.into_iter().map(|t| t.join().unwrap_or(Stopped::Survived)).collect()
@@ -68,12 +80,13 @@ fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result
     for (record, stopped) in records.into_iter().zip(stopped) {
         if stopped == Stopped::Survived {
             say!("{} | could not be stopped: pid {} still runs", record.service, record.pid());
-            continue; // its record stays, for a later stop
+            failed.push(record.service); // its record stays, for a later stop
+            continue;
         }
         pids::remove(project, &record.service, record.group)?;
         say!("{} | stopped", record.service);
     }
-    Ok(())
+    Ok(failed)
 }
 
 pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
@@ -85,22 +98,16 @@ pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> 
     // would keep them from starting again is found first.
     launch::check(project, &config, &names, &setup::search_path(&config))?;
     let stopping = to_stop(project, &config, services)?;
-    background(project, config.clone(), running(project))?.stop(&stopping);
+    refuse_survivors(&background(project, config.clone(), running(project))?.stop(&stopping))?;
     start(project, &names, flags)
 }
 
 /// What a stop of `services` reaches (`reach`), after stopping a `dev` in
 /// another terminal that runs them (only as a whole).
 fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
-    let records = running(project);
-    let supervised: Vec<_> = records.iter().filter_map(|r| r.supervisor.filter(|s| s.is_alive())).collect();
-    if let Some(dev) = supervised.first() {
+    if let Some(dev) = other_dev(project) {
         if cli::selection(services).is_some() {
-            bail!(
-                "these services are run by `cargo xtask dev` (pid {}) in another terminal: \
-                 stop them there, or stop everything with `cargo xtask stop`",
-                dev.pid
-            );
+            refuse_selection(dev)?;
         }
         say!("stopping `cargo xtask dev` (pid {})", dev.pid);
         rustix::process::kill_process(
@@ -113,6 +120,26 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
         }
     }
     reach(project, config, services)
+}
+
+/// A `cargo xtask dev` in another terminal that runs services of this checkout.
+fn other_dev(project: &Project) -> Option<ProcId> {
+    running(project).iter().find_map(|r| r.supervisor.filter(|dev| dev.is_alive()))
+}
+
+/// Some of what a `dev` runs cannot be stopped or restarted from here.
+fn refuse_selection(dev: ProcId) -> anyhow::Result<()> {
+    bail!(
+        "these services are run by `cargo xtask dev` (pid {}) in another terminal: \
+         stop them there, or stop everything with `cargo xtask stop`",
+        dev.pid
+    )
+}
+
+/// What `restart` of `services` would refuse, found before anything changes
+/// (`ports set` asks before it writes the new port).
+pub fn check_restartable(project: &Project) -> anyhow::Result<()> {
+    other_dev(project).map_or(Ok(()), refuse_selection)
 }
 
 /// The running services a stop of `services` reaches: they and what depends on them.

@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 use crate::alloc;
 use crate::config::{Config, DEFAULT_STOP_GRACE, Ready};
 use crate::envfile;
+use crate::files::Lock;
 use crate::guard::Guard;
 use crate::holder;
 use crate::logs;
@@ -331,7 +332,10 @@ impl Supervisor {
                     }
                     let port = self.ports[&service];
                     let running = self.running.remove(&service).expect("current");
-                    running.group.stop(self.config.services[&service].stop_grace);
+                    if running.group.stop(self.config.services[&service].stop_grace) == Stopped::Survived {
+                        // Its record stays, for a later stop.
+                        bail!("{service} exited ({status}), and what it left running could not be stopped");
+                    }
                     pids::remove(&self.project, &service, running.group)?;
                     let tries = retries.entry(service.clone()).or_default();
                     if alloc::is_free(port) || *tries >= PORT_RETRIES {
@@ -420,7 +424,8 @@ impl Supervisor {
         let names = self.config.dependents_closure(names);
         let names: Vec<String> =
             names.into_iter().filter(|n| self.running.contains_key(n) || self.kept.contains_key(n)).collect();
-        self.stop(&names);
+        let failed = self.stop(&names);
+        ensure!(failed.is_empty(), "{} could not be stopped, so nothing was started again", failed.join(", "));
         self.start_all(&names)
     }
 
@@ -431,7 +436,10 @@ impl Supervisor {
 
     /// Stops services, dependents first; those that nothing left running
     /// depends on stop together.
-    pub fn stop(&mut self, names: &[String]) {
+    /// Returns those that could not be stopped: they stay tracked, with their
+    /// records, for a later stop by someone allowed to.
+    pub fn stop(&mut self, names: &[String]) -> Vec<String> {
+        let mut failed = Vec::new();
         let mut left: BTreeSet<String> =
             names.iter().filter(|n| self.running.contains_key(*n) || self.kept.contains_key(*n)).cloned().collect();
         // A background service that ports.toml no longer names has no place in its order.
@@ -464,28 +472,28 @@ impl Supervisor {
                 joined.filter(|(_, stopped)| *stopped == Stopped::Survived).map(|(name, _)| name).collect()
             });
             for name in &wave {
-                let group = self.running.remove(name).map(|r| r.group).or(self.kept.remove(name));
-                match group {
-                    // Its record stays: a later stop, by someone allowed to, can find it.
-                    Some(group) if survived.contains(name) => {
-                        say!("{}", self.say(name, &format!("could not be stopped: pid {} still runs", group.pgid())))
-                    }
-                    Some(group) => {
-                        let _ = pids::remove(&self.project, name, group);
-                        say!("{}", self.say(name, "stopped"));
-                    }
-                    None => say!("{}", self.say(name, "stopped")),
-                }
                 left.remove(name);
+                if survived.contains(name) {
+                    let pid = self.running.get(name).map(|r| r.group).or(self.kept.get(name).copied());
+                    let pid = pid.map_or(0, |g| g.pgid());
+                    say!("{}", self.say(name, &format!("could not be stopped: pid {pid} still runs")));
+                    failed.push(name.clone());
+                    continue;
+                }
+                if let Some(group) = self.running.remove(name).map(|r| r.group).or(self.kept.remove(name)) {
+                    let _ = pids::remove(&self.project, name, group);
+                }
+                say!("{}", self.say(name, "stopped"));
             }
         }
+        failed
     }
 
     /// Stops what this runner started (or took over); what it found running
     /// in the background runs on, as `start` left it.
     pub fn stop_all(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
-        self.stop(&names);
+        self.stop(&names); // what could not be stopped was said
     }
 
     /// Runs in the foreground until a signal: reports services that exit,
@@ -518,10 +526,27 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Services started in the background since this runner began (by a
+    /// `start` in another terminal) are kept, as those found at its start:
+    /// none is started twice, and a stop reaches them.
+    fn adopt(&mut self) {
+        for record in pids::load_all(&self.project.root) {
+            let known = self.running.contains_key(&record.service) || self.kept.contains_key(&record.service);
+            if !known && record.group.is_running() {
+                self.ports.insert(record.service.clone(), record.port);
+                self.kept.insert(record.service, record.group);
+            }
+        }
+    }
+
     /// Carries out a dashboard action on the services this runner runs.
     pub fn act(&mut self, action: &Action) -> anyhow::Result<String> {
         match action {
             Action::Start(name) => {
+                // A `start` in another terminal may run now, or have run: one
+                // launch at a time, and what it started is known here.
+                let _launch = Lock::acquire(&self.project.launch_lock())?;
+                self.adopt();
                 let names = self.config.closure(Some(std::slice::from_ref(name)))?;
                 // As `start` does: what is not running yet is set up first.
                 let new: Vec<String> = names
@@ -537,8 +562,10 @@ impl Supervisor {
                 Ok(format!("{name} started"))
             }
             Action::Stop(name) => {
+                self.adopt();
                 let names: Vec<String> = self.config.dependents_closure(std::slice::from_ref(name));
-                self.stop(&names);
+                let failed = self.stop(&names);
+                ensure!(failed.is_empty(), "{} could not be stopped: it still runs", failed.join(", "));
                 Ok(format!("{name} stopped"))
             }
             Action::Restart(name) => {

@@ -136,6 +136,34 @@ fn no_holder_is_killed_when_some_service_would_get_no_port_anyway() {
     assert!(alive(squatter.pid()), "web's holder was killed for nothing:\n{out}");
 }
 
+/// A port the allocation would not give as it is (below the range) is moved
+/// past, and nobody is killed for it.
+#[test]
+fn nobody_is_killed_for_a_port_below_the_range() {
+    let base = free_ports(20);
+    let c = Checkout::new(&format!("[ports]\nrange = [{}, {}]\n{}", base + 10, base + 19, one_service(base)));
+    let squatter = Squatter::start(base, "127.0.0.1", None);
+    let out = c.ok(&["start", "--force"]);
+    assert!(alive(squatter.pid()), "killed for a port it would not use:\n{out}");
+    assert_eq!(c.ports()["api"], base + 10, "{out}");
+}
+
+/// `dev` taking over a background service does not stop it when it would
+/// fail anyway for want of a port.
+#[test]
+fn dev_stops_no_background_service_when_some_service_would_get_no_port() {
+    let base = free_ports(20);
+    let toml =
+        format!("[ports]\nattempts = 3\n{}{}", http_service("api", base, ""), http_service("web", base + 10, ""));
+    let c = Checkout::new(&toml);
+    c.ok(&["start", "web"]);
+    let web = c.pid_of("web").unwrap();
+    let _window: Vec<_> = (base..base + 3).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
+    let out = c.fails(&["dev", "--no-kill"]);
+    assert!(out.contains("no free port for api") && out.contains("nothing was changed"), "{out}");
+    assert!(alive(web), "web was stopped before dev failed:\n{out}");
+}
+
 /// A listener and a child that inherited its socket, in a process group of
 /// their own, both killed when dropped.
 struct SharedListener {

@@ -291,3 +291,25 @@ fn set_port_in_dev_says_where_the_service_really_went() {
     assert!(message.contains(&format!("moved to port {}", base + 6)), "{message}");
     dev.stop();
 }
+
+/// What a `start` in another terminal started meanwhile is known to dev's
+/// dashboard: not started a second time, and stopped by its stop.
+#[test]
+fn the_dashboard_of_dev_knows_what_another_terminal_started() {
+    let base = free_ports(10);
+    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let dev = dev_of(&c, &["a"]);
+    let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
+    assert_eq!(code, 200, "{reply}");
+    c.ok(&["start", "a"]);
+    let a = c.pid_of("a").unwrap();
+    let (code, reply) = dev.api("POST", "/api/services/a/start", "");
+    assert_eq!(code, 200, "{reply}");
+    let servers = processes_with(&format!("http.server {base} "));
+    assert_eq!(servers.len(), 1, "a was started twice: {reply} {servers:?}");
+    assert_eq!(c.pid_of("a"), Some(a));
+    let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
+    assert_eq!(code, 200, "{reply}");
+    assert!(!alive(a), "the dashboard's stop left a running: {reply}");
+    dev.stop();
+}

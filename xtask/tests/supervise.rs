@@ -152,19 +152,22 @@ fn dev_refusing_leaves_the_background_services_running() {
 #[test]
 fn a_ready_service_that_exits_while_others_start_fails_the_start() {
     let base = free_ports(10);
+    // a serves until the file `go` appears; b starts long after.
+    let a = "python3 -m http.server {port} --bind 127.0.0.1 & until [ -e go ]; do sleep 0.1; done; kill $!; exit 3";
     let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\ncommand = \"timeout 3 python3 -m http.server {{port}} --bind 127.0.0.1\"\n\
-         [services.b]\nport = {}\ncommand = \"sh -c 'sleep 20; exec python3 -m http.server {{port}} --bind 127.0.0.1'\"\n",
+        "[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{a}\"]\n\
+         [services.b]\nport = {}\ncommand = \"sh -c 'sleep 60; exec python3 -m http.server {{port}} --bind 127.0.0.1'\"\n",
         base + 1
     ));
     let mut start = c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let a_ready = wait_for(LONG, || c.status().get("a").is_some_and(|s| s["healthy"] == true));
+    std::fs::write(c.path("go"), "").unwrap();
     let ended = wait_for(LONG, || !matches!(start.try_wait(), Ok(None)));
     let _ = start.kill();
     let out = text(&start.wait_with_output().unwrap());
-    assert!(ended, "start never returned:\n{out}");
-    assert!(out.contains("a exited (exit status: 124) while the others were starting"), "{out}");
-    assert!(processes_with(&format!("http.server {}", base + 1)).is_empty(), "b was left running:\n{out}");
-    assert!(processes_with(&format!("sleep 20; exec python3 -m http.server {}", base + 1)).is_empty());
+    assert!(a_ready && ended, "a never ready, or start never returned:\n{out}");
+    assert!(out.contains("a exited (exit status: 3) while the others were starting"), "{out}");
+    assert!(processes_with(&format!("sleep 60; exec python3 -m http.server {}", base + 1)).is_empty(), "{out}");
 }
 
 /// A service whose record cannot be written is stopped, not left unknown.
@@ -194,6 +197,22 @@ fn dev_holds_no_whole_line_of_output_without_newlines() {
     std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
     dev.wait().unwrap();
     assert!(peak_kb < 30_000, "dev's memory peaked at {peak_kb} kB for 50 MB of output");
+}
+
+/// `ports set` of a service a `dev` in another terminal runs is refused
+/// before the new port is written.
+#[test]
+fn ports_set_under_another_dev_changes_nothing() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    let before = (c.read(".ports.json"), c.read(".env.runtime"));
+    let out = c.fails(&["ports", "set", "a", &(base + 5).to_string()]);
+    assert!(out.contains("run by `cargo xtask dev`"), "{out}");
+    assert_eq!((c.read(".ports.json"), c.read(".env.runtime")), before, "{out}");
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    dev.wait().unwrap();
 }
 
 #[test]
@@ -260,7 +279,9 @@ fn a_service_that_cannot_be_stopped_keeps_its_record() {
     let mut stop = c.command(&["stop"]);
     std::os::unix::process::CommandExt::uid(&mut stop, NOBODY);
     std::os::unix::process::CommandExt::gid(&mut stop, NOBODY);
-    let out = text(&stop.output().unwrap());
+    let output = stop.output().unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
     assert!(out.contains(&format!("a | could not be stopped: pid {pid} still runs")), "{out}");
     assert!(alive(pid));
     assert!(c.path(".pids/a.json").exists(), "the record of a running service was removed:\n{out}");

@@ -377,9 +377,9 @@ fn a_relative_xdg_state_home_is_ignored() {
     assert!(registry_file(&home.path().join(".local/state")).is_file(), "no registry under HOME/.local/state");
 }
 
-/// A checkout that waits seconds on one holder (it ignores TERM) decides
-/// about its next port with what is true by then: the other checkout's
-/// service that took that port meanwhile is not killed.
+/// While a checkout waits seconds on one holder (it ignores TERM), another
+/// checkout starts a service on the first one's next port: that service is
+/// not killed, and the first checkout moves past its reservation.
 #[test]
 fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stranger() {
     let base = free_ports(10);
