@@ -112,13 +112,17 @@ fn held_through_threads(pid: i32, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
 
 /// Whether the listener on `port` belongs to the process group `pgid` (or
 /// cannot be seen at all). Its leader usually holds it, so it is asked first.
+/// A holder that left the group (`setsid`) is the service's when it carries
+/// the group's mark, as the leader does.
 pub fn held_by_group(port: u16, pgid: i32) -> bool {
     let sockets = listening(&BTreeSet::from([port]));
     if sockets.is_empty() || !procscan::sockets_of(pgid, &sockets.keys().copied().collect()).is_empty() {
         return !sockets.is_empty();
     }
     let holders = lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
-    holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid)
+    let mark = process::mark_of(pgid);
+    let marked = |h: &Holder| mark.is_some() && h.id.is_some_and(|id| process::mark_of(id.pid) == mark);
+    holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid || marked(h))
 }
 
 /// Listening TCP sockets (IPv4 and IPv6) on `ports`: inode -> (port, uid).

@@ -3,17 +3,21 @@
 //!
 //! Signalling the group reaches what the service forked (`next dev`'s server,
 //! `uvicorn --reload`'s worker, a shell's background job): killing only the
-//! direct child would leave them holding the port.
+//! direct child would leave them holding the port. What left the group
+//! (`setsid`, a daemon's double fork) still carries the group's mark in its
+//! environment, and is signalled with it.
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rustix::process::{Pid, Signal};
+use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 
 /// A process named by its pid and its start time (clock ticks after boot):
@@ -54,6 +58,8 @@ pub struct Stat {
     pub threads: u64,
     /// Clock ticks after boot.
     pub start: u64,
+    /// A kernel thread (PF_KTHREAD): it has no environment, and is no service's.
+    pub kernel: bool,
 }
 
 impl Stat {
@@ -81,6 +87,7 @@ impl Stat {
             stime: number(12)?,
             threads: number(17)?,
             start: number(19)?,
+            kernel: number(6)? & 0x0020_0000 != 0,
         })
     }
 
@@ -159,6 +166,22 @@ pub fn group_members(pgid: i32) -> Vec<ProcId> {
 /// The environment variable that marks every process of a group we start.
 const MARK: &str = "XTASK_GROUP";
 
+/// The group mark in the environment of process `pid`, if it has one.
+pub fn mark_of(pid: i32) -> Option<u64> {
+    // A process in the middle of an exec shows an empty environment for a
+    // moment (measured: a few hundred µs): asked again, a few times.
+    let mut tries = 0;
+    let environ = loop {
+        match read_process_file(pid, "environ") {
+            Ok(bytes) if bytes.is_empty() && tries < 5 => tries += 1,
+            read => break read.unwrap_or_default(),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let value = environ.split(|b| *b == 0).find_map(|var| var.strip_prefix(MARK.as_bytes())?.strip_prefix(b"="))?;
+    u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
+}
+
 /// A group this runner started, named by its leader: the group's id is the
 /// leader's pid. While the leader lives, the id cannot be reused. After it
 /// exits, what it forked may run on in the group, but a stranger may also get
@@ -213,20 +236,31 @@ impl Group {
     /// Whether process `pid` carries this group's mark. A record from before
     /// marks (0) keeps the rule of then: any process not older than the leader.
     fn marks(self, pid: i32) -> bool {
-        let want = format!("{MARK}={:016x}", self.mark);
-        // A process in the middle of an exec shows an empty environment for
-        // a moment (measured: a few hundred µs): asked again, a few times.
-        let environ = || {
-            let mut tries = 0;
-            loop {
-                match read_process_file(pid, "environ") {
-                    Ok(bytes) if bytes.is_empty() && tries < 5 => tries += 1,
-                    read => return read.unwrap_or_default(),
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        };
-        self.mark == 0 || environ().split(|b| *b == 0).any(|var| var == want.as_bytes())
+        self.mark == 0 || mark_of(pid) == Some(self.mark)
+    }
+
+    /// The processes outside the group that carry its mark: what the service
+    /// started in a session of its own (`setsid`, a daemon's double fork),
+    /// which a signal to the group misses. Each comes with a pidfd, through
+    /// which no newcomer that reuses its pid can be signalled. This reads
+    /// every process's environment: only `stop` asks, never `status`.
+    fn escaped(self) -> Vec<(ProcId, OwnedFd)> {
+        if self.mark == 0 {
+            return Vec::new(); // before marks, nothing told them from strangers
+        }
+        let (me, ancestors, uid) = (std::process::id() as i32, ancestors(), crate::users::current_uid());
+        let may_signal = |pid: i32| uid == 0 || std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
+        all_pids()
+            .into_iter()
+            .filter_map(Stat::of)
+            .filter(|s| s.pgrp != self.pgid() && !s.kernel && s.pid != 1 && s.pid != me && !ancestors.contains(&s.pid))
+            .filter_map(|s| s.id().filter(|id| id.start >= self.leader.start))
+            .filter(|id| may_signal(id.pid) && self.marks(id.pid))
+            .filter_map(|id| {
+                let fd = rustix::process::pidfd_open(Pid::from_raw(id.pid)?, PidfdFlags::empty()).ok()?;
+                id.is_alive().then_some((id, fd)) // the pidfd names `id`, not a newcomer
+            })
+            .collect()
     }
 
     /// While the leader lives the group is ours (its id cannot be reused);
@@ -235,25 +269,38 @@ impl Group {
         self.leader.is_alive() || self.members().is_some_and(|m| !m.is_empty())
     }
 
-    /// TERM to the whole group, up to `grace` for it to go, then KILL.
-    /// Returns what was done, for the one-line report.
+    /// TERM to the whole group and to what left it, up to `grace` for them
+    /// to go, then KILL. Returns what was done, for the one-line report.
     pub fn stop(self, grace: Duration) -> Stopped {
         let pgid = Pid::from_raw(self.pgid()).expect("a group id is positive");
-        let listed = match self.members() {
-            None => return Stopped::NotOurs,
-            Some(m) if m.is_empty() => return Stopped::AlreadyGone,
-            Some(m) => m,
-        };
+        let Some(listed) = self.members() else { return Stopped::NotOurs };
+        // Also when the group is empty: a daemon's parent exits at once.
+        let escaped = self.escaped();
+        if listed.is_empty() && escaped.is_empty() {
+            return Stopped::AlreadyGone;
+        }
         // Waited for from here on: the members listed now, and any that shows
         // the mark. Once the leader has gone, a member without the mark no
         // longer shows that the group is ours, but it was listed while it
         // did; while one of them is in the group, its id is no one else's.
-        let left = || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid));
-        let _ = rustix::process::kill_process_group(pgid, Signal::TERM);
+        let left = || {
+            escaped.iter().any(|(id, _)| id.is_alive())
+                || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid))
+        };
+        let signal = |signal| {
+            // An empty group's id may be anyone's by now.
+            if !listed.is_empty() {
+                let _ = rustix::process::kill_process_group(pgid, signal);
+            }
+            for (_, fd) in &escaped {
+                let _ = rustix::process::pidfd_send_signal(fd, signal);
+            }
+        };
+        signal(Signal::TERM);
         if wait_until(grace, || !left()) {
             return Stopped::Terminated;
         }
-        let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+        signal(Signal::KILL);
         if wait_until(Duration::from_secs(5), || !left()) { Stopped::Killed } else { Stopped::Survived }
     }
 }
@@ -384,12 +431,15 @@ mod tests {
             stime: 3,
             threads: 1,
             start: 123456,
+            kernel: false,
         };
         assert_eq!(Stat::parse(line), Some(want));
         assert_eq!(Stat::parse(b"4242 (cut short) S 1"), None);
         // A name is bytes, cut at 15 of them: maybe in the middle of a character.
         let cut = b"77 (srv-\xc3) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0 0";
         assert_eq!(Stat::parse(cut).map(|s| (s.comm, s.start)), Some(("srv-\u{fffd}".into(), 99)));
+        let kthreadd = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 12 0";
+        assert_eq!(Stat::parse(kthreadd).map(|s| s.kernel), Some(true));
         let me = Stat::of(std::process::id() as i32).unwrap();
         assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
     }
@@ -411,6 +461,27 @@ mod tests {
         assert_eq!(group.stop(Duration::from_secs(5)), Stopped::Terminated);
         handle.wait().unwrap();
         assert_eq!(group.members(), Some(vec![]));
+    }
+
+    #[test]
+    fn stopping_a_group_reaches_what_left_it_with_its_mark_only() {
+        // A daemon's way: a child in a session of its own, and the parent exits.
+        let script =
+            "setsid sleep 300 >/dev/null 2>&1 & echo $!; env -u XTASK_GROUP setsid sleep 300 >/dev/null 2>&1 & echo $!";
+        let argv = ["sh", "-c", script].map(String::from);
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (handle, group) = spawn(&spec, writer).unwrap();
+        handle.wait().unwrap();
+        let pids = std::io::read_to_string(reader).unwrap();
+        let [marked, unmarked] = [0, 1].map(|i| ProcId::of(pids.lines().nth(i).unwrap().parse().unwrap()).unwrap());
+        // Until `sleep` runs, `env` still shows the mark it drops.
+        assert!(wait_until(Duration::from_secs(5), || super::argv(unmarked.pid) == ["sleep", "300"]));
+        assert_eq!(group.members(), Some(vec![]));
+        assert_eq!(group.stop(Duration::from_secs(5)), Stopped::Terminated);
+        assert!(!marked.is_alive(), "what left the group with its mark runs on");
+        assert!(unmarked.is_alive(), "a process without the mark was stopped");
+        kill(unmarked, Duration::from_secs(5)).unwrap();
     }
 
     #[test]

@@ -111,6 +111,46 @@ fn stop_reaches_a_member_that_cleared_its_environment_after_the_leader_died() {
     assert_all_gone(&c, &processes, &[base]);
 }
 
+/// What a service started in a session of its own (`setsid`, a daemon's
+/// double fork) has left its group, but carries the group's mark: stop
+/// reaches it too.
+#[test]
+fn stop_reaches_a_process_that_left_the_group() {
+    let base = free_ports(10);
+    let sleeper = format!("sleep 1{base}");
+    let c = Checkout::new(&format!(
+        "[services.a]\nport = {base}\n\
+         command = [\"sh\", \"-c\", \"setsid {sleeper} & exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n"
+    ));
+    c.ok(&["start"]);
+    let group = service_processes(&c);
+    let escaped = || processes_with(&sleeper).into_iter().map(|(pid, _)| pid).collect::<Vec<_>>();
+    assert!(wait_for(Duration::from_secs(5), || !escaped().is_empty()), "{sleeper} did not start");
+    assert!(escaped().iter().all(|p| !group.contains(p)), "{sleeper} is still in the group");
+    let processes = [group, escaped()].concat();
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &processes, &[base]);
+}
+
+/// A listener that left the group is still the service's (it carries the
+/// group's mark): the service becomes ready, and stops completely.
+#[test]
+fn a_service_whose_listener_left_the_group_becomes_ready_and_stops() {
+    let base = free_ports(10);
+    let c = Checkout::new(&format!(
+        "[services.a]\nport = {base}\n\
+         command = [\"sh\", \"-c\", \"setsid python3 -m http.server {{port}} --bind 127.0.0.1 & exec sleep 1{base}\"]\n"
+    ));
+    let out = c.ok(&["start"]);
+    assert!(out.contains("1 service ready"), "{out}");
+    assert_eq!(c.status()["a"]["healthy"], true);
+    let listener: Vec<i32> = processes_with(&format!("http.server {base} ")).into_iter().map(|(pid, _)| pid).collect();
+    let group = service_processes(&c);
+    assert!(!listener.is_empty() && listener.iter().all(|p| !group.contains(p)), "{listener:?} {group:?}");
+    c.ok(&["stop"]);
+    assert_all_gone(&c, &[group, listener].concat(), &[base]);
+}
+
 #[test]
 fn two_starts_at_once_start_a_service_once() {
     let base = free_ports(10);
@@ -576,10 +616,10 @@ fn a_start_that_cannot_work_kills_nothing_and_writes_nothing() {
 fn a_port_taken_between_check_and_bind_moves_the_service() {
     let base = free_ports(10);
     // The first run starts a squatter of its own port (outside its process
-    // group, as another program would), then binds and fails.
+    // group and without its mark, as another program would), then binds and fails.
     let toml = format!(
         "{}[services.racy]\nport = {}\ncommand = [\"sh\", \"-c\", \"\
-         if [ ! -e raced ]; then touch raced; setsid python3 -m http.server {{port}} --bind 127.0.0.1 >/dev/null 2>&1 & sleep 1; fi; \
+         if [ ! -e raced ]; then touch raced; env -u XTASK_GROUP setsid python3 -m http.server {{port}} --bind 127.0.0.1 >/dev/null 2>&1 & sleep 1; fi; \
          exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n\
          [services.user]\nport = {}\ncommand = [\"sh\", \"-c\", \"echo racy is on {{racy.port}}; exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n",
         http_service("a", base, ""),
