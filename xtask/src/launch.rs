@@ -50,7 +50,7 @@ fn prepare(
         );
     }
     for record in stale {
-        pids::remove(project, &record.service, record.group)?; // it exited
+        retire(project, &record)?;
     }
     // Who stays and who goes is decided before anything is done.
     let mut kept = BTreeMap::new();
@@ -113,6 +113,16 @@ fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow:
         .map(|n| (n.clone(), current.get(n).copied().unwrap_or(config.services[n].port)))
         .filter(|(_, p)| as_is(*p) && !alloc::is_free(*p))
         .collect())
+}
+
+/// Removes the record of a service whose group has no process left, after
+/// stopping what it started in a session of its own (a daemon), which may
+/// still run: with the record gone, nothing would find it.
+pub fn retire(project: &Project, record: &pids::Record) -> anyhow::Result<()> {
+    if let Stopped::Terminated | Stopped::Killed = record.group.stop(DEFAULT_STOP_GRACE) {
+        say!("{}: stopped what it left running (pid {} is gone)", record.service, record.pid());
+    }
+    pids::remove(project, &record.service, record.group)
 }
 
 /// Stops a recorded service before starting anew: one still running would

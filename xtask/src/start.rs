@@ -27,6 +27,10 @@ pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> an
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
     let names = to_stop(project, &config, services)?;
+    let selected = |r: &pids::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
+    for record in pids::load_all(&project.root).iter().filter(|r| selected(r) && !r.group.is_running()) {
+        launch::retire(project, record)?;
+    }
     // A stop of everything also reaches what `ports.toml` no longer names (renamed, removed).
     let unnamed: Vec<pids::Record> = match cli::selection(services) {
         None => running(project).into_iter().filter(|r| !config.services.contains_key(&r.service)).collect(),

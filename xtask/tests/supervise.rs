@@ -132,6 +132,26 @@ fn stop_reaches_a_process_that_left_the_group() {
     assert_all_gone(&c, &processes, &[base]);
 }
 
+/// A service that daemonises: its group is empty once `start` has returned,
+/// and its daemon, in a session of its own, holds the port. `stop` still
+/// finds the daemon by its mark.
+#[test]
+fn stop_reaches_the_daemon_of_a_service_whose_group_is_gone() {
+    let base = free_ports(10);
+    let c = Checkout::new(&format!(
+        "[services.a]\nport = {base}\n\
+         command = [\"sh\", \"-c\", \"setsid python3 -m http.server {{port}} --bind 127.0.0.1 & sleep 2\"]\n"
+    ));
+    c.ok(&["start"]);
+    let pid = c.pid_of("a").unwrap();
+    assert!(wait_for(LONG, || !alive(pid)), "the service's shell did not exit");
+    let daemon: Vec<i32> = processes_with(&format!("http.server {base} ")).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(daemon.len(), 1, "{daemon:?}");
+    let out = c.ok(&["stop"]);
+    assert!(out.contains("a: stopped what it left running"), "{out}");
+    assert_all_gone(&c, &daemon, &[base]);
+}
+
 /// A listener that left the group is still the service's (it carries the
 /// group's mark): the service becomes ready, and stops completely.
 #[test]
