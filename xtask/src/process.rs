@@ -14,6 +14,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -256,10 +257,7 @@ impl Group {
             .filter(|s| s.pgrp != self.pgid() && !s.kernel && s.pid != 1 && s.pid != me && !ancestors.contains(&s.pid))
             .filter_map(|s| s.id().filter(|id| id.start >= self.leader.start))
             .filter(|id| may_signal(id.pid) && self.marks(id.pid))
-            .filter_map(|id| {
-                let fd = rustix::process::pidfd_open(Pid::from_raw(id.pid)?, PidfdFlags::empty()).ok()?;
-                id.is_alive().then_some((id, fd)) // the pidfd names `id`, not a newcomer
-            })
+            .filter_map(|id| Some((id, pidfd(id)?)))
             .collect()
     }
 
@@ -297,7 +295,7 @@ impl Group {
             }
         };
         signal(Signal::TERM);
-        if wait_until(grace, || !left()) {
+        if wait_until(grace, || !left() || HURRY.load(Ordering::Relaxed)) && !left() {
             return Stopped::Terminated;
         }
         signal(Signal::KILL);
@@ -319,12 +317,7 @@ pub enum Stopped {
 /// Stops one process that is not ours (a holder of a port): through a pidfd,
 /// so the signal cannot reach a newcomer that reused the pid. TERM, grace, KILL.
 pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
-    let pid = Pid::from_raw(id.pid).ok_or(io::ErrorKind::InvalidInput)?;
-    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
-    // The pidfd names whatever had the pid when it was opened: check it is still `id`.
-    if !id.is_alive() {
-        return Ok(());
-    }
+    let Some(fd) = pidfd(id) else { return Ok(()) }; // gone already
     rustix::process::pidfd_send_signal(&fd, Signal::TERM)?;
     if wait_until(grace, || !id.is_alive()) {
         return Ok(());
@@ -335,6 +328,18 @@ pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
     } else {
         Err(io::Error::other(format!("pid {} is still running after KILL", id.pid)))
     }
+}
+
+/// Set by a second Ctrl-C (or SIGTERM, SIGHUP) while stopping: whoever sent
+/// it will not wait out the graces, so `stop` KILLs at once.
+pub static HURRY: AtomicBool = AtomicBool::new(false);
+
+/// A pidfd of process `id`, `None` if it is gone. Signals sent through it
+/// cannot reach a newcomer that reused the pid: it names whatever had the pid
+/// when it was opened, and that is checked to be `id` after.
+pub fn pidfd(id: ProcId) -> Option<OwnedFd> {
+    let fd = rustix::process::pidfd_open(Pid::from_raw(id.pid)?, PidfdFlags::empty()).ok()?;
+    id.is_alive().then_some(fd)
 }
 
 /// Polls `done` until it holds or `limit` passes. Used only while stopping,

@@ -114,11 +114,10 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
             refuse_selection(dev)?;
         }
         say!("stopping `cargo xtask dev` (pid {})", dev.pid);
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(dev.pid).context("a pid is positive")?,
-            rustix::process::Signal::TERM,
-        )
-        .context("signalling cargo xtask dev")?;
+        if let Some(fd) = process::pidfd(dev) {
+            rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM)
+                .context("signalling cargo xtask dev")?;
+        }
         if !process::wait_until(Duration::from_secs(60), || !dev.is_alive()) {
             bail!("`cargo xtask dev` (pid {}) did not stop within 60 s", dev.pid);
         }

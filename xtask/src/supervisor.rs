@@ -621,7 +621,8 @@ pub fn signal_name(signal: i32) -> &'static str {
 /// Ctrl-C, SIGTERM and SIGHUP become events instead of killing the runner
 /// with its services still up. They go to the first who asks, one per
 /// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
-/// not the starts its actions run, which go on to their end.
+/// not the starts its actions run, which go on to their end. A second one
+/// while stopping cuts the services' graces short: KILL at once.
 pub fn forward_signals(sender: Sender<Event>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -631,8 +632,11 @@ pub fn forward_signals(sender: Sender<Event>) -> anyhow::Result<()> {
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     std::thread::spawn(move || {
-        for signal in signals.forever() {
-            if sender.send(Event::Signal(signal)).is_err() {
+        for (n, signal) in signals.forever().enumerate() {
+            if n > 0 {
+                eprintln!("received {} again: killing what is still running", signal_name(signal));
+                process::HURRY.store(true, Ordering::Relaxed);
+            } else if sender.send(Event::Signal(signal)).is_err() {
                 break;
             }
         }

@@ -347,6 +347,30 @@ fn a_service_that_cannot_be_stopped_keeps_its_record() {
     assert!(c.path(".pids/a.json").exists(), "the record of a running service was removed:\n{out}");
 }
 
+/// A second Ctrl-C while dev waits out a service's grace KILLs it at once.
+#[test]
+fn a_second_ctrl_c_cuts_the_grace_short() {
+    let base = free_ports(10);
+    let toml = format!(
+        "[services.stubborn]\nport = {base}\nstop_grace = 60\n\
+         command = [\"sh\", \"-c\", \"trap '' TERM; python3 -m http.server {{port}} --bind 127.0.0.1\"]\n"
+    );
+    let c = Checkout::new(&toml);
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    let processes = service_processes(&c);
+    let interrupt = || std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    interrupt();
+    assert!(wait_for(LONG, || c.read("dev.out").is_some_and(|o| o.contains("received SIGINT: stopping"))));
+    interrupt();
+    // Well inside the 60 s grace.
+    let ended = wait_for(LONG, || dev.try_wait().unwrap().is_some());
+    let out = c.read("dev.out").unwrap();
+    assert!(ended, "dev still waits out the grace:\n{out}");
+    assert!(out.contains("received SIGINT again: killing what is still running"), "{out}");
+    assert_all_gone(&c, &processes, &[base]);
+}
+
 #[test]
 fn a_service_gets_no_descriptor_the_runner_inherited() {
     let base = free_ports(10);
