@@ -163,6 +163,16 @@ impl Lock {
         Ok(Lock(file))
     }
 
+    /// `acquire`, or `None` at once if someone else holds it.
+    pub fn try_acquire(path: &Path) -> anyhow::Result<Option<Lock>> {
+        let file = Lock::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lock(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
     fn open(path: &Path) -> anyhow::Result<File> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

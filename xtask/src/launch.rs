@@ -49,9 +49,6 @@ fn prepare(
             dev.pid
         );
     }
-    for record in stale {
-        retire(project, &record)?;
-    }
     // Who stays and who goes is decided before anything is done.
     let mut kept = BTreeMap::new();
     let mut going = Vec::new();
@@ -74,7 +71,8 @@ fn prepare(
     let fixed: Ports = kept.values().map(|r| (r.service.clone(), r.port)).collect();
     // Would every service get a port, were the ports the policy may free
     // freed? If not, fail now, while nothing is stopped or killed.
-    let mut freeable = BTreeSet::new();
+    // What is about to be stopped frees its port too.
+    let mut freeable: BTreeSet<u16> = going.iter().map(|(r, _)| r.port).collect();
     for (name, port) in contested(project, &config, &to_start)? {
         if conflict::may_free(project, &name, port, mode, &config)? {
             freeable.insert(port);
@@ -82,10 +80,12 @@ fn prepare(
     }
     ports::check_allocatable(project, &config, &fixed, &freeable)?;
 
+    for record in stale {
+        retire(project, &config, &record)?;
+    }
     for (record, doing) in going {
         say!("{}: {doing} (pid {})", record.service, record.pid());
-        let grace = config.services.get(&record.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
-        stop(project, &record, grace)?;
+        stop(project, &record, grace_of(&config, &record.service))?;
     }
     // Before any holder of a port is killed: a step that fails leaves it be.
     for name in &to_start {
@@ -118,11 +118,19 @@ fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow:
 /// Removes the record of a service whose group has no process left, after
 /// stopping what it started in a session of its own (a daemon), which may
 /// still run: with the record gone, nothing would find it.
-pub fn retire(project: &Project, record: &pids::Record) -> anyhow::Result<()> {
-    if let Stopped::Terminated | Stopped::Killed = record.group.stop(DEFAULT_STOP_GRACE) {
-        say!("{}: stopped what it left running (pid {} is gone)", record.service, record.pid());
+pub fn retire(project: &Project, config: &Config, record: &pids::Record) -> anyhow::Result<()> {
+    match record.group.stop(grace_of(config, &record.service)) {
+        Stopped::Terminated | Stopped::Killed => {
+            say!("{}: stopped what it left running (pid {} is gone)", record.service, record.pid())
+        }
+        Stopped::Survived => bail!("{}: what it left running could not be stopped", record.service),
+        Stopped::AlreadyGone | Stopped::NotOurs => {}
     }
     pids::remove(project, &record.service, record.group)
+}
+
+fn grace_of(config: &Config, service: &str) -> std::time::Duration {
+    config.services.get(service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace)
 }
 
 /// Stops a recorded service before starting anew: one still running would
@@ -168,7 +176,7 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     };
     let mut sup = prepare(project, config, &names, mode, output, &path)?;
     sup.guard = guard;
-    supervisor::forward_signals(sup.sender())?;
+    supervisor::forward_signals(sup.sender(), true)?;
     sup.start_all(&names)?;
     Ok(sup)
 }

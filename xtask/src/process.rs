@@ -257,7 +257,7 @@ impl Group {
             .filter(|s| s.pgrp != self.pgid() && !s.kernel && s.pid != 1 && s.pid != me && !ancestors.contains(&s.pid))
             .filter_map(|s| s.id().filter(|id| id.start >= self.leader.start))
             .filter(|id| may_signal(id.pid) && self.marks(id.pid))
-            .filter_map(|id| Some((id, pidfd(id)?)))
+            .filter_map(|id| Some((id, pidfd(id).ok()??)))
             .collect()
     }
 
@@ -317,7 +317,7 @@ pub enum Stopped {
 /// Stops one process that is not ours (a holder of a port): through a pidfd,
 /// so the signal cannot reach a newcomer that reused the pid. TERM, grace, KILL.
 pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
-    let Some(fd) = pidfd(id) else { return Ok(()) }; // gone already
+    let Some(fd) = pidfd(id)? else { return Ok(()) }; // gone already
     rustix::process::pidfd_send_signal(&fd, Signal::TERM)?;
     if wait_until(grace, || !id.is_alive()) {
         return Ok(());
@@ -337,9 +337,15 @@ pub static HURRY: AtomicBool = AtomicBool::new(false);
 /// A pidfd of process `id`, `None` if it is gone. Signals sent through it
 /// cannot reach a newcomer that reused the pid: it names whatever had the pid
 /// when it was opened, and that is checked to be `id` after.
-pub fn pidfd(id: ProcId) -> Option<OwnedFd> {
-    let fd = rustix::process::pidfd_open(Pid::from_raw(id.pid)?, PidfdFlags::empty()).ok()?;
-    id.is_alive().then_some(fd)
+/// An error is one of the system's (pidfds unsupported, or forbidden by a
+/// seccomp filter): nothing is signalled then, and the caller says so.
+pub fn pidfd(id: ProcId) -> io::Result<Option<OwnedFd>> {
+    let pid = Pid::from_raw(id.pid).ok_or(io::ErrorKind::InvalidInput)?;
+    match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => Ok(id.is_alive().then_some(fd)),
+        Err(rustix::io::Errno::SRCH) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Polls `done` until it holds or `limit` passes. Used only while stopping,

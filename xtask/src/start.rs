@@ -29,7 +29,7 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     let names = to_stop(project, &config, services)?;
     let selected = |r: &pids::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
     for record in pids::load_all(&project.root).iter().filter(|r| selected(r) && !r.group.is_running()) {
-        launch::retire(project, record)?;
+        launch::retire(project, &config, record)?;
     }
     // A stop of everything also reaches what `ports.toml` no longer names (renamed, removed).
     let unnamed: Vec<pids::Record> = match cli::selection(services) {
@@ -114,7 +114,7 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
             refuse_selection(dev)?;
         }
         say!("stopping `cargo xtask dev` (pid {})", dev.pid);
-        if let Some(fd) = process::pidfd(dev) {
+        if let Some(fd) = process::pidfd(dev).context("signalling cargo xtask dev")? {
             rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM)
                 .context("signalling cargo xtask dev")?;
         }

@@ -351,7 +351,8 @@ impl Supervisor {
                         .into_iter()
                         .filter(|n| self.running.contains_key(n) || self.kept.contains_key(n) || *n == service)
                         .collect();
-                    self.stop(&users);
+                    let failed = self.stop(&users);
+                    ensure!(failed.is_empty(), "{} could not be stopped to restart on the new port", failed.join(", "));
                     ours.extend(users.iter().cloned());
                     for user in users {
                         if !pending.contains(&user) {
@@ -530,9 +531,9 @@ impl Supervisor {
     /// `start` in another terminal) are kept, as those found at its start:
     /// none is started twice, and a stop reaches them.
     fn adopt(&mut self) {
+        self.kept.clear(); // as the records say now: some may have been stopped, or started again
         for record in pids::load_all(&self.project.root) {
-            let known = self.running.contains_key(&record.service) || self.kept.contains_key(&record.service);
-            if !known && record.group.is_running() {
+            if !self.running.contains_key(&record.service) && record.group.is_running() {
                 self.ports.insert(record.service.clone(), record.port);
                 self.kept.insert(record.service, record.group);
             }
@@ -545,7 +546,9 @@ impl Supervisor {
             Action::Start(name) => {
                 // A `start` in another terminal may run now, or have run: one
                 // launch at a time, and what it started is known here.
-                let _launch = Lock::acquire(&self.project.launch_lock())?;
+                let Some(_launch) = Lock::try_acquire(&self.project.launch_lock())? else {
+                    bail!("another `cargo xtask` of this checkout is starting services: try again when it is done");
+                };
                 self.adopt();
                 let names = self.config.closure(Some(std::slice::from_ref(name)))?;
                 // As `start` does: what is not running yet is set up first.
@@ -621,9 +624,12 @@ pub fn signal_name(signal: i32) -> &'static str {
 /// Ctrl-C, SIGTERM and SIGHUP become events instead of killing the runner
 /// with its services still up. They go to the first who asks, one per
 /// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
-/// not the starts its actions run, which go on to their end. A second one
-/// while stopping cuts the services' graces short: KILL at once.
-pub fn forward_signals(sender: Sender<Event>) -> anyhow::Result<()> {
+/// not the starts its actions run, which go on to their end. With `hurry`,
+/// another one while stopping cuts the services' graces short: KILL at once.
+/// Only one that comes a second or more after the first: closing a terminal,
+/// or a wrapper such as `npm run` that passes on the Ctrl-C its group got
+/// too, sends two at once.
+pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static TAKEN: AtomicBool = AtomicBool::new(false);
     if TAKEN.swap(true, Ordering::SeqCst) {
@@ -632,12 +638,18 @@ pub fn forward_signals(sender: Sender<Event>) -> anyhow::Result<()> {
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     std::thread::spawn(move || {
-        for (n, signal) in signals.forever().enumerate() {
-            if n > 0 {
+        let mut first = None;
+        for signal in signals.forever() {
+            let Some(at) = first else {
+                first = Some(Instant::now());
+                if sender.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+                continue;
+            };
+            if hurry && at.elapsed() >= Duration::from_secs(1) {
                 eprintln!("received {} again: killing what is still running", signal_name(signal));
                 process::HURRY.store(true, Ordering::Relaxed);
-            } else if sender.send(Event::Signal(signal)).is_err() {
-                break;
             }
         }
     });

@@ -308,8 +308,12 @@ fn the_dashboard_of_dev_knows_what_another_terminal_started() {
     let servers = processes_with(&format!("http.server {base} "));
     assert_eq!(servers.len(), 1, "a was started twice: {reply} {servers:?}");
     assert_eq!(c.pid_of("a"), Some(a));
+    // Stopped and started again in the other terminal: the dashboard stops the new one.
+    c.ok(&["stop", "a"]);
+    c.ok(&["start", "a"]);
+    let again = c.pid_of("a").unwrap();
     let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
     assert_eq!(code, 200, "{reply}");
-    assert!(!alive(a), "the dashboard's stop left a running: {reply}");
+    assert!(!alive(again), "the dashboard's stop left a running: {reply}");
     dev.stop();
 }

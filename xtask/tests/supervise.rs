@@ -362,6 +362,8 @@ fn a_second_ctrl_c_cuts_the_grace_short() {
     let interrupt = || std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
     interrupt();
     assert!(wait_for(LONG, || c.read("dev.out").is_some_and(|o| o.contains("received SIGINT: stopping"))));
+    // A second later: two at once are one Ctrl-C passed on twice.
+    std::thread::sleep(Duration::from_millis(1200));
     interrupt();
     // Well inside the 60 s grace.
     let ended = wait_for(LONG, || dev.try_wait().unwrap().is_some());
@@ -369,6 +371,51 @@ fn a_second_ctrl_c_cuts_the_grace_short() {
     assert!(ended, "dev still waits out the grace:\n{out}");
     assert!(out.contains("received SIGINT again: killing what is still running"), "{out}");
     assert_all_gone(&c, &processes, &[base]);
+}
+
+/// Two signals at once (a closed terminal, `npm run` passing a Ctrl-C on)
+/// are one: the services still get their grace.
+#[test]
+fn two_signals_at_once_leave_the_grace_be() {
+    let base = free_ports(10);
+    let serve = format!(
+        "trap 'sleep 1; echo graceful-exit; exit 0' TERM; python3 -m http.server {base} --bind 127.0.0.1 & wait"
+    );
+    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    for _ in 0..2 {
+        std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    }
+    dev.wait().unwrap();
+    let out = c.read("dev.out").unwrap();
+    assert!(out.contains("graceful-exit") && !out.contains("again"), "{out}");
+}
+
+/// A runner killed with its guard leaves leftovers; the next `dev` of some
+/// services stops them, and counts their ports as freed in its check that
+/// every service gets a port.
+#[test]
+fn leftovers_ports_count_as_freed_before_they_are_stopped() {
+    let base = free_ports(10);
+    let c = Checkout::new(&format!(
+        "[ports]\nattempts = 1\n{}{}",
+        http_service("a", base, ""),
+        http_service("b", base + 1, "")
+    ));
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 2);
+    std::process::Command::new("kill").args(["-KILL", &guard_of(&dev).to_string()]).status().unwrap();
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    let (mut again, _) = spawn_dev(&c, &["a"]);
+    let said = |s: &str| c.read("dev.out").is_some_and(|out| out.contains(s));
+    let ready = wait_for(LONG, || said("✓ 1 service ready") || again.try_wait().unwrap().is_some());
+    std::process::Command::new("kill").args(["-INT", &again.id().to_string()]).status().unwrap();
+    again.wait().unwrap();
+    let out = c.read("dev.out").unwrap();
+    assert!(ready && out.contains("✓ 1 service ready"), "{out}");
+    assert!(out.contains("b: stopping the leftover of a runner that was killed"), "{out}");
 }
 
 #[test]
