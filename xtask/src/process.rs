@@ -245,7 +245,7 @@ impl Group {
     /// which a signal to the group misses. Each comes with a pidfd, through
     /// which no newcomer that reuses its pid can be signalled. This reads
     /// every process's environment: only `stop` asks, never `status`.
-    fn escaped(self) -> Vec<(ProcId, OwnedFd)> {
+    fn escaped(self) -> Vec<(ProcId, Option<OwnedFd>)> {
         if self.mark == 0 {
             return Vec::new(); // before marks, nothing told them from strangers
         }
@@ -257,7 +257,13 @@ impl Group {
             .filter(|s| s.pgrp != self.pgid() && !s.kernel && s.pid != 1 && s.pid != me && !ancestors.contains(&s.pid))
             .filter_map(|s| s.id().filter(|id| id.start >= self.leader.start))
             .filter(|id| may_signal(id.pid) && self.marks(id.pid))
-            .filter_map(|id| Some((id, pidfd(id).ok()??)))
+            // Without a pidfd (the system refuses them) one is waited for but
+            // not signalled: it then survives the stop, which says so.
+            .filter_map(|id| match pidfd(id) {
+                Ok(None) => None, // gone
+                Ok(Some(fd)) => Some((id, Some(fd))),
+                Err(_) => Some((id, None)),
+            })
             .collect()
     }
 
@@ -290,7 +296,7 @@ impl Group {
             if !listed.is_empty() {
                 let _ = rustix::process::kill_process_group(pgid, signal);
             }
-            for (_, fd) in &escaped {
+            for fd in escaped.iter().filter_map(|(_, fd)| fd.as_ref()) {
                 let _ = rustix::process::pidfd_send_signal(fd, signal);
             }
         };

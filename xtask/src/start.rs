@@ -28,8 +28,12 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
     let names = to_stop(project, &config, services)?;
     let selected = |r: &pids::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
+    let mut failed = Vec::new();
     for record in pids::load_all(&project.root).iter().filter(|r| selected(r) && !r.group.is_running()) {
-        launch::retire(project, &config, record)?;
+        if let Err(e) = launch::retire(project, &config, record) {
+            say!("{e:#}");
+            failed.push(record.service.clone());
+        }
     }
     // A stop of everything also reaches what `ports.toml` no longer names (renamed, removed).
     let unnamed: Vec<pids::Record> = match cli::selection(services) {
@@ -38,9 +42,9 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     };
     if names.is_empty() && unnamed.is_empty() {
         say!("nothing is running");
-        return Ok(());
+        return refuse_survivors(&failed);
     }
-    let mut failed = background(project, config, running(project))?.stop(&names);
+    failed.extend(background(project, config, running(project))?.stop(&names));
     failed.extend(stop_unnamed(project, unnamed)?);
     refuse_survivors(&failed)
 }
@@ -118,8 +122,11 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
             rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM)
                 .context("signalling cargo xtask dev")?;
         }
-        if !process::wait_until(Duration::from_secs(60), || !dev.is_alive()) {
-            bail!("`cargo xtask dev` (pid {}) did not stop within 60 s", dev.pid);
+        // It stops its services one wave after another, each within its grace.
+        let graces: Duration = config.services.values().map(|s| s.stop_grace).sum();
+        let limit = graces + Duration::from_secs(60);
+        if !process::wait_until(limit, || !dev.is_alive()) {
+            bail!("`cargo xtask dev` (pid {}) did not stop within {} s", dev.pid, limit.as_secs());
         }
     }
     reach(project, config, services)

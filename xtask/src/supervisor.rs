@@ -572,14 +572,20 @@ impl Supervisor {
                 Ok(format!("{name} stopped"))
             }
             Action::Restart(name) => {
-                anyhow::ensure!(self.running.contains_key(name), "{name} is not running");
+                self.adopt();
+                let known = self.running.contains_key(name) || self.kept.contains_key(name);
+                anyhow::ensure!(known, "{name} is not running");
                 self.restart(std::slice::from_ref(name))?;
                 Ok(format!("{name} restarted"))
             }
             Action::SetPort(name, port) => {
+                self.adopt();
                 self.ports = ports::pin(&self.project, &self.config, name, *port)?;
-                let users: Vec<String> =
-                    ports::users_of(&self.config, name).into_iter().filter(|n| self.running.contains_key(n)).collect();
+                // Those running in the background too: they would go on with the old port.
+                let users: Vec<String> = ports::users_of(&self.config, name)
+                    .into_iter()
+                    .filter(|n| self.running.contains_key(n) || self.kept.contains_key(n))
+                    .collect();
                 self.restart(&users)?;
                 Ok(moved(name, *port, self.ports[name]))
             }
@@ -625,10 +631,9 @@ pub fn signal_name(signal: i32) -> &'static str {
 /// with its services still up. They go to the first who asks, one per
 /// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
 /// not the starts its actions run, which go on to their end. With `hurry`,
-/// another one while stopping cuts the services' graces short: KILL at once.
-/// Only one that comes a second or more after the first: closing a terminal,
-/// or a wrapper such as `npm run` that passes on the Ctrl-C its group got
-/// too, sends two at once.
+/// a second Ctrl-C while stopping cuts the services' graces short: KILL at
+/// once. Only one that comes a second or more after the first: a wrapper
+/// such as `npm run` passes on the Ctrl-C its group got too, two at once.
 pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -640,16 +645,18 @@ pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()>
     std::thread::spawn(move || {
         let mut first = None;
         for signal in signals.forever() {
-            let Some(at) = first else {
-                first = Some(Instant::now());
+            let Some((at, was)) = first else {
+                first = Some((Instant::now(), signal));
                 if sender.send(Event::Signal(signal)).is_err() {
                     break;
                 }
                 continue;
             };
-            if hurry && at.elapsed() >= Duration::from_secs(1) {
-                eprintln!("received {} again: killing what is still running", signal_name(signal));
+            // A person at the terminal: another `stop`'s SIGTERM asks for no hurry.
+            if hurry && signal == SIGINT && was == SIGINT && at.elapsed() >= Duration::from_secs(1) {
                 process::HURRY.store(true, Ordering::Relaxed);
+                // The terminal may be gone (a pipe closed with it): no panic over a message.
+                let _ = writeln!(std::io::stderr(), "received SIGINT again: killing what is still running");
             }
         }
     });

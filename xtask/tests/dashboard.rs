@@ -317,3 +317,22 @@ fn the_dashboard_of_dev_knows_what_another_terminal_started() {
     assert!(!alive(again), "the dashboard's stop left a running: {reply}");
     dev.stop();
 }
+
+/// A service that runs in the background beside dev is restarted and moved
+/// by dev's dashboard like dev's own.
+#[test]
+fn the_dashboard_of_dev_restarts_and_moves_a_background_service() {
+    let base = free_ports(10);
+    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    c.ok(&["start", "b"]);
+    let b = c.pid_of("b").unwrap();
+    let dev = dev_of(&c, &["a"]);
+    let (code, reply) = dev.api("POST", "/api/services/b/restart", "");
+    assert_eq!(code, 200, "{reply}");
+    assert!(!alive(b) && c.pid_of("b").is_some_and(|p| p != b), "{reply}");
+    let (code, reply) = dev.api("POST", "/api/services/b/port", &format!("{{\"port\": {}}}", base + 5));
+    assert_eq!(code, 200, "{reply}");
+    assert!(wait_for(Duration::from_secs(10), || c.status()["b"]["healthy"] == true && !is_free(base + 5)), "{reply}");
+    assert!(is_free(base + 1), "b still listens on its old port: {reply}");
+    dev.stop();
+}

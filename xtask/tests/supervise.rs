@@ -373,6 +373,44 @@ fn a_second_ctrl_c_cuts_the_grace_short() {
     assert_all_gone(&c, &processes, &[base]);
 }
 
+/// The second Ctrl-C works when dev's output has gone (`dev | tee log`,
+/// whose tee the first Ctrl-C ended); a second SIGTERM (another `stop`)
+/// asks for no hurry.
+#[test]
+fn a_second_ctrl_c_works_without_a_terminal_and_a_second_sigterm_does_not_hurry() {
+    let base = free_ports(10);
+    let serve = format!(
+        "trap 'sleep 3; echo graceful-exit; exit 0' TERM; python3 -m http.server {base} --bind 127.0.0.1 & wait"
+    );
+    let c = Checkout::new(&format!(
+        "[services.a]\nport = {base}\nstop_grace = 60\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"
+    ));
+    let signal =
+        |dev: &Child, s: &str| std::process::Command::new("kill").args([s, &dev.id().to_string()]).status().unwrap();
+    // Two SIGTERMs a second and more apart: the service still exits its own way.
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    signal(&dev, "-TERM");
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&dev, "-TERM");
+    dev.wait().unwrap();
+    let out = c.read("dev.out").unwrap();
+    assert!(out.contains("graceful-exit") && !out.contains("again"), "{out}");
+    // Output to a pipe that is closed: the second Ctrl-C still KILLs a
+    // service that ignores TERM.
+    let stubborn = format!("trap '' TERM; python3 -m http.server {base} --bind 127.0.0.1");
+    let toml = format!("[services.a]\nport = {base}\nstop_grace = 60\ncommand = [\"sh\", \"-c\", \"{stubborn}\"]\n");
+    std::fs::write(c.path("ports.toml"), toml).unwrap();
+    let mut dev = c.command(&["dev"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(LONG, || c.status()["a"]["healthy"] == true));
+    drop((dev.stdout.take(), dev.stderr.take()));
+    signal(&dev, "-INT");
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&dev, "-INT");
+    let ended = wait_for(LONG, || dev.try_wait().unwrap().is_some()); // well inside the 60 s grace
+    assert!(ended, "dev waits out the grace");
+}
+
 /// Two signals at once (a closed terminal, `npm run` passing a Ctrl-C on)
 /// are one: the services still get their grace.
 #[test]
