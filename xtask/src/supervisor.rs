@@ -492,9 +492,9 @@ impl Supervisor {
 
     /// Stops what this runner started (or took over); what it found running
     /// in the background runs on, as `start` left it.
-    pub fn stop_all(&mut self) {
+    pub fn stop_all(&mut self) -> Vec<String> {
         let names: Vec<String> = self.running.keys().cloned().collect();
-        self.stop(&names); // what could not be stopped was said
+        self.stop(&names)
     }
 
     /// Runs in the foreground until a signal: reports services that exit,
@@ -523,7 +523,12 @@ impl Supervisor {
                 _ => {}
             }
         }
-        self.stop_all();
+        let failed = self.stop_all();
+        ensure!(
+            failed.is_empty(),
+            "{} could not be stopped: stop them as the user who started them",
+            failed.join(", ")
+        );
         Ok(())
     }
 
