@@ -537,11 +537,23 @@ impl Supervisor {
     /// none is started twice, and a stop reaches them.
     fn adopt(&mut self) {
         self.kept.clear(); // as the records say now: some may have been stopped, or started again
+        let me = ProcId::myself();
+        // Not what a `dev` in another terminal runs: it is that one's to stop.
+        let foreign = |r: &Record| r.supervisor.is_some_and(|dev| dev != me && dev.is_alive());
         for record in pids::load_all(&self.project.root) {
-            if !self.running.contains_key(&record.service) && record.group.is_running() {
+            if !self.running.contains_key(&record.service) && !foreign(&record) && record.group.is_running() {
                 self.ports.insert(record.service.clone(), record.port);
                 self.kept.insert(record.service, record.group);
             }
+        }
+    }
+
+    /// The checkout's launch lock for a dashboard action that starts
+    /// services, at once or not at all: dev must stay free to take Ctrl-C.
+    fn launch_lock(&self) -> anyhow::Result<Lock> {
+        match Lock::try_acquire(&self.project.launch_lock())? {
+            Some(lock) => Ok(lock),
+            None => bail!("another `cargo xtask` of this checkout is starting services: try again when it is done"),
         }
     }
 
@@ -551,9 +563,7 @@ impl Supervisor {
             Action::Start(name) => {
                 // A `start` in another terminal may run now, or have run: one
                 // launch at a time, and what it started is known here.
-                let Some(_launch) = Lock::try_acquire(&self.project.launch_lock())? else {
-                    bail!("another `cargo xtask` of this checkout is starting services: try again when it is done");
-                };
+                let _launch = self.launch_lock()?;
                 self.adopt();
                 let names = self.config.closure(Some(std::slice::from_ref(name)))?;
                 // As `start` does: what is not running yet is set up first.
@@ -577,6 +587,7 @@ impl Supervisor {
                 Ok(format!("{name} stopped"))
             }
             Action::Restart(name) => {
+                let _launch = self.launch_lock()?;
                 self.adopt();
                 let known = self.running.contains_key(name) || self.kept.contains_key(name);
                 anyhow::ensure!(known, "{name} is not running");
@@ -584,6 +595,7 @@ impl Supervisor {
                 Ok(format!("{name} restarted"))
             }
             Action::SetPort(name, port) => {
+                let _launch = self.launch_lock()?;
                 self.adopt();
                 self.ports = ports::pin(&self.project, &self.config, name, *port)?;
                 // Those running in the background too: they would go on with the old port.

@@ -336,3 +336,21 @@ fn the_dashboard_of_dev_restarts_and_moves_a_background_service() {
     assert!(is_free(base + 1), "b still listens on its old port: {reply}");
     dev.stop();
 }
+
+/// What a `dev` in another terminal runs is that one's: this dev's
+/// dashboard does not take it over.
+#[test]
+fn the_dashboard_of_dev_leaves_another_devs_services_alone() {
+    let base = free_ports(10);
+    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let first = dev_of(&c, &["a"]);
+    let (code, reply) = first.api("POST", "/api/services/a/stop", "");
+    assert_eq!(code, 200, "{reply}");
+    let second = dev_of(&c, &["b"]);
+    let b = c.pid_of("b").unwrap();
+    let (code, reply) = first.api("POST", "/api/services/b/restart", "");
+    assert_eq!(code, 409, "{reply}");
+    assert_eq!(c.pid_of("b"), Some(b), "the other dev's b was restarted: {reply}");
+    second.stop();
+    first.stop();
+}
