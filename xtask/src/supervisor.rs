@@ -648,9 +648,10 @@ pub fn signal_name(signal: i32) -> &'static str {
 /// with its services still up. They go to the first who asks, one per
 /// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
 /// not the starts its actions run, which go on to their end. With `hurry`,
-/// a second Ctrl-C while stopping cuts the services' graces short: KILL at
-/// once. Only one that comes a second or more after the first: a wrapper
-/// such as `npm run` passes on the Ctrl-C its group got too, two at once.
+/// a Ctrl-C while stopping cuts the services' graces short: KILL at once.
+/// Only one that comes a second or more after the signal that began the
+/// stop: a wrapper such as `npm run` passes on the Ctrl-C its group got
+/// too, two at once.
 pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -662,15 +663,15 @@ pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()>
     std::thread::spawn(move || {
         let mut first = None;
         for signal in signals.forever() {
-            let Some((at, was)) = first else {
-                first = Some((Instant::now(), signal));
+            let Some(at) = first else {
+                first = Some(Instant::now());
                 if sender.send(Event::Signal(signal)).is_err() {
                     break;
                 }
                 continue;
             };
             // A person at the terminal: another `stop`'s SIGTERM asks for no hurry.
-            if hurry && signal == SIGINT && was == SIGINT && at.elapsed() >= Duration::from_secs(1) {
+            if hurry && signal == SIGINT && at.elapsed() >= Duration::from_secs(1) {
                 process::HURRY.store(true, Ordering::Relaxed);
                 // The terminal may be gone (a pipe closed with it): no panic over a message.
                 let _ = writeln!(std::io::stderr(), "received SIGINT again: killing what is still running");

@@ -396,6 +396,15 @@ fn a_second_ctrl_c_works_without_a_terminal_and_a_second_sigterm_does_not_hurry(
     dev.wait().unwrap();
     let out = c.read("dev.out").unwrap();
     assert!(out.contains("graceful-exit") && !out.contains("again"), "{out}");
+    // A Ctrl-C after another terminal's SIGTERM does hurry.
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 1);
+    signal(&dev, "-TERM");
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&dev, "-INT");
+    dev.wait().unwrap();
+    let out = c.read("dev.out").unwrap();
+    assert!(out.contains("received SIGINT again") && !out.contains("graceful-exit"), "{out}");
     // Output to a pipe that is closed: the second Ctrl-C still KILLs a
     // service that ignores TERM.
     let stubborn = format!("trap '' TERM; python3 -m http.server {base} --bind 127.0.0.1");
