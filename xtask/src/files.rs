@@ -150,17 +150,11 @@ impl Lock {
 
     /// `acquire`, saying `waiting` first if someone else holds it.
     pub fn acquire_saying(path: &Path, waiting: &str) -> anyhow::Result<Lock> {
-        let file = Lock::open(path)?;
-        let locked = match file.try_lock() {
-            Err(fs::TryLockError::WouldBlock) => {
-                eprintln!("{waiting}");
-                file.lock()
-            }
-            Err(fs::TryLockError::Error(e)) => Err(e),
-            Ok(()) => Ok(()),
-        };
-        locked.with_context(|| format!("locking {}", path.display()))?;
-        Ok(Lock(file))
+        if let Some(lock) = Lock::try_acquire(path)? {
+            return Ok(lock);
+        }
+        eprintln!("{waiting}");
+        Lock::acquire(path)
     }
 
     /// `acquire`, or `None` at once if someone else holds it.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 
 use crate::cli::{self, ConflictFlags};
 use crate::config::{Config, DEFAULT_STOP_GRACE};
@@ -14,7 +14,7 @@ use crate::pids;
 use crate::process::{self, ProcId, Stopped};
 use crate::setup;
 use crate::state::Ports;
-use crate::supervisor::{Output, Supervisor};
+use crate::supervisor::{Output, Supervisor, refuse_survivors};
 use crate::term::say;
 
 pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
@@ -47,16 +47,6 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     failed.extend(background(project, config, running(project))?.stop(&names));
     failed.extend(stop_unnamed(project, unnamed)?);
     refuse_survivors(&failed)
-}
-
-/// An error naming the services that still run after a stop (each was said).
-fn refuse_survivors(failed: &[String]) -> anyhow::Result<()> {
-    ensure!(
-        failed.is_empty(),
-        "{} could not be stopped: stop them as the user who started them (or as root)",
-        failed.join(", ")
-    );
-    Ok(())
 }
 
 /// Stops the services of `left`, the records of a `dev` that is gone (its

@@ -523,13 +523,7 @@ impl Supervisor {
                 _ => {}
             }
         }
-        let failed = self.stop_all();
-        ensure!(
-            failed.is_empty(),
-            "{} could not be stopped: stop them as the user who started them",
-            failed.join(", ")
-        );
-        Ok(())
+        refuse_survivors(&self.stop_all())
     }
 
     /// Services started in the background since this runner began (by a
@@ -617,6 +611,16 @@ impl Supervisor {
     pub fn sender(&self) -> Sender<Event> {
         self.sender.clone()
     }
+}
+
+/// An error naming the services that still run after a stop (each was said).
+pub fn refuse_survivors(failed: &[String]) -> anyhow::Result<()> {
+    ensure!(
+        failed.is_empty(),
+        "{} could not be stopped: stop them as the user who started them (or as root)",
+        failed.join(", ")
+    );
+    Ok(())
 }
 
 /// What a change of port did: a port taken before the service could bind

@@ -120,16 +120,27 @@ fn an_ancestor_of_the_runner_is_never_killed() {
     assert_eq!(c.ports()["api"], base + 1);
 }
 
+/// api and web, each with a window of 3 ports.
+fn api_and_web(base: u16) -> Checkout {
+    Checkout::new(&format!(
+        "[ports]\nattempts = 3\n{}{}",
+        http_service("api", base, ""),
+        http_service("web", base + 10, "")
+    ))
+}
+
+/// Holds api's whole window (of `api_and_web`) in this test process, the
+/// runner's parent, which is never killed: api can get no port.
+fn hold_apis_window(base: u16) -> Vec<std::net::TcpListener> {
+    (base..base + 3).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect()
+}
+
 /// Nothing is killed for one service when another would get no port anyway.
 #[test]
 fn no_holder_is_killed_when_some_service_would_get_no_port_anyway() {
     let base = free_ports(20);
-    let toml =
-        format!("[ports]\nattempts = 3\n{}{}", http_service("api", base, ""), http_service("web", base + 10, ""));
-    let c = Checkout::new(&toml);
-    // api's whole window is held by the runner's parent (never killed);
-    // web's port by a process the policy would kill.
-    let _window: Vec<_> = (base..base + 3).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
+    let (c, _window) = (api_and_web(base), hold_apis_window(base));
+    // web's port is held by a process the policy would kill.
     let squatter = Squatter::start(base + 10, "127.0.0.1", None);
     let out = c.fails(&["start", "--force"]);
     assert!(out.contains("no free port for api") && out.contains("nothing was changed"), "{out}");
@@ -153,12 +164,10 @@ fn nobody_is_killed_for_a_port_below_the_range() {
 #[test]
 fn dev_stops_no_background_service_when_some_service_would_get_no_port() {
     let base = free_ports(20);
-    let toml =
-        format!("[ports]\nattempts = 3\n{}{}", http_service("api", base, ""), http_service("web", base + 10, ""));
-    let c = Checkout::new(&toml);
+    let c = api_and_web(base);
     c.ok(&["start", "web"]);
     let web = c.pid_of("web").unwrap();
-    let _window: Vec<_> = (base..base + 3).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
+    let _window = hold_apis_window(base);
     let out = c.fails(&["dev", "--no-kill"]);
     assert!(out.contains("no free port for api") && out.contains("nothing was changed"), "{out}");
     assert!(alive(web), "web was stopped before dev failed:\n{out}");
