@@ -393,19 +393,34 @@ fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stra
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(std::time::Duration::from_secs(10), || !is_free(base)));
-    let slow = a.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    // While a waits out the grace of the holder of s1's port, b starts and
-    // moves its s1 past it, to s2's port.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    b.ok(&["start", "--no-kill"]);
-    let b_s1 = b.pid_of("s1").unwrap();
-    assert_eq!(b.ports()["s1"], base + 1);
+    // Listening, not merely bound: http.server looks up its host name in
+    // between, and a bound port has no holder to kill (a would move on).
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", base)).is_ok();
+    assert!(wait_for(std::time::Duration::from_secs(10), listening));
+    let mut slow = a.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Once a waits out the grace of the holder of s1's port (it holds a
+    // pidfd of it), b starts and moves its s1 past it, to s2's port.
+    let waiting = || pidfds_of(slow.id() as i32).contains(&(stubborn.id() as i32));
+    if !wait_for(std::time::Duration::from_secs(10), waiting) {
+        let _ = stubborn.kill();
+        let _ = slow.kill();
+        panic!("a did not try to kill the holder:\n{}", text(&slow.wait_with_output().unwrap()));
+    }
+    let b_out = b.ok(&["start", "--no-kill"]);
+    let (b_s1, b_ports) = (b.pid_of("s1").unwrap(), b.ports());
     let out = text(&slow.wait_with_output().unwrap());
     let _ = stubborn.kill();
     let _ = stubborn.wait();
+    assert_eq!(b_ports["s1"], base + 1, "b:\n{b_out}\na:\n{out}");
     assert!(alive(b_s1), "a killed b's s1:\n{out}");
     assert!(out.contains(&format!("s2: port {} is reserved by the checkout", base + 1)), "{out}");
+}
+
+/// The processes `pid` holds a pidfd of (`Pid:` in its descriptors' fdinfo).
+fn pidfds_of(pid: i32) -> Vec<i32> {
+    let infos = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten();
+    let texts = infos.filter_map(|info| std::fs::read_to_string(info.path()).ok());
+    texts.filter_map(|t| t.lines().find_map(|l| l.strip_prefix("Pid:")?.trim().parse().ok())).collect()
 }
 
 /// `ports set` in one checkout gives its other services ports that no other checkout holds.
