@@ -220,11 +220,22 @@ fn a_ready_service_that_exits_while_others_start_fails_the_start() {
         base + 1
     ));
     let mut start = c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let a_ready = wait_for(LONG, || c.status().get("a").is_some_and(|s| s["healthy"] == true));
+    // Ready for the runner, not merely answering: until it saw so, a's exit
+    // is one before it was ready.
+    let (said, lines) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(start.stdout.take().unwrap());
+    std::thread::spawn(move || std::io::BufRead::lines(stdout).map_while(Result::ok).try_for_each(|l| said.send(l)));
+    let mut out = String::new();
+    let a_ready = std::iter::from_fn(|| lines.recv_timeout(LONG).ok()).any(|line| {
+        out += &format!("{line}\n");
+        line.starts_with("a | ready")
+    });
     std::fs::write(c.path("go"), "").unwrap();
     let ended = wait_for(LONG, || !matches!(start.try_wait(), Ok(None)));
     let _ = start.kill();
-    let out = text(&start.wait_with_output().unwrap());
+    let errors = text(&start.wait_with_output().unwrap());
+    out.extend(lines.try_iter().map(|l| l + "\n"));
+    out += &errors;
     assert!(a_ready && ended, "a never ready, or start never returned:\n{out}");
     assert!(out.contains("a exited (exit status: 3) while the others were starting"), "{out}");
     assert!(processes_with(&format!("sleep 60; exec python3 -m http.server {}", base + 1)).is_empty(), "{out}");
