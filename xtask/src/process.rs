@@ -336,6 +336,28 @@ pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
     }
 }
 
+/// Has the process `command` starts get SIGTERM when this runner dies: a
+/// set-up step must not run on after a runner killed meanwhile (SIGKILL, the
+/// OOM killer, a SIGTERM before its handlers), nor beside the next runner's
+/// run of it. Only that process is told: what it started, it stops itself
+/// (npm, pip and initdb do). The signal comes when the thread that starts it
+/// ends, so that thread must wait for it, as `duct::Expression::run` does.
+pub fn term_with_runner(command: &mut std::process::Command) {
+    let runner = rustix::process::getpid();
+    // SAFETY: only system calls between fork and exec, no allocation. They
+    // run after the change of user, which would clear the setting.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+            // The runner may have died before the setting took.
+            match rustix::process::getppid() {
+                Some(parent) if parent == runner => Ok(()),
+                _ => Err(io::ErrorKind::NotFound.into()),
+            }
+        });
+    }
+}
+
 /// Set by a second Ctrl-C (or SIGTERM, SIGHUP) while stopping: whoever sent
 /// it will not wait out the graces, so `stop` KILLs at once.
 pub static HURRY: AtomicBool = AtomicBool::new(false);

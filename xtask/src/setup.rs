@@ -15,6 +15,7 @@ use anyhow::{Context, bail, ensure};
 use crate::config::{Config, Service, Step};
 use crate::files;
 use crate::paths::Project;
+use crate::process;
 use crate::term::say;
 use crate::users::{self, Account};
 
@@ -237,6 +238,7 @@ fn run_step(
             if let Some((uid, gid)) = ids {
                 command.uid(uid).gid(gid);
             }
+            process::term_with_runner(command);
             Ok(())
         })
         .run()

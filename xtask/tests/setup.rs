@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::process::Stdio;
+use std::time::Duration;
+
 use common::*;
 
 #[test]
@@ -85,4 +88,22 @@ fn a_path_that_leaves_the_checkout_is_refused() {
     let want = format!("{place}: \"../{name}\" in `dirs` of a leads out of the checkout: write a path relative to");
     assert!(out.contains(&want) && out.contains("nothing was started or written"), "{out}");
     assert!(is_free(base), "the service started");
+}
+
+/// A set-up step does not run on after a runner killed while it runs.
+#[test]
+fn a_step_ends_with_a_runner_killed_meanwhile() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"echo $$ > step.pid; exec sleep 300\"]\n",
+        http_service("a", base, "")
+    );
+    let c = Checkout::new(&toml);
+    let mut start = c.command(&["start"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let step = || c.read("step.pid").and_then(|p| p.trim().parse::<i32>().ok());
+    assert!(wait_for(Duration::from_secs(30), || step().is_some_and(alive)), "the step did not start");
+    start.kill().unwrap();
+    start.wait().unwrap();
+    let step = step().unwrap();
+    assert!(wait_for(Duration::from_secs(10), || !alive(step)), "the set-up step (pid {step}) outlived the runner");
 }
