@@ -222,20 +222,12 @@ fn a_ready_service_that_exits_while_others_start_fails_the_start() {
     let mut start = c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Ready for the runner, not merely answering: until it saw so, a's exit
     // is one before it was ready.
-    let (said, lines) = std::sync::mpsc::channel();
-    let stdout = std::io::BufReader::new(start.stdout.take().unwrap());
-    std::thread::spawn(move || std::io::BufRead::lines(stdout).map_while(Result::ok).try_for_each(|l| said.send(l)));
-    let mut out = String::new();
-    let a_ready = std::iter::from_fn(|| lines.recv_timeout(LONG).ok()).any(|line| {
-        out += &format!("{line}\n");
-        line.starts_with("a | ready")
-    });
+    let mut said = Said::of(start.stdout.take().unwrap());
+    let a_ready = said.until(LONG, |line| line.starts_with("a | ready"));
     std::fs::write(c.path("go"), "").unwrap();
     let ended = wait_for(LONG, || !matches!(start.try_wait(), Ok(None)));
     let _ = start.kill();
-    let errors = text(&start.wait_with_output().unwrap());
-    out.extend(lines.try_iter().map(|l| l + "\n"));
-    out += &errors;
+    let out = said.text + &text(&start.wait_with_output().unwrap());
     assert!(a_ready && ended, "a never ready, or start never returned:\n{out}");
     assert!(out.contains("a exited (exit status: 3) while the others were starting"), "{out}");
     assert!(processes_with(&format!("sleep 60; exec python3 -m http.server {}", base + 1)).is_empty(), "{out}");
@@ -822,13 +814,12 @@ fn logs_shows_each_service() {
     assert!(out.contains("==> a") && out.contains("Serving HTTP"), "{out}");
     assert!(c.fails(&["logs", "zz"]).contains("unknown service \"zz\""));
     let mut follow = c.command(&["logs", "-f"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut followed = Said::of(follow.stdout.take().unwrap());
     http_get(base);
-    std::thread::sleep(Duration::from_millis(600));
+    let logged = followed.until(LONG, |l| l.starts_with("a | 127.0.0.1 - - ") && l.contains("GET /followed"));
     follow.kill().unwrap();
     follow.wait().unwrap();
-    let mut followed = String::new();
-    follow.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
-    assert!(followed.contains("a | 127.0.0.1 - - ") && followed.contains("GET /followed"), "{followed}");
+    assert!(logged, "{}", followed.text);
 }
 
 #[test]

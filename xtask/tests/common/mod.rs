@@ -129,6 +129,36 @@ pub fn is_free(port: u16) -> bool {
     })
 }
 
+/// A child's output, read line by line as it comes.
+pub struct Said {
+    lines: std::sync::mpsc::Receiver<String>,
+    /// What was read so far.
+    pub text: String,
+}
+
+impl Said {
+    pub fn of(output: impl std::io::Read + Send + 'static) -> Said {
+        let (send, lines) = std::sync::mpsc::channel();
+        let output = std::io::BufReader::new(output);
+        std::thread::spawn(move || {
+            std::io::BufRead::lines(output).map_while(Result::ok).try_for_each(|l| send.send(l))
+        });
+        Said { lines, text: String::new() }
+    }
+
+    /// Reads until a line satisfies `wanted`: whether one did within `limit`.
+    pub fn until(&mut self, limit: Duration, wanted: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.text += &format!("{line}\n");
+            if wanted(&line) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
