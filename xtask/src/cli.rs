@@ -100,6 +100,14 @@ pub enum PortsAction {
     Set { service: String, port: u16 },
     /// Forget the allocations and release this checkout's reservations
     Reset,
+    /// Who holds these ports, and whose services they are
+    Who {
+        #[arg(required = true)]
+        ports: Vec<u16>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone, Copy, Default)]
@@ -174,6 +182,8 @@ mod tests {
         assert!(parse(&["ports", "--json"]).is_ok());
         assert!(parse(&["ports", "set", "backend", "9000"]).is_ok());
         assert!(parse(&["ports", "set", "backend", "70000"]).is_err());
+        assert!(parse(&["ports", "who", "5432", "3000", "--json"]).is_ok());
+        assert!(parse(&["ports", "who"]).is_err());
         assert!(parse(&["dev", "--force", "--no-kill"]).is_err());
         assert!(parse(&["status", "--json"]).is_ok());
     }

@@ -22,17 +22,22 @@ use crate::term::say;
 
 impl PortsArgs {
     pub fn run(self, project: &Project) -> anyhow::Result<()> {
-        let config = crate::config::load(&project.ports_toml())?;
+        // All but `who` read ports.toml: a broken one fails them before anything changes.
+        let config = || crate::config::load(&project.ports_toml());
         match self.action {
-            None if self.all => show_all(project, self.json),
-            None => show(project, &config, self.json),
+            Some(PortsAction::Who { ports, json }) => who(project, &ports, json),
+            None if self.all => config().and_then(|_| show_all(project, self.json)),
+            None => show(project, &config()?, self.json),
             Some(PortsAction::Allocate) => {
+                let config = config()?;
                 let running = running_ports(project);
                 allocate_and_write(project, &config, &running, &BTreeMap::new())?;
                 show(project, &config, false)
             }
-            Some(PortsAction::Set { service, port }) => set(project, &config, &service, port, ConflictFlags::default()),
-            Some(PortsAction::Reset) => reset(project),
+            Some(PortsAction::Set { service, port }) => {
+                set(project, &config()?, &service, port, ConflictFlags::default())
+            }
+            Some(PortsAction::Reset) => config().and_then(|_| reset(project)),
         }
     }
 }
@@ -207,18 +212,7 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
         let services: Vec<_> = rows
             .iter()
             .map(|row| {
-                let holders: Vec<_> = row
-                    .holders
-                    .iter()
-                    .map(|(h, class)| {
-                        json!({
-                            "pid": h.id.map(|id| id.pid),
-                            "user": crate::users::name_of(h.uid),
-                            "command": h.command,
-                            "ours": matches!(class, Class::Ours(_)),
-                        })
-                    })
-                    .collect();
+                let holders: Vec<_> = row.holders.iter().map(|(h, class)| holder_json(h, class)).collect();
                 json!({ "service": row.service, "port": row.port, "free": row.holders.is_empty(), "holders": holders })
             })
             .collect();
@@ -231,11 +225,7 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
     }
     let width = rows.iter().map(|r| r.service.len()).max().unwrap_or(0);
     for row in &rows {
-        let who = row.holders.iter().map(|(h, class)| match class {
-            Class::OtherCheckout(path) => format!("{h}, a service of the checkout {}", path.display()),
-            _ => h.to_string(),
-        });
-        let who = who.collect::<Vec<_>>().join(", ");
+        let who = row.holders.iter().map(|(h, class)| whose(h, class)).collect::<Vec<_>>().join("; ");
         let state = match row.holders.as_slice() {
             [] => style.dim("free"),
             holders if holders.iter().all(|(_, c)| matches!(c, Class::Ours(_))) => {
@@ -246,6 +236,60 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
         say!("{:width$}  {:>5}  {state}", row.service, row.port);
     }
     Ok(())
+}
+
+/// `ports who PORT...`: who holds each port (lsof's question), and whose
+/// service that is: this checkout's, or another checkout's.
+fn who(project: &Project, ports: &[u16], as_json: bool) -> anyhow::Result<()> {
+    let registry = Registry::open()?;
+    let known = Known::gather(project, &registry);
+    drop(registry);
+    let mut holders = holder::lookup(&ports.iter().copied().collect());
+    let mut rows = Vec::new();
+    for port in ports {
+        let hs = holders.remove(port).unwrap_or_default();
+        rows.push((*port, hs.into_iter().map(|h| (known.classify(&h), h)).map(|(c, h)| (h, c)).collect::<Vec<_>>()));
+    }
+    if as_json {
+        let ports: Vec<_> = rows
+            .iter()
+            .map(|(port, hs)| {
+                let holders: Vec<_> = hs.iter().map(|(h, class)| holder_json(h, class)).collect();
+                json!({ "port": port, "holders": holders })
+            })
+            .collect();
+        say!("{}", serde_json::to_string_pretty(&json!({ "ports": ports }))?);
+        return Ok(());
+    }
+    let style = Style::stdout();
+    for (port, hs) in &rows {
+        let state = match hs.as_slice() {
+            [] => style.dim("free"),
+            hs => format!("held by {}", hs.iter().map(|(h, c)| whose(h, c)).collect::<Vec<_>>().join("; ")),
+        };
+        say!("{port:>5}  {state}");
+    }
+    Ok(())
+}
+
+/// A holder, and whose service it is when the runner knows.
+fn whose(holder: &Holder, class: &Class) -> String {
+    match class {
+        Class::Ours(service) => format!("{holder}: this checkout's {service}"),
+        Class::OtherCheckout(path) => format!("{holder}: a service of the checkout {}", path.display()),
+        _ => holder.to_string(),
+    }
+}
+
+fn holder_json(holder: &Holder, class: &Class) -> serde_json::Value {
+    json!({
+        "pid": holder.id.map(|id| id.pid),
+        "user": crate::users::name_of(holder.uid),
+        "command": holder.command,
+        "ours": matches!(class, Class::Ours(_)),
+        "service": match class { Class::Ours(service) => Some(service.clone()), _ => None },
+        "checkout": match class { Class::OtherCheckout(path) => Some(path.clone()), _ => None },
+    })
 }
 
 fn show_all(project: &Project, as_json: bool) -> anyhow::Result<()> {

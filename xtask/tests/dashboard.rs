@@ -6,14 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
 use std::time::Duration;
 
 use common::*;
 
 /// `xtask ui` (or `dev`) in the background of the test, with its address.
 struct Served {
-    child: Child,
+    /// A failed test leaves no dashboard behind (dev's guard then stops its services).
+    child: Running,
     port: u16,
     token: String,
 }
@@ -54,17 +54,6 @@ impl Served {
     fn stop(mut self) {
         std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
         self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Served {
-    /// A test that fails leaves no dashboard behind either (dev's guard then
-    /// stops its services).
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -261,7 +250,7 @@ fn dev_of(c: &Checkout, args: &[&str]) -> Served {
     std::thread::spawn(move || lines.for_each(drop));
     let url = url.expect("no dashboard address printed");
     let (port, token) = url.strip_prefix("http://127.0.0.1:").unwrap().split_once("/?token=").unwrap();
-    Served { child, port: port.parse().unwrap(), token: token.to_owned() }
+    Served { child: Running(child), port: port.parse().unwrap(), token: token.to_owned() }
 }
 
 #[test]

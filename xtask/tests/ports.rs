@@ -164,6 +164,31 @@ fn ports_shows_who_holds_each_port() {
     assert!(!c.path(".ports.json").exists(), "`ports` is read-only");
 }
 
+/// `ports who` answers lsof's question about any port, and says which
+/// holder is this checkout's service.
+#[test]
+fn ports_who_names_the_holders_and_whose_services_they_are() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["start", "api"]);
+    let api = c.pid_of("api").unwrap();
+    let squatter = Squatter::start(base + 5, "127.0.0.1", None);
+    let asked = [base, base + 5, base + 7].map(|p| p.to_string());
+    let out = c.ok(&["ports", "who", &asked[0], &asked[1], &asked[2]]);
+    let line = |port: u16| out.lines().find(|l| l.trim_start().starts_with(&port.to_string())).unwrap();
+    assert!(line(base).contains(&format!("held by pid {api} (")), "{out}");
+    assert!(line(base).ends_with(": this checkout's api"), "{out}");
+    assert!(line(base + 5).contains(&format!("held by pid {} (", squatter.pid())), "{out}");
+    assert!(!line(base + 5).contains("this checkout"), "{out}");
+    assert!(line(base + 7).ends_with("free"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["ports", "who", "--json", &asked[0], &asked[1]])).unwrap();
+    assert_eq!(json["ports"][0]["holders"][0]["pid"], api, "{json}");
+    assert_eq!(json["ports"][0]["holders"][0]["service"], "api", "{json}");
+    assert_eq!(json["ports"][1]["holders"][0]["pid"], squatter.pid(), "{json}");
+    assert_eq!(json["ports"][1]["holders"][0]["service"], serde_json::Value::Null, "{json}");
+}
+
 #[test]
 fn eight_concurrent_allocations_leave_whole_consistent_files() {
     let base = free_ports(20);

@@ -317,9 +317,35 @@ pub fn run_in_terminal(c: &Checkout, args: &str, answer: &str, env: &[(&str, &st
     (output.status.success(), text(&output))
 }
 
+/// A child process that a failed test does not leave behind: killed, if it
+/// still runs, when dropped.
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Runs `xtask command` (`ui` or `dev`) in the background of the test and
 /// returns it with the dashboard address it printed.
-pub fn spawn_dashboard(c: &Checkout, command: &str) -> (std::process::Child, String) {
+pub fn spawn_dashboard(c: &Checkout, command: &str) -> (Running, String) {
     use std::io::BufRead;
     let mut child = c.command(&[command]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -329,5 +355,5 @@ pub fn spawn_dashboard(c: &Checkout, command: &str) -> (std::process::Child, Str
         .find_map(|l| l.strip_prefix("Dashboard: ").map(str::to_owned))
         .expect("no dashboard address printed");
     std::thread::spawn(move || lines.for_each(drop)); // keep the pipe drained
-    (child, url)
+    (Running(child), url)
 }
