@@ -174,7 +174,7 @@ fn holder_lookup(bench: &mut Bench, sizes: &Sizes) -> anyhow::Result<Case> {
         let named = found.get(&port).is_some_and(|hs| hs.iter().any(|h| h.id.is_some_and(|id| id.pid as u32 == pid)));
         ensure!(named, "the runner's lookup did not name pid {pid} as the holder of port {port}: {found:?}");
     }
-    let title = format!("who holds a port, among {} more processes (baseline: lsof -t -i)", sizes.sleepers);
+    let title = format!("who holds a port (ports who), among {} more processes (baseline: lsof -t -i)", sizes.sleepers);
     let mut case = Case::new(title, runner, baseline, "≥ 5× faster than lsof");
     case.figures = vec![
         ("`ports`, every service's port and holders", Figure::Seconds(median(&every_service).unwrap_or(f64::NAN))),
