@@ -244,10 +244,10 @@ fn who(project: &Project, ports: &[u16], as_json: bool) -> anyhow::Result<()> {
     let registry = Registry::open()?;
     let known = Known::gather(project, &registry);
     drop(registry);
-    let mut holders = holder::lookup(&ports.iter().copied().collect());
+    let holders = holder::lookup(&ports.iter().copied().collect());
     let mut rows = Vec::new();
     for port in ports {
-        let hs = holders.remove(port).unwrap_or_default();
+        let hs = holders.get(port).cloned().unwrap_or_default(); // a port may be asked twice
         rows.push((*port, hs.into_iter().map(|h| (known.classify(&h), h)).map(|(c, h)| (h, c)).collect::<Vec<_>>()));
     }
     if as_json {

@@ -181,8 +181,9 @@ fn ports_who_names_the_holders_and_whose_services_they_are() {
     assert!(line(base + 5).contains(&format!("held by pid {} (", squatter.pid())), "{out}");
     assert!(!line(base + 5).contains("this checkout"), "{out}");
     assert!(line(base + 7).ends_with("free"), "{out}");
-    let json: serde_json::Value =
-        serde_json::from_str(&c.ok(&["ports", "who", "--json", &asked[0], &asked[1]])).unwrap();
+    let json = c.ok(&["ports", "who", "--json", &asked[0], &asked[1], &asked[0]]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["ports"][2]["holders"][0]["pid"], api, "a port asked twice: {json}");
     assert_eq!(json["ports"][0]["holders"][0]["pid"], api, "{json}");
     assert_eq!(json["ports"][0]["holders"][0]["service"], "api", "{json}");
     assert_eq!(json["ports"][1]["holders"][0]["pid"], squatter.pid(), "{json}");
