@@ -217,6 +217,13 @@ impl Fnv {
     }
 }
 
+/// How a step runs: in a process group of its own, led by a shell that
+/// passes the SIGTERM it gets when the runner dies (`term_with_runner`) to
+/// the whole group, so that nothing the step started runs on. The step runs
+/// in the background of that shell (`&`, `wait`): a shell runs a trap only
+/// once its foreground command has ended.
+const STEP: &str = r#"trap 'trap - TERM; kill -TERM 0' TERM; "$@" & wait $!"#;
+
 fn run_step(
     project: &Project,
     name: &str,
@@ -226,15 +233,17 @@ fn run_step(
 ) -> anyhow::Result<()> {
     say!("{name}: setting up: {}", step.command.join(" "));
     let started = Instant::now();
-    let (program, args) = step.command.split_first().context("empty set-up command")?;
+    let program = step.command.first().context("empty set-up command")?;
     let ids = account.map(|a| (a.uid, a.gid));
-    let status = duct::cmd(program, args)
+    let argv: Vec<&str> = ["-c", STEP, "sh"].into_iter().chain(step.command.iter().map(String::as_str)).collect();
+    let status = duct::cmd("/bin/sh", argv)
         .dir(&project.root)
         .env("PATH", path)
         .stdin_null()
         .stdout_to_stderr()
         .unchecked()
         .before_spawn(move |command| {
+            command.process_group(0);
             if let Some((uid, gid)) = ids {
                 command.uid(uid).gid(gid);
             }
