@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
@@ -224,6 +226,18 @@ impl Fnv {
 /// once its foreground command has ended.
 const STEP: &str = r#"trap 'trap - TERM; kill -TERM 0' TERM; "$@" & wait $!"#;
 
+/// The leader of the set-up step under way, for `interrupt`.
+static UNDER_WAY: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// Ends the set-up step under way, if any, with its group: for a runner
+/// that stops on a signal, as the step is in a group of its own, which the
+/// terminal's Ctrl-C does not reach.
+pub fn interrupt() {
+    if let Some(leader) = UNDER_WAY.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        let _ = rustix::process::pidfd_send_signal(leader, rustix::process::Signal::TERM);
+    }
+}
+
 fn run_step(
     project: &Project,
     name: &str,
@@ -236,7 +250,7 @@ fn run_step(
     let program = step.command.first().context("empty set-up command")?;
     let ids = account.map(|a| (a.uid, a.gid));
     let argv: Vec<&str> = ["-c", STEP, "sh"].into_iter().chain(step.command.iter().map(String::as_str)).collect();
-    let status = duct::cmd("/bin/sh", argv)
+    let handle = duct::cmd("/bin/sh", argv)
         .dir(&project.root)
         .env("PATH", path)
         .stdin_null()
@@ -250,9 +264,15 @@ fn run_step(
             process::term_with_runner(command);
             Ok(())
         })
-        .run()
-        .with_context(|| format!("{name}: running {program}"))?
-        .status;
+        .start()
+        .with_context(|| format!("{name}: running {program}"))?;
+    // Our child, not yet waited for: its pid is not reused before the wait.
+    let leader = handle.pids().first().and_then(|pid| process::ProcId::of(*pid as i32));
+    let under_way = || UNDER_WAY.lock().unwrap_or_else(PoisonError::into_inner);
+    *under_way() = leader.and_then(|id| process::pidfd(id).ok().flatten());
+    let done = handle.wait().map(|output| output.status);
+    *under_way() = None;
+    let status = done.with_context(|| format!("{name}: running {program}"))?;
     ensure!(
         status.success(),
         "{name}: set-up step `{}` failed ({status}); see its output above",
