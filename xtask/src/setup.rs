@@ -223,8 +223,10 @@ impl Fnv {
 /// passes the SIGTERM it gets when the runner dies (`term_with_runner`) to
 /// the whole group, so that nothing the step started runs on. The step runs
 /// in the background of that shell (`&`, `wait`): a shell runs a trap only
-/// once its foreground command has ended.
-const STEP: &str = r#"trap 'trap - TERM; kill -TERM 0' TERM; "$@" & wait $!"#;
+/// once its foreground command has ended. Its group is not the terminal's
+/// foreground one: SIGTTOU is ignored, or writing to a terminal set to
+/// `stty tostop` would stop it.
+const STEP: &str = r#"trap '' TTOU; trap 'trap - TERM; kill -TERM 0' TERM; "$@" & wait $!"#;
 
 /// The leader of the set-up step under way, for `interrupt`.
 static UNDER_WAY: Mutex<Option<OwnedFd>> = Mutex::new(None);

@@ -110,3 +110,28 @@ fn a_step_ends_with_a_runner_killed_meanwhile() {
     let gone = wait_for(Duration::from_secs(10), || !pids.iter().any(|p| alive(*p)));
     assert!(gone, "the set-up step's processes {pids:?} outlived the runner");
 }
+
+/// A step runs in a group of its own, in the terminal's background: it may
+/// still write to a terminal set to `stty tostop` (a background write would
+/// stop it, and the start with it).
+#[test]
+fn a_step_may_write_to_a_terminal_set_to_tostop() {
+    let base = free_ports(10);
+    let step = "[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"echo from-the-step >&2\"]";
+    let c = Checkout::new(&http_service("a", base, step));
+    let line = format!("stty tostop; {XTASK} start");
+    let mut start = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(c.dir.path())
+        .env("XDG_STATE_HOME", &c.state)
+        .stdin(Stdio::piped()) // kept open: closing the terminal's input hangs it up
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ended = wait_for(Duration::from_secs(30), || start.try_wait().unwrap().is_some());
+    let _ = start.kill();
+    let out = text(&start.wait_with_output().unwrap());
+    assert!(ended, "the start hangs:\n{out}");
+    assert!(out.contains("from-the-step") && out.contains("a: set up in"), "{out}");
+}
