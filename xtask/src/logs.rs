@@ -24,13 +24,21 @@ pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize)
         }
         None => config.order.clone(),
     };
+    // Each tail ends where following starts, fixed first: a line written
+    // while the tails are shown is shown once, not lost between them.
+    let mut cursors = Vec::new();
     for name in &names {
         let path = project.log_file(name);
-        let shown = if path.exists() { indented(&last_lines(&path, lines)) } else { "  (no log yet)".into() };
+        let cursor = Cursor::at_end(&path);
+        let shown = match File::open(&path) {
+            Ok(mut file) => indented(&last_lines_before(&mut file, lines, cursor.offset)),
+            Err(_) => "  (no log yet)".into(),
+        };
         say!("==> {name} ({}) <==\n{shown}", path.display());
+        cursors.push(cursor);
     }
     if follow {
-        follow_files(project, &names)?;
+        follow_files(project, &names, cursors)?;
     }
     Ok(())
 }
@@ -45,11 +53,19 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
     let Ok(mut file) = File::open(path) else {
         return Vec::new();
     };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    last_lines_before(&mut file, n, len)
+}
+
+/// The last `n` lines of the first `until` bytes of a log.
+fn last_lines_before(file: &mut File, n: usize, until: u64) -> Vec<String> {
     // n lines of MAX_LINE, and the end of the line before them, fit in this.
     let most = (n as u64 + 1).saturating_mul(MAX_LINE as u64);
     let mut size = MAX_LINE as u64;
     loop {
-        let Ok((from, end)) = read_end(&mut file, size) else {
+        let Ok((from, end)) = read_end(file, until, size) else {
             return Vec::new();
         };
         let (mut lines, used) = split(&end);
@@ -64,12 +80,12 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
-/// The last `size` bytes of a file, and where they start.
-fn read_end(file: &mut File, size: u64) -> std::io::Result<(u64, Vec<u8>)> {
-    let from = file.metadata()?.len().saturating_sub(size);
+/// The `size` bytes of a file before `until`, and where they start.
+fn read_end(file: &mut File, until: u64, size: u64) -> std::io::Result<(u64, Vec<u8>)> {
+    let from = until.saturating_sub(size);
     file.seek(SeekFrom::Start(from))?;
     let mut end = Vec::new();
-    file.take(size).read_to_end(&mut end)?;
+    file.take(until - from).read_to_end(&mut end)?;
     Ok((from, end))
 }
 
@@ -101,8 +117,7 @@ pub fn indented(lines: &[String]) -> String {
 
 /// Prints what is appended to the logs, prefixed, until interrupted. Logs are
 /// files written by services that outlive us, so this polls them.
-fn follow_files(project: &Project, names: &[String]) -> anyhow::Result<()> {
-    let mut cursors: Vec<Cursor> = names.iter().map(|n| Cursor::at_end(&project.log_file(n))).collect();
+fn follow_files(project: &Project, names: &[String], mut cursors: Vec<Cursor>) -> anyhow::Result<()> {
     let width = names.iter().map(String::len).max().unwrap_or(0);
     loop {
         let mut idle = true;
@@ -353,6 +368,18 @@ mod tests {
         let mut cursor = Cursor::at_end(&log.path);
         log.append(b" line\nnew\n");
         assert_eq!(log.read(&mut cursor), ["half line", "new"]);
+    }
+
+    #[test]
+    fn a_tail_ends_where_following_starts() {
+        let log = Log::new();
+        log.append(b"one\ntwo\n");
+        let mut cursor = Cursor::at_end(&log.path);
+        // Written after following began, before the tail is read: shown by the following only.
+        log.append(b"three\n");
+        let tail = last_lines_before(&mut File::open(&log.path).unwrap(), 50, cursor.offset);
+        assert_eq!(tail, ["one", "two"]);
+        assert_eq!(log.read(&mut cursor), ["three"]);
     }
 
     #[test]
