@@ -339,9 +339,9 @@ pub fn kill(id: ProcId, grace: Duration) -> io::Result<()> {
 /// Has the process `command` starts get SIGTERM when this runner dies: a
 /// set-up step must not run on after a runner killed meanwhile (SIGKILL, the
 /// OOM killer, a SIGTERM before its handlers), nor beside the next runner's
-/// run of it. Only that process is told (a step's leader passes it on to its
-/// group). It is told when the thread that started it ends: that thread
-/// must wait for it.
+/// run of it. Only that process is told: what it started, it stops itself
+/// (npm, pip and initdb do). The signal comes when the thread that starts it
+/// ends, so that thread must wait for it, as `duct::Expression::run` does.
 pub fn term_with_runner(command: &mut std::process::Command) {
     let runner = rustix::process::getpid();
     // SAFETY: only system calls between fork and exec, no allocation. They

@@ -5,11 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
@@ -219,27 +217,6 @@ impl Fnv {
     }
 }
 
-/// How a step runs: in a process group of its own, led by a shell that
-/// passes the SIGTERM it gets when the runner dies (`term_with_runner`) to
-/// the whole group, so that nothing the step started runs on. The step runs
-/// in the background of that shell (`&`, `wait`): a shell runs a trap only
-/// once its foreground command has ended. Its group is not the terminal's
-/// foreground one: SIGTTOU is ignored, or writing to a terminal set to
-/// `stty tostop` would stop it.
-const STEP: &str = r#"trap '' TTOU; trap 'trap - TERM; kill -TERM 0' TERM; "$@" & wait $!"#;
-
-/// The leader of the set-up step under way, for `interrupt`.
-static UNDER_WAY: Mutex<Option<OwnedFd>> = Mutex::new(None);
-
-/// Ends the set-up step under way, if any, with its group: for a runner
-/// that stops on a signal, as the step is in a group of its own, which the
-/// terminal's Ctrl-C does not reach.
-pub fn interrupt() {
-    if let Some(leader) = UNDER_WAY.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-        let _ = rustix::process::pidfd_send_signal(leader, rustix::process::Signal::TERM);
-    }
-}
-
 fn run_step(
     project: &Project,
     name: &str,
@@ -249,32 +226,24 @@ fn run_step(
 ) -> anyhow::Result<()> {
     say!("{name}: setting up: {}", step.command.join(" "));
     let started = Instant::now();
-    let program = step.command.first().context("empty set-up command")?;
+    let (program, args) = step.command.split_first().context("empty set-up command")?;
     let ids = account.map(|a| (a.uid, a.gid));
-    let argv: Vec<&str> = ["-c", STEP, "sh"].into_iter().chain(step.command.iter().map(String::as_str)).collect();
-    let handle = duct::cmd("/bin/sh", argv)
+    let status = duct::cmd(program, args)
         .dir(&project.root)
         .env("PATH", path)
         .stdin_null()
         .stdout_to_stderr()
         .unchecked()
         .before_spawn(move |command| {
-            command.process_group(0);
             if let Some((uid, gid)) = ids {
                 command.uid(uid).gid(gid);
             }
             process::term_with_runner(command);
             Ok(())
         })
-        .start()
-        .with_context(|| format!("{name}: running {program}"))?;
-    // Our child, not yet waited for: its pid is not reused before the wait.
-    let leader = handle.pids().first().and_then(|pid| process::ProcId::of(*pid as i32));
-    let under_way = || UNDER_WAY.lock().unwrap_or_else(PoisonError::into_inner);
-    *under_way() = leader.and_then(|id| process::pidfd(id).ok().flatten());
-    let done = handle.wait().map(|output| output.status);
-    *under_way() = None;
-    let status = done.with_context(|| format!("{name}: running {program}"))?;
+        .run()
+        .with_context(|| format!("{name}: running {program}"))?
+        .status;
     ensure!(
         status.success(),
         "{name}: set-up step `{}` failed ({status}); see its output above",

@@ -651,13 +651,12 @@ pub fn signal_name(signal: i32) -> &'static str {
 /// Ctrl-C, SIGTERM and SIGHUP become events instead of killing the runner
 /// with its services still up. They go to the first who asks, one per
 /// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
-/// not the starts its actions run, which go on to their end. A runner that
-/// `stops` its services on a signal (dev, start) also ends the set-up step
-/// under way, and a Ctrl-C while stopping cuts the services' graces short:
-/// KILL at once. Only one that comes a second or more after the signal that
-/// began the stop: a wrapper such as `npm run` passes on the Ctrl-C its
-/// group got too, two at once.
-pub fn forward_signals(sender: Sender<Event>, stops: bool) -> anyhow::Result<()> {
+/// not the starts its actions run, which go on to their end. With `hurry`,
+/// a Ctrl-C while stopping cuts the services' graces short: KILL at once.
+/// Only one that comes a second or more after the signal that began the
+/// stop: a wrapper such as `npm run` passes on the Ctrl-C its group got
+/// too, two at once.
+pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static TAKEN: AtomicBool = AtomicBool::new(false);
     if TAKEN.swap(true, Ordering::SeqCst) {
@@ -670,16 +669,13 @@ pub fn forward_signals(sender: Sender<Event>, stops: bool) -> anyhow::Result<()>
         for signal in signals.forever() {
             let Some(at) = first else {
                 first = Some(Instant::now());
-                if stops {
-                    setup::interrupt();
-                }
                 if sender.send(Event::Signal(signal)).is_err() {
                     break;
                 }
                 continue;
             };
             // A person at the terminal: another `stop`'s SIGTERM asks for no hurry.
-            if stops && signal == SIGINT && at.elapsed() >= Duration::from_secs(1) {
+            if hurry && signal == SIGINT && at.elapsed() >= Duration::from_secs(1) {
                 process::HURRY.store(true, Ordering::Relaxed);
                 // The terminal may be gone (a pipe closed with it): no panic over a message.
                 let _ = writeln!(std::io::stderr(), "received SIGINT again: killing what is still running");

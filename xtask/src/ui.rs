@@ -117,7 +117,7 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     }
     // Before any action: the signals are the dashboard's, not its actions'.
     let (sender, events) = channel();
-    supervisor::forward_signals(sender, false)?; // the services run on
+    supervisor::forward_signals(sender, false)?; // the services run on: nothing to hurry
     let actions = Arc::new(Mutex::new(()));
     let dashboard = serve(project, Control::Background(actions.clone()))?;
     say!("Dashboard: {}", dashboard.url);

@@ -222,29 +222,6 @@ fn ctrl_c_during_an_action_of_dev_stops_dev() {
     assert!(is_free(base) && is_free(base + 1));
 }
 
-/// A set-up step is in a group of its own, which the terminal's Ctrl-C does
-/// not reach: dev ends it, whole, rather than wait for it.
-#[test]
-fn ctrl_c_during_a_set_up_step_of_an_action_of_dev_ends_the_step() {
-    let base = free_ports(10);
-    let step = "[[services.b.setup]]\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! > step.pid; wait\"]";
-    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, step)));
-    let mut dev = dev_of(&c, &["a"]);
-    let start = act_later(&dev, "/api/services/b/start");
-    let sleep = || c.read("step.pid").and_then(|p| p.trim().parse::<i32>().ok());
-    assert!(wait_for(Duration::from_secs(30), || sleep().is_some_and(alive)), "the step did not start");
-    interrupt(&dev);
-    let stopped = wait_for(Duration::from_secs(30), || dev.child.try_wait().unwrap().is_some());
-    let sleep = sleep().unwrap();
-    let ended = wait_for(Duration::from_secs(10), || !alive(sleep));
-    if !ended {
-        let _ = std::process::Command::new("kill").arg(sleep.to_string()).status();
-    }
-    assert!(stopped, "dev waited for the set-up step after a Ctrl-C: {}", start.join().unwrap());
-    assert!(ended, "the set-up step's sleep (pid {sleep}) runs on");
-    assert!(c.status().values().all(|s| s["running"] == false));
-}
-
 #[test]
 fn ctrl_c_in_ui_stops_no_service_and_lets_the_action_under_way_finish() {
     let base = free_ports(10);
