@@ -189,21 +189,25 @@ fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> 
     let current = state::load(&project.ports_json(), config)?;
     let allocated = !current.is_empty();
     let ports: Ports = config.preferred_ports().into_iter().chain(current).collect();
-    let registry = Registry::open()?;
-    let known = Known::gather(project, &registry);
-    drop(registry);
-    let mut holders = holder::lookup(&ports.values().copied().collect());
+    let mut holders = classified_holders(project, &ports.values().copied().collect())?;
     let rows = config
         .order
         .iter()
         .map(|name| {
             let port = ports[name];
-            let hs = holders.remove(&port).unwrap_or_default();
-            let holders = hs.into_iter().map(|h| (known.classify(&h), h)).map(|(c, h)| (h, c)).collect();
-            Row { service: name.clone(), port, holders }
+            Row { service: name.clone(), port, holders: holders.remove(&port).unwrap_or_default() }
         })
         .collect();
     Ok((rows, allocated))
+}
+
+/// The holders of each of `ports` that has a listener, with what each is to this checkout.
+fn classified_holders(project: &Project, ports: &BTreeSet<u16>) -> anyhow::Result<BTreeMap<u16, Vec<(Holder, Class)>>> {
+    let registry = Registry::open()?;
+    let known = Known::gather(project, &registry);
+    drop(registry);
+    let classify = |hs: Vec<Holder>| hs.into_iter().map(|h| (known.classify(&h), h)).map(|(c, h)| (h, c)).collect();
+    Ok(holder::lookup(ports).into_iter().map(|(port, hs)| (port, classify(hs))).collect())
 }
 
 fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()> {
@@ -241,15 +245,10 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
 /// `ports who PORT...`: who holds each port (lsof's question), and whose
 /// service that is: this checkout's, or another checkout's.
 fn who(project: &Project, ports: &[u16], as_json: bool) -> anyhow::Result<()> {
-    let registry = Registry::open()?;
-    let known = Known::gather(project, &registry);
-    drop(registry);
-    let holders = holder::lookup(&ports.iter().copied().collect());
-    let mut rows = Vec::new();
-    for port in ports {
-        let hs = holders.get(port).cloned().unwrap_or_default(); // a port may be asked twice
-        rows.push((*port, hs.into_iter().map(|h| (known.classify(&h), h)).map(|(c, h)| (h, c)).collect::<Vec<_>>()));
-    }
+    let holders = classified_holders(project, &ports.iter().copied().collect())?;
+    // A port may be asked twice.
+    let rows: Vec<(u16, Vec<(Holder, Class)>)> =
+        ports.iter().map(|port| (*port, holders.get(port).cloned().unwrap_or_default())).collect();
     if as_json {
         let ports: Vec<_> = rows
             .iter()
