@@ -16,6 +16,9 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Only the invoked command's arguments are built (clap's `defer`): building
+// them all took 0.2 to 0.3 ms of every start, 8 % of `ports who`.
+#[command(defer = true)]
 pub enum Command {
     /// Run services in the foreground with their logs; Ctrl-C stops everything
     Dev {
@@ -93,6 +96,7 @@ pub struct PortsArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum PortsAction {
     /// Allocate a port for every service and write .ports.json and .env.runtime
     Allocate,
