@@ -235,9 +235,10 @@ impl Group {
     }
 
     /// Whether process `pid` carries this group's mark. A record from before
-    /// marks (0) keeps the rule of then: any process not older than the leader.
+    /// marks (0) tells nobody apart: once its leader has gone, no process
+    /// shows that the group is still ours, and none is signalled.
     fn marks(self, pid: i32) -> bool {
-        self.mark == 0 || mark_of(pid) == Some(self.mark)
+        self.mark != 0 && mark_of(pid) == Some(self.mark)
     }
 
     /// The processes outside the group that carry its mark: what the service
@@ -283,17 +284,17 @@ impl Group {
         if listed.is_empty() && escaped.is_empty() {
             return Stopped::AlreadyGone;
         }
-        // Waited for from here on: the members listed now, and any that shows
-        // the mark. Once the leader has gone, a member without the mark no
-        // longer shows that the group is ours, but it was listed while it
-        // did; while one of them is in the group, its id is no one else's.
-        let left = || {
-            escaped.iter().any(|(id, _)| id.is_alive())
-                || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid))
-        };
+        // Waited for and signalled from here on: the group while one of the
+        // members listed now, or one that shows the mark, is in it. Once the
+        // leader has gone, a member without the mark no longer shows that the
+        // group is ours, but it was listed while it did; while one of them is
+        // in the group, its id is no one else's. Without them, the id may be
+        // anyone's by now: asked again before each signal, as a grace is long
+        // enough for a stranger's group to get it.
+        let ours_left = || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid));
+        let left = || escaped.iter().any(|(id, _)| id.is_alive()) || ours_left();
         let signal = |signal| {
-            // An empty group's id may be anyone's by now.
-            if !listed.is_empty() {
+            if ours_left() {
                 let _ = rustix::process::kill_process_group(pgid, signal);
             }
             for fd in escaped.iter().filter_map(|(_, fd)| fd.as_ref()) {
@@ -524,6 +525,49 @@ mod tests {
     }
 
     #[test]
+    fn a_group_id_reused_during_the_grace_is_not_signalled() {
+        // Only root may choose the next pid: elsewhere there is nothing to test.
+        const NEXT_PID: &str = "/proc/sys/kernel/ns_last_pid";
+        if std::fs::OpenOptions::new().write(true).open(NEXT_PID).is_err() {
+            eprintln!("skipped: needs root, to choose the next pid");
+            return;
+        }
+        // The leader ends at TERM; what left the group with the mark ignores
+        // it, so the stop waits out its grace.
+        let script = "setsid sh -c \"trap '' TERM; exec sleep 300\" >/dev/null 2>&1 & echo $!; exec sleep 300";
+        let argv = ["sh", "-c", script].map(String::from);
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (handle, group) = spawn(&spec, writer).unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
+        let escaped = ProcId::of(line.trim().parse().unwrap()).unwrap();
+        assert!(wait_until(Duration::from_secs(5), || super::argv(escaped.pid) == ["sleep", "300"]));
+        let stopping = std::thread::spawn(move || group.stop(Duration::from_secs(3)));
+        handle.wait().unwrap(); // the leader, reaped: its pid, the group's id, is free
+        // While the stop waits, a stranger leading a group of its own gets the
+        // id (other tests may take the pid first: tried again).
+        let mut stranger = None;
+        for _ in 0..50 {
+            std::fs::write(NEXT_PID, (group.pgid() - 1).to_string()).unwrap();
+            let mut sleep = std::process::Command::new("sleep");
+            let mut child = sleep.arg("300").env_remove("XTASK_GROUP").process_group(0).spawn().unwrap();
+            if child.id() as i32 == group.pgid() {
+                stranger = Some(child);
+                break;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let mut stranger = stranger.expect("the stranger never got the group's id");
+        assert_eq!(stopping.join().unwrap(), Stopped::Killed);
+        assert!(!escaped.is_alive(), "what left the group with its mark runs on");
+        assert_eq!(stranger.try_wait().unwrap(), None, "the stranger that got the group's id was signalled");
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+    }
+
+    #[test]
     fn a_group_whose_id_was_reused_is_not_ours() {
         let argv = ["sleep", "300"].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
@@ -546,6 +590,9 @@ mod tests {
         handle.wait().unwrap();
         assert!(wait_until(Duration::from_secs(5), || group_members(ours.pgid()).len() == 1));
         assert_eq!(ours.members().map(|m| m.len()), Some(1));
+        // A record from before marks cannot tell it from a stranger's.
+        assert_eq!(Group { mark: 0, ..ours }.members(), None);
+        assert!(!Group { mark: 0, ..ours }.has(group_members(ours.pgid())[0], ours.pgid()));
 
         // A stranger whose group got the id of a leader of ours that exited
         // (here: an older start time in the record), the way a daemon's first
