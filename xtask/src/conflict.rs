@@ -81,7 +81,7 @@ pub fn resolve(
     Ok(match action {
         Action::StopOurs => {
             for h in &holders {
-                if let Some((name, group)) = known.ours.iter().find(|(_, g)| g.pgid() == h.pgid) {
+                if let Some((name, group)) = known.ours_of(h) {
                     if group.stop(GRACE) == Stopped::Survived {
                         return Ok(Some(format!(
                             "is held by this checkout's earlier {who}, which could not be stopped"

@@ -24,6 +24,9 @@ pub struct Holder {
     pub pgid: i32,
     pub uid: u32,
     pub command: String,
+    /// The mark of the group a runner started it in (`XTASK_GROUP`), which
+    /// what a service forks keeps wherever it goes (`setsid`, a daemon).
+    pub mark: Option<u64>,
 }
 
 impl fmt::Display for Holder {
@@ -68,17 +71,18 @@ pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
         let Ok(uid) = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()) else { continue };
         let words = process::argv(pid);
         let command = if words.is_empty() { stat.comm.clone() } else { words.join(" ") };
+        let mark = process::mark_of(pid);
         let ports: BTreeSet<u16> = inodes.iter().map(|i| sockets[i].0).collect();
         for port in ports {
             let id = Some(ProcId { pid, start: stat.start });
-            found.entry(port).or_default().push(Holder { id, pgid: stat.pgrp, uid, command: command.clone() });
+            found.entry(port).or_default().push(Holder { id, pgid: stat.pgrp, uid, command: command.clone(), mark });
         }
         seen_inodes.extend(inodes);
     }
     // Sockets whose process we could not see still say whose they are.
     for (inode, (port, uid)) in sockets {
         if !seen_inodes.contains(&inode) {
-            found.entry(port).or_default().push(Holder { id: None, pgid: 0, uid, command: String::new() });
+            found.entry(port).or_default().push(Holder { id: None, pgid: 0, uid, command: String::new(), mark: None });
         }
     }
     found
@@ -240,6 +244,12 @@ pub enum Class {
     Ours(String),
     /// A service of another checkout, from the registry.
     OtherCheckout(PathBuf),
+    /// The runner serving this checkout's dashboard.
+    Dashboard,
+    /// Started by a runner, for a service no record names: another
+    /// checkout's, while the registry has lost it, or one of this checkout
+    /// whose record is gone.
+    Unrecorded,
     SameUser,
     OtherUser(String),
     Init,
@@ -259,6 +269,8 @@ pub struct Known {
     pub ours: Vec<(String, Group)>,
     /// Other checkouts' service groups, from the registry.
     pub others: Vec<(PathBuf, Group)>,
+    /// The runner serving this checkout's dashboard.
+    pub dashboard: Option<ProcId>,
 }
 
 impl Known {
@@ -270,23 +282,33 @@ impl Known {
             ancestors: process::ancestors(),
             ours,
             others: registry.others_groups(&project.root),
+            dashboard: crate::ui::owner(project),
         }
+    }
+
+    /// The service of this checkout `holder` belongs to, with its group: in
+    /// the group, or gone from it with its mark.
+    pub fn ours_of(&self, holder: &Holder) -> Option<&(String, Group)> {
+        self.ours.iter().find(|(_, group)| belongs(holder, group))
     }
 
     pub fn classify(&self, holder: &Holder) -> Class {
         let Some(id) = holder.id else {
             return Class::Unknown;
         };
-        let in_group = |group: &Group| group.has(id, holder.pgid);
         let groups = || self.ours.iter().map(|(_, g)| g).chain(self.others.iter().map(|(_, g)| g));
         if id.pid == 1 {
             Class::Init
+        } else if self.dashboard == Some(id) {
+            Class::Dashboard
         } else if self.ancestors.contains(&id.pid) || id.pid == std::process::id() as i32 {
             Class::Ancestor
-        } else if let Some((service, _)) = self.ours.iter().find(|(_, g)| in_group(g)) {
+        } else if let Some((service, _)) = self.ours_of(holder) {
             Class::Ours(service.clone())
-        } else if let Some((path, _)) = self.others.iter().find(|(_, g)| in_group(g)) {
+        } else if let Some((path, _)) = self.others.iter().find(|(_, g)| belongs(holder, g)) {
             Class::OtherCheckout(path.clone())
+        } else if holder.mark.is_some() {
+            Class::Unrecorded
         } else if groups().any(|g| g.may_have(id, holder.pgid)) {
             Class::Unsure
         } else if holder.uid != self.uid {
@@ -295,6 +317,13 @@ impl Known {
             Class::SameUser
         }
     }
+}
+
+/// In `group`, or gone from it with its mark (unique to the group, and kept
+/// by all that its processes fork).
+fn belongs(holder: &Holder, group: &Group) -> bool {
+    let marked = group.mark != 0 && holder.mark == Some(group.mark);
+    marked || holder.id.is_some_and(|id| group.has(id, holder.pgid))
 }
 
 /// The decision for a busy preferred port.
@@ -320,6 +349,10 @@ pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
         }
         (Class::Ours(_), _) => Action::StopOurs,
         (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
+        (Class::Dashboard, _) => Action::Move("it is this checkout's dashboard".into()),
+        (Class::Unrecorded, _) => {
+            Action::Move("cargo xtask started it, for a service no record names (another checkout's?)".into())
+        }
         (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
         (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
@@ -366,6 +399,13 @@ mod tests {
             (Class::Ancestor, [0, 1, 2].map(|_| Move("it is an ancestor of this runner".into()))),
             (Class::Unsure, [0, 1, 2].map(|_| Move("it may be what is left of a service, and may not".into()))),
             (Class::Unknown, [0, 1, 2].map(|_| Move("its owner cannot be seen".into()))),
+            (Class::Dashboard, [0, 1, 2].map(|_| Move("it is this checkout's dashboard".into()))),
+            (
+                Class::Unrecorded,
+                [0, 1, 2].map(|_| {
+                    Move("cargo xtask started it, for a service no record names (another checkout's?)".into())
+                }),
+            ),
         ];
         for (class, want) in rows {
             for (mode, want) in [Interactive, Force, NoKill].into_iter().zip(want) {
@@ -391,9 +431,17 @@ mod tests {
             uid: 1000,
             ancestors: BTreeSet::from([1, 77]),
             ours: vec![("api".into(), Group { leader: me, mark: 0 }), ("web".into(), Group { leader: gone, mark: 7 })],
-            others: vec![("/wt2".into(), Group { leader: parent, mark: 0 })],
+            others: vec![("/wt2".into(), Group { leader: parent, mark: 9 })],
+            dashboard: Some(ProcId { pid: 700, start: 5 }),
         };
-        let holder = |pid, start, pgid, uid| Holder { id: Some(ProcId { pid, start }), pgid, uid, command: "x".into() };
+        let holder = |pid, start, pgid, uid| Holder {
+            id: Some(ProcId { pid, start }),
+            pgid,
+            uid,
+            command: "x".into(),
+            mark: None,
+        };
+        let marked = |mark| Holder { mark: Some(mark), ..holder(902, 3, 902, 1000) };
         assert_eq!(known.classify(&holder(501, me.start + 2, me.pid, 1000)), Class::Ours("api".into()));
         // In a group with our group's id but older than our leader: not ours.
         assert_eq!(known.classify(&holder(501, me.start.saturating_sub(1), me.pid, 1000)), Class::SameUser);
@@ -406,7 +454,15 @@ mod tests {
         assert_eq!(known.classify(&holder(me.pid, me.start, 9, 1000)), Class::Ancestor);
         assert!(matches!(known.classify(&holder(900, 3, 900, 0)), Class::OtherUser(_)));
         assert_eq!(known.classify(&holder(900, 3, 900, 1000)), Class::SameUser);
-        assert_eq!(known.classify(&Holder { id: None, pgid: 0, uid: 0, command: String::new() }), Class::Unknown);
+        let unseen = Holder { id: None, pgid: 0, uid: 0, command: String::new(), mark: None };
+        assert_eq!(known.classify(&unseen), Class::Unknown);
+        assert_eq!(known.classify(&holder(700, 5, 700, 1000)), Class::Dashboard);
+        // Gone from its group (setsid, a daemon) with the group's mark.
+        assert_eq!(known.classify(&marked(7)), Class::Ours("web".into()));
+        assert_eq!(known.ours_of(&marked(7)).map(|(s, _)| s.as_str()), Some("web"));
+        assert_eq!(known.classify(&marked(9)), Class::OtherCheckout("/wt2".into()));
+        assert_eq!(known.classify(&marked(8)), Class::Unrecorded);
+        assert_eq!(known.classify(&marked(0)), Class::Unrecorded, "0 marks no group");
     }
 
     #[test]

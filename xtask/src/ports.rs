@@ -276,6 +276,8 @@ fn whose(holder: &Holder, class: &Class) -> String {
     match class {
         Class::Ours(service) => format!("{holder}: this checkout's {service}"),
         Class::OtherCheckout(path) => format!("{holder}: a service of the checkout {}", path.display()),
+        Class::Dashboard => format!("{holder}: this checkout's dashboard"),
+        Class::Unrecorded => format!("{holder}: started by cargo xtask, for a service no record names"),
         _ => holder.to_string(),
     }
 }

@@ -545,6 +545,9 @@ mod tests {
         assert!(wait_until(Duration::from_secs(5), || super::argv(escaped.pid) == ["sleep", "300"]));
         let stopping = std::thread::spawn(move || group.stop(Duration::from_secs(3)));
         handle.wait().unwrap(); // the leader, reaped: its pid, the group's id, is free
+        // Start times count clock ticks (10 ms): a newcomer in the leader's
+        // tick would be the leader to anyone. Only a chosen pid comes so soon.
+        std::thread::sleep(Duration::from_millis(50));
         // While the stop waits, a stranger leading a group of its own gets the
         // id (other tests may take the pid first: tried again).
         let mut stranger = None;

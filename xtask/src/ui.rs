@@ -107,11 +107,7 @@ pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
 /// `cargo xtask ui`: serves the dashboard for background services until
 /// Ctrl-C; if `cargo xtask dev` runs, points at its dashboard instead.
 pub fn run(project: &Project) -> anyhow::Result<()> {
-    let record = project.dashboard_file();
-    if let Some(text) = files::read_optional(&record)?
-        && let Ok(running) = serde_json::from_str::<Record>(&text)
-        && running.owner.is_alive()
-    {
+    if let Some(running) = running(project) {
         say!("The dashboard of pid {} is already serving this checkout: {}", running.owner.pid, running.url);
         return Ok(());
     }
@@ -130,6 +126,17 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     }
     let _done = actions.lock().unwrap_or_else(|e| e.into_inner());
     Ok(())
+}
+
+/// The dashboard serving this checkout now, if one does.
+fn running(project: &Project) -> Option<Record> {
+    let text = files::read_optional(&project.dashboard_file()).ok()??;
+    serde_json::from_str::<Record>(&text).ok().filter(|r| r.owner.is_alive())
+}
+
+/// The runner serving this checkout's dashboard, if one does.
+pub fn owner(project: &Project) -> Option<ProcId> {
+    running(project).map(|r| r.owner)
 }
 
 /// Removes the record of a dashboard that `owner` served, now gone without

@@ -177,6 +177,21 @@ fn each_checkout_gets_its_own_dashboard_port() {
     ui2.stop();
 }
 
+/// A service whose port this checkout's dashboard serves on moves: the
+/// dashboard is the runner's own, not a stranger to kill (FORCE_MODE).
+#[test]
+fn a_service_on_the_dashboards_port_moves() {
+    let c = Checkout::new(&http_service("a", free_ports(5), ""));
+    let ui = Served::start(&c, "ui");
+    std::fs::write(c.path("ports.toml"), http_service("a", ui.port, "")).unwrap();
+    let out = c.ok(&["start"]);
+    assert!(out.contains("it is this checkout's dashboard"), "{out}");
+    assert_ne!(c.ports()["a"], ui.port);
+    let (code, _) = ui.api("GET", "/api/state", "");
+    assert_eq!(code, 200, "the dashboard stopped answering:\n{out}");
+    ui.stop();
+}
+
 /// A service that listens only after 2 s.
 fn slow_service(name: &str, port: u16, extra: &str) -> String {
     format!(

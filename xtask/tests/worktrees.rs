@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 use tempfile::TempDir;
@@ -208,6 +209,46 @@ fn running_services_of_a_checkout_without_its_ports_toml_are_not_killed() {
     assert!(output.status.success(), "start failed:\n{out}");
     assert_both_running(&b, &b_pids, &a, &out);
     assert_names_the_other_checkout(&out, &b);
+}
+
+/// After the registry is deleted (what its parse error suggests), another
+/// checkout's running services are not named in it, but still carry their
+/// group's mark: not killed (FORCE_MODE), we move.
+#[test]
+fn services_of_a_checkout_the_registry_lost_are_not_killed() {
+    let base = free_ports(30);
+    let (state, a, b) = two_worktrees(base);
+    a.ok(&["start"]);
+    let a_pids = pids(&a);
+    std::fs::remove_file(registry_file(state.path())).unwrap();
+    let out = start_forced(&b);
+    assert_both_running(&a, &a_pids, &b, &out);
+    assert!(out.contains("cargo xtask started it"), "the move does not say why:\n{out}");
+}
+
+/// What left the group of another checkout's service (`setsid`, a daemon)
+/// carries the group's mark: on a port we prefer, it is named and not killed.
+#[test]
+fn what_left_the_group_of_another_checkouts_service_is_not_killed() {
+    let base = free_ports(20);
+    let state = TempDir::new().unwrap();
+    let escaping = format!(
+        "[services.api]\nport = {}\ncommand = [\"sh\", \"-c\", \"setsid python3 -m http.server {base} --bind 127.0.0.1 \
+         >/dev/null 2>&1 & exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n",
+        base + 10
+    );
+    let b = Checkout::sharing(&escaping, state.path());
+    let a = Checkout::sharing(&http_service("api", base, ""), state.path());
+    b.ok(&["start"]);
+    assert!(wait_for(Duration::from_secs(10), || !is_free(base)), "B's api never served port {base}");
+    let [(escaped, _)] = processes_with(&format!("http.server {base} ")).try_into().unwrap();
+    let out = start_forced(&a);
+    assert!(alive(escaped), "what left B's group was killed:\n{out}");
+    let said = format!("api: port {base} is held by pid {escaped}");
+    let line = out.lines().find(|l| l.starts_with(&said)).unwrap_or_else(|| panic!("no line \"{said}\":\n{out}"));
+    assert!(line.contains(&format!("a service of the checkout {}", root(&b).display())), "{line}");
+    assert_ne!(a.ports()["api"], base);
+    assert!(b.ok(&["ports", "who", &base.to_string()]).contains("this checkout's api"));
 }
 
 /// `ports reset` releases the checkout's reservations: another checkout can then take those ports.
