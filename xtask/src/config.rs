@@ -640,7 +640,7 @@ impl Validator<'_> {
             user: raw.user.as_ref().map(|u| u.get_ref().clone()),
             places: [("command", Some(raw.command.span())), ("cwd", raw.cwd.as_ref().map(|c| c.span()))]
                 .into_iter()
-                .chain([("user", raw.user.as_ref().map(|u| u.span()))])
+                .chain([("user", raw.user.as_ref().map(|u| u.span())), ("dirs", raw.dirs.first().map(|d| d.span()))])
                 .filter_map(|(key, span)| Some((key, line_col(self.text, span?.start))))
                 .collect(),
             dirs,

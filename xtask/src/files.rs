@@ -109,12 +109,55 @@ fn explain(e: std::io::Error, target: &Path) -> anyhow::Error {
     let dir = target.parent().unwrap_or(Path::new("/"));
     match e.kind() {
         ErrorKind::PermissionDenied => anyhow!(
-            "writing {}: {e}\nthis user may not create files in {}: fix its permissions (or owner)",
+            "writing {}: {e}\nthis user may not create files in {}: {}",
             target.display(),
-            dir.display()
+            dir.display(),
+            remedy(&e)
         ),
+        _ if is_refusal(&e) => anyhow!("writing {}: {e}: {}", target.display(), remedy(&e)),
         _ => anyhow!("writing {}: {e}", target.display()),
     }
+}
+
+/// A write refused whatever the permissions say: an immutable file or
+/// folder, a read-only mount.
+fn is_refusal(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::ReadOnlyFilesystem || e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error())
+}
+
+fn remedy(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::ReadOnlyFilesystem => "mount it writable",
+        _ if is_refusal(e) => "it may be immutable (lsattr shows it; chattr -i undoes it)",
+        _ => "fix its permissions (or owner)",
+    }
+}
+
+/// That this user may create files in each of `dirs` (or, for one not made
+/// yet, in the folder it would be made in) and replace each of `files`: a
+/// command asks before it stops or kills anything, since a write that failed
+/// after would leave things so.
+pub fn check_writable(dirs: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()> {
+    use rustix::fs::{Access, access};
+    use rustix::io::Errno;
+    for dir in dirs {
+        let existing = dir.ancestors().find(|d| fs::symlink_metadata(d).is_ok()).unwrap_or(Path::new("/"));
+        if !existing.is_dir() {
+            anyhow::bail!("{} is not a folder: the runner keeps files in it; move it away", existing.display());
+        }
+        if let Err(e) = access(existing, Access::WRITE_OK | Access::EXEC_OK) {
+            let e = std::io::Error::from(e);
+            anyhow::bail!("{}: {e}\nthis user may not create files in it: {}", existing.display(), remedy(&e));
+        }
+    }
+    for file in files {
+        // A file without write permission is replaced all the same (by a
+        // rename); one that is immutable, or on a read-only mount, is not.
+        if let Err(e @ (Errno::PERM | Errno::ROFS)) = access(file, Access::WRITE_OK) {
+            return Err(explain(e.into(), file));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a file that may not exist yet.

@@ -154,7 +154,8 @@ pub fn check(project: &Project, config: &Config, names: &[String], path: &OsStri
     setup::check(project, config, names, path)?;
     state::load(&project.ports_json(), config)?;
     Registry::open()?;
-    Ok(())
+    let dirs = [project.root.clone(), project.pids_dir(), project.logs_dir(), crate::paths::state_home()?];
+    crate::files::check_writable(&dirs, &[project.ports_json(), project.env_runtime(), Registry::file()?])
 }
 
 /// What `dev` and `start` share: prepare the selected services and their

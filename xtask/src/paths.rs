@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 /// A checkout of the repository: the folder holding `ports.toml`.
 #[derive(Debug, Clone)]
@@ -18,6 +18,12 @@ impl Project {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         for dir in cwd.ancestors() {
             if dir.join("ports.toml").is_file() {
+                // The registry names checkouts in JSON, which holds only text.
+                ensure!(
+                    dir.to_str().is_some(),
+                    "the checkout's path {} is not valid UTF-8: rename its folders",
+                    dir.display()
+                );
                 return Ok(Project { root: dir.to_path_buf() });
             }
         }

@@ -189,13 +189,14 @@ fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> 
     let current = state::load(&project.ports_json(), config)?;
     let allocated = !current.is_empty();
     let ports: Ports = config.preferred_ports().into_iter().chain(current).collect();
-    let mut holders = classified_holders(project, &ports.values().copied().collect())?;
+    let holders = classified_holders(project, &ports.values().copied().collect())?;
     let rows = config
         .order
         .iter()
         .map(|name| {
             let port = ports[name];
-            Row { service: name.clone(), port, holders: holders.remove(&port).unwrap_or_default() }
+            // A hand-edited .ports.json may give two services one port.
+            Row { service: name.clone(), port, holders: holders.get(&port).cloned().unwrap_or_default() }
         })
         .collect();
     Ok((rows, allocated))
@@ -322,7 +323,9 @@ pub fn set(project: &Project, config: &Config, service: &str, port: u16, flags: 
     let running = running_ports(project);
     let restart: Vec<String> = users_of(config, service).into_iter().filter(|n| running.contains_key(n)).collect();
     if !restart.is_empty() {
-        crate::start::check_restartable(project)?; // before the new port is written
+        // What would keep them from starting again, before the new port is written.
+        crate::start::check_restartable(project)?;
+        crate::launch::check(project, config, &restart, &crate::setup::search_path(config))?;
     }
     pin(project, config, service, port)?;
     if restart.is_empty() {

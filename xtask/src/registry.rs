@@ -79,9 +79,8 @@ pub struct Registry {
 
 impl Registry {
     pub fn open() -> anyhow::Result<Registry> {
-        let dir = paths::state_home()?;
-        let lock = Lock::acquire(&dir.join("registry.lock"))?;
-        let path = dir.join("registry.json");
+        let path = Registry::file()?;
+        let lock = Lock::acquire(&path.with_file_name("registry.lock"))?;
         let entries = match files::read_optional(&path)? {
             // Empty (`touch`, a crash that lost the data): nothing registered yet.
             Some(text) if !text.trim().is_empty() => match serde_json::from_str(&text) {
@@ -97,6 +96,11 @@ impl Registry {
         let mut registry = Registry { path, entries, _lock: lock };
         registry.entries.prune(is_live);
         Ok(registry)
+    }
+
+    /// Where the registry is kept.
+    pub fn file() -> anyhow::Result<PathBuf> {
+        Ok(paths::state_home()?.join("registry.json"))
     }
 
     pub fn save(&self) -> anyhow::Result<()> {

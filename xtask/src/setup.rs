@@ -146,12 +146,31 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
         if let Some(account) = account {
             check_reachable(&project.root, &account)?;
         }
+        // What the set-up makes is not there yet on the first run.
+        let made = || service.dirs.iter().chain(service.setup.iter().filter_map(|s| s.creates.as_ref()));
+        let made_by_setup = |path: &Path| made().any(|d| path.starts_with(project.path(d)));
+        for dir in service.dirs.iter().map(|d| project.path(d)) {
+            ensure!(
+                !dir.exists() || dir.is_dir(),
+                "{}: {} in `dirs` of {name} is not a folder: move it away, or fix `dirs`",
+                service.place(&project.ports_toml(), "dirs"),
+                dir.display()
+            );
+        }
+        for step in &service.setup {
+            for input in step.inputs.iter().map(|i| project.path(i)) {
+                ensure!(
+                    input.is_file() || made_by_setup(&input),
+                    "{}: {}, an input of a set-up step of {name}, is not a file: create it, or fix `inputs`",
+                    step.place(&project.ports_toml()),
+                    input.display()
+                );
+            }
+        }
         if let Some(cwd) = &service.cwd {
             let dir = project.path(cwd);
-            // A folder the set-up makes is not there yet on the first run.
-            let made = service.dirs.iter().chain(service.setup.iter().filter_map(|s| s.creates.as_ref()));
             ensure!(
-                dir.is_dir() || made.map(|d| project.path(d)).any(|d| d == dir),
+                dir.is_dir() || made_by_setup(&dir),
                 "{}: the folder {} of {name} does not exist: create it, or fix `cwd`",
                 service.place(&project.ports_toml(), "cwd"),
                 dir.display()

@@ -108,6 +108,54 @@ fn another_users_process_is_never_killed() {
     assert_eq!(c.ports()["api"], base + 1);
 }
 
+/// A checkout its user may not write: refused before a holder of its port is
+/// killed (nothing could be written after), and nothing changes.
+#[test]
+fn an_unwritable_checkout_is_refused_before_any_kill() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("skipped: running the runner as another user needs root");
+        return;
+    }
+    let base = free_ports(10);
+    let c = Checkout::new(&one_service(base));
+    // The runner, its checkout (read-only) and a state folder, as nobody sees them.
+    let world = tempfile::TempDir::new().unwrap();
+    let xtask = world.path().join("xtask");
+    std::fs::copy(XTASK, &xtask).unwrap();
+    let state = world.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    for (path, mode) in [(world.path(), 0o755), (&state, 0o777), (c.dir.path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // Its own records and logs, from when it could write there.
+    for dir in [".pids", ".logs"] {
+        std::fs::create_dir(c.path(dir)).unwrap();
+        std::os::unix::fs::chown(c.path(dir), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let squatter = Squatter::start(base, "127.0.0.1", Some(NOBODY));
+    let output = std::process::Command::new(&xtask)
+        .arg("start")
+        .current_dir(c.dir.path())
+        .env("XDG_STATE_HOME", &state)
+        .env("FORCE_MODE", "true")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    let said =
+        format!("{}: Permission denied (os error 13)\nthis user may not create files in it", c.dir.path().display());
+    assert!(out.contains(&said), "{out}");
+    assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+    let mut names: Vec<_> = std::fs::read_dir(c.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, [".logs", ".pids", "ports.toml"]);
+}
+
 #[test]
 fn an_ancestor_of_the_runner_is_never_killed() {
     let base = free_ports(10);

@@ -318,6 +318,54 @@ fn a_hand_edit_for_a_running_service_is_not_applied_silently() {
 
 /// A step that fails after the allocation (here `.env.runtime` is a folder)
 /// leaves `.ports.json` as it was.
+/// `ports set` of a running service that could not start again (here its
+/// `cwd` is gone) is refused before the new port is written.
+#[test]
+fn set_refuses_a_restart_that_would_fail_and_changes_nothing() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["start"]);
+    let (before, pid) = (c.read(".ports.json").unwrap(), c.pid_of("api").unwrap());
+    std::fs::write(
+        c.path("ports.toml"),
+        two_services(base).replace("[services.api]\n", "[services.api]\ncwd = \"srv\"\n"),
+    )
+    .unwrap();
+    let out = c.fails(&["ports", "set", "api", &(base + 5).to_string()]);
+    assert!(out.contains("the folder") && out.contains("does not exist"), "{out}");
+    assert_eq!(c.read(".ports.json").unwrap(), before, "the new port was written:\n{out}");
+    assert_eq!(c.pid_of("api"), Some(pid), "api was stopped:\n{out}");
+}
+
+/// A checkout whose path is not UTF-8 cannot be named in the registry: a
+/// clear error, not a crash.
+#[test]
+fn a_checkout_path_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let c = Checkout::new(&two_services(free_ports(20)));
+    let odd = c.dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::copy(c.path("ports.toml"), odd.join("ports.toml")).unwrap();
+    let output = c.command(&["ports", "allocate"]).current_dir(&odd).output().unwrap();
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("is not valid UTF-8: rename its folders"), "{out}");
+    assert!(!odd.join(".ports.json").exists());
+}
+
+/// Two services that a hand edit gave one port: each shows its holder.
+#[test]
+fn ports_shows_the_holder_of_a_port_given_twice() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    std::fs::write(c.path(".ports.json"), format!("{{\"api\": {base}, \"web\": {base}}}")).unwrap();
+    let _squatter = Squatter::start(base, "127.0.0.1", None);
+    let shown: serde_json::Value = serde_json::from_str(&c.ok(&["ports", "--json"])).unwrap();
+    for service in shown["services"].as_array().unwrap() {
+        assert_eq!(service["free"], false, "{shown}");
+    }
+}
+
 #[test]
 fn a_failed_write_changes_no_file() {
     let base = free_ports(20);

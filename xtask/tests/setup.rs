@@ -90,6 +90,30 @@ fn a_path_that_leaves_the_checkout_is_refused() {
     assert!(is_free(base), "the service started");
 }
 
+/// A missing input of a set-up step, or a file where `dirs` names a folder,
+/// is found before anything is stopped: a restart leaves the service running.
+#[test]
+fn set_up_inputs_and_dirs_are_checked_before_a_restart_stops_anything() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    c.ok(&["start"]);
+    let pid = c.pid_of("a").unwrap();
+    let step = "[[services.a.setup]]\ninputs = [\"deps.txt\"]\ncommand = \"true\"\n";
+    std::fs::write(c.path("ports.toml"), http_service("a", base, "") + step).unwrap();
+    let out = c.fails(&["restart"]);
+    let place = format!("{}:7:11", c.path("ports.toml").display());
+    let input = c.path("deps.txt");
+    let want = format!("{place}: {}, an input of a set-up step of a, is not a file", input.display());
+    assert!(out.contains(&want), "{out}");
+    assert_eq!(c.pid_of("a"), Some(pid), "a was stopped:\n{out}");
+    std::fs::write(c.path("data"), "").unwrap();
+    std::fs::write(c.path("ports.toml"), http_service("a", base, "dirs = [\"data\"]")).unwrap();
+    let out = c.fails(&["restart"]);
+    let place = format!("{}:4:9", c.path("ports.toml").display());
+    assert!(out.contains(&format!("{place}: {} in `dirs` of a is not a folder", c.path("data").display())), "{out}");
+    assert_eq!(c.pid_of("a"), Some(pid), "a was stopped:\n{out}");
+}
+
 /// A set-up step does not run on after a runner killed while it runs.
 #[test]
 fn a_step_ends_with_a_runner_killed_meanwhile() {
