@@ -39,8 +39,10 @@ struct Staged(Vec<(PathBuf, PathBuf)>);
 
 impl Staged {
     /// Renames each temporary over its file. A rename in one folder fails
-    /// only if the folder changed since staging.
+    /// only if the folder changed since staging, or a file may not be
+    /// replaced (immutable): asked of every file before the first rename.
     fn commit(mut self) -> anyhow::Result<()> {
+        check_writable(&[], &self.0.iter().map(|(_, target)| target.clone()).collect::<Vec<_>>())?;
         for (tmp, target) in &self.0 {
             fs::rename(tmp, target).map_err(|e| explain(e, target))?;
         }
@@ -108,13 +110,13 @@ fn follow_links(path: &Path) -> anyhow::Result<PathBuf> {
 fn explain(e: std::io::Error, target: &Path) -> anyhow::Error {
     let dir = target.parent().unwrap_or(Path::new("/"));
     match e.kind() {
+        _ if is_refusal(&e) => anyhow!("writing {}: {e}: {}", target.display(), remedy(&e)),
         ErrorKind::PermissionDenied => anyhow!(
             "writing {}: {e}\nthis user may not create files in {}: {}",
             target.display(),
             dir.display(),
             remedy(&e)
         ),
-        _ if is_refusal(&e) => anyhow!("writing {}: {e}: {}", target.display(), remedy(&e)),
         _ => anyhow!("writing {}: {e}", target.display()),
     }
 }
@@ -266,6 +268,26 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "two");
         assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(names(&dir.join("shared")), ["a.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_may_not_be_replaced_leaves_every_file_as_it_was() {
+        let dir = folder("immutable");
+        fs::write(dir.join("a.json"), "old").unwrap();
+        fs::write(dir.join("b.json"), "old").unwrap();
+        let chattr = |flag| std::process::Command::new("chattr").arg(flag).arg(dir.join("b.json")).status();
+        if !chattr("+i").is_ok_and(|s| s.success()) {
+            eprintln!("skipped: chattr +i needs root and a file system that has the flag");
+            return fs::remove_dir_all(&dir).unwrap();
+        }
+        let files = [(dir.join("a.json"), "new".to_owned()), (dir.join("b.json"), "new".to_owned())];
+        let result = write_all_atomic(&files);
+        chattr("-i").unwrap();
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("b.json") && e.contains("chattr -i"), "{e}");
+        assert_eq!(fs::read_to_string(dir.join("a.json")).unwrap(), "old", "a file was replaced");
+        assert_eq!(names(&dir), ["a.json", "b.json"], "a temporary file was left");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -153,6 +153,7 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
 pub fn check(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
     setup::check(project, config, names, path)?;
     state::load(&project.ports_json(), config)?;
+    pids::check_all(&project.root)?;
     Registry::open()?;
     let dirs = [project.root.clone(), project.pids_dir(), project.logs_dir(), crate::paths::state_home()?];
     crate::files::check_writable(&dirs, &[project.ports_json(), project.env_runtime(), Registry::file()?])

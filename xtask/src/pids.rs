@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::files;
@@ -46,22 +46,43 @@ pub fn remove(project: &Project, service: &str, group: Group) -> anyhow::Result<
 /// Every record of a checkout. A record that cannot be read is skipped with
 /// a warning: it can name no process we could safely stop.
 pub fn load_all(root: &Path) -> Vec<Record> {
-    let Ok(entries) = std::fs::read_dir(root.join(".pids")) else {
-        return Vec::new();
-    };
-    let mut records: Vec<Record> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter_map(|path| {
-            let parsed = std::fs::read_to_string(&path)
-                .context("reading")
-                .and_then(|text| serde_json::from_str(&text).context("parsing"));
-            parsed.map_err(|e| eprintln!("warning: ignoring {}: {e:#}", path.display())).ok()
-        })
-        .collect();
-    records.sort_by(|a, b| a.service.cmp(&b.service));
+    let (records, unreadable) = read_all(root);
+    for e in unreadable {
+        eprintln!("warning: ignoring {e}");
+    }
     records
+}
+
+/// Refuses a record that cannot be read: it may name a running service,
+/// which a start would then take for a stranger, and a stop would leave.
+pub fn check_all(root: &Path) -> anyhow::Result<()> {
+    match read_all(root).1.into_iter().next() {
+        Some(e) => bail!(
+            "{e}\nthis record names a service that may still run: fix it, or delete it once its process is gone \
+             (cargo xtask ports who PORT names who holds a port)"
+        ),
+        None => Ok(()),
+    }
+}
+
+/// The records that can be read, sorted by service, and what is wrong with
+/// each of the others.
+fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(root.join(".pids")) else {
+        return (Vec::new(), Vec::new());
+    };
+    let (mut records, mut unreadable) = (Vec::new(), Vec::new());
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")) {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(record) => records.push(record),
+                Err(e) => unreadable.push(crate::state::json_error(&path, &e)),
+            },
+            Err(e) => unreadable.push(format!("{}: {e}", path.display())),
+        }
+    }
+    records.sort_by(|a: &Record, b| a.service.cmp(&b.service));
+    (records, unreadable)
 }
 
 #[cfg(test)]

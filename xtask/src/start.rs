@@ -26,6 +26,7 @@ pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> an
 
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
+    pids::check_all(&project.root)?;
     let names = to_stop(project, &config, services)?;
     let selected = |r: &pids::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
     let mut failed = Vec::new();

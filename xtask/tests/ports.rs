@@ -366,6 +366,26 @@ fn ports_shows_the_holder_of_a_port_given_twice() {
     }
 }
 
+/// A record of a running service that a hand edit broke: `stop` and
+/// `start` refuse, naming the place, and the service runs on untouched.
+#[test]
+fn a_broken_record_is_refused_by_start_and_stop() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    c.ok(&["start"]);
+    let pid = c.pid_of("api").unwrap();
+    let record = c.path(".pids/api.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replace(&format!("\"port\": {base}"), "\"port\": \"x\"")).unwrap();
+    for command in ["stop", "start"] {
+        let out = c.fails(&[command]);
+        assert!(out.contains(&format!("{}:", record.display())) && out.contains("fix it, or delete it"), "{out}");
+        assert!(alive(pid), "{command} ended api:\n{out}");
+    }
+    std::fs::write(&record, text).unwrap();
+    c.ok(&["stop"]);
+}
+
 #[test]
 fn a_failed_write_changes_no_file() {
     let base = free_ports(20);
