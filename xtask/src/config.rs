@@ -521,6 +521,9 @@ impl Validator<'_> {
                 name.span(),
                 format!("service name {n:?} must be lowercase letters, digits, - and _, start with a letter, and not be `all`"),
             );
+        } else if n.len() > 64 {
+            // It names files (.pids/NAME.json, .logs/NAME.log) and an environment variable.
+            self.error(name.span(), format!("service name {n:?} is longer than 64 characters: shorten it"));
         }
     }
 
@@ -662,11 +665,14 @@ impl Validator<'_> {
                 }
             },
         };
-        if words.is_empty() {
-            self.error(raw.span(), format!("{what} is empty"));
-            return None;
+        match words.first() {
+            None => self.error(raw.span(), format!("{what} is empty")),
+            Some((span, program)) if program.is_empty() => {
+                self.error(span.clone(), format!("{what} starts with an empty program name"))
+            }
+            Some(_) => return Some(words),
         }
-        Some(words)
+        None
     }
 
     /// Parses `{port}`, `{NAME.port}`, and `{{` / `}}` for literal braces.
@@ -951,10 +957,13 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
             ("[env]\nX = 'http://{port}'\n", (2, 13), "unknown reference {port}"),
             ("[services.a]\nport = 2000\ncommand = 'x \"unclosed'\n", (3, 11), "unclosed quote"),
             ("[services.a]\nport = 2000\ncommand = []\n", (3, 11), "is empty"),
+            ("[services.a]\nport = 2000\ncommand = ['', 'x']\n", (3, 12), "starts with an empty program name"),
+            ("[services.a]\nport = 2000\ncommand = '\"\" x'\n", (3, 11), "starts with an empty program name"),
             ("[ports]\nrange = [9000, 8000]\n", (2, 9), "range must be"),
             ("[services.a]\nport = 2000\n", (1, 1), "missing field `command`"),
             ("[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n", (4, 18), "starting with /"),
             ("[services.A]\nport = 2000\ncommand = 'x'\n", (1, 11), "service name \"A\""),
+            (&format!("[services.{}]\nport = 2000\ncommand = 'x'\n", "a".repeat(65)), (1, 11), "longer than 64"),
             ("[services.a\n", (1, 12), ""),
             (
                 "[ports]\nrange = [2000, 3000]\n[services.a]\nport = 3001\ncommand = 'x'\n",
