@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::files;
 use crate::state::Ports;
 
 /// The variables, in file order: per service `NAME_PORT` and `NAME_URL`
@@ -47,10 +46,12 @@ fn quoted(value: &str) -> String {
 
 /// The write that makes the file say `ports`, for `files::write_all_atomic`:
 /// none when it already says exactly that (a rewrite would wake file
-/// watchers for nothing).
-pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<Option<(PathBuf, String)>> {
+/// watchers for nothing). Generated, so whatever it holds (even bytes that
+/// are not text) is replaced.
+pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> Option<(PathBuf, String)> {
     let text = render(config, ports);
-    Ok((files::read_optional(path)?.as_deref() != Some(text.as_str())).then(|| (path.to_path_buf(), text)))
+    let same = std::fs::read(path).is_ok_and(|old| old == text.as_bytes());
+    (!same).then(|| (path.to_path_buf(), text))
 }
 
 #[cfg(test)]
@@ -116,5 +117,18 @@ NEXT_PUBLIC_API_URL=http://127.0.0.1:8001
                 "SPACES=' x '",
             ]
         );
+    }
+
+    #[test]
+    fn rewritten_only_when_it_says_something_else() {
+        let config = config::parse("[services.a]\nport = 8000\ncommand = \"x\"\n").unwrap();
+        let ports = Ports::from([("a".into(), 8000)]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env.runtime");
+        assert!(pending_write(&path, &config, &ports).is_some(), "missing");
+        std::fs::write(&path, render(&config, &ports)).unwrap();
+        assert_eq!(pending_write(&path, &config, &ports), None);
+        std::fs::write(&path, b"A_PORT=8000\xff\n").unwrap();
+        assert!(pending_write(&path, &config, &ports).is_some(), "bytes that are not text");
     }
 }

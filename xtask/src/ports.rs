@@ -129,7 +129,7 @@ fn allocate_locked(
 fn write(project: &Project, config: &Config, registry: &mut Registry, ports: &Ports) -> anyhow::Result<()> {
     let mut writes = Vec::new();
     writes.extend(state::pending_write(&project.ports_json(), config, ports)?);
-    writes.extend(envfile::pending_write(&project.env_runtime(), config, ports)?);
+    writes.extend(envfile::pending_write(&project.env_runtime(), config, ports));
     registry.entries.mine(&project.root).ports = ports.clone();
     writes.push(registry.pending_write());
     files::write_all_atomic(&writes)
