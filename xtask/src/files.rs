@@ -153,6 +153,9 @@ pub fn check_writable(dirs: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()>
         }
     }
     for file in files {
+        if file.is_dir() {
+            anyhow::bail!("{} is a folder, where the runner writes a file: move it away", file.display());
+        }
         // A file without write permission is replaced all the same (by a
         // rename); one that is immutable, or on a read-only mount, is not.
         if let Err(e @ (Errno::PERM | Errno::ROFS)) = access(file, Access::WRITE_OK) {

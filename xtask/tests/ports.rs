@@ -395,7 +395,7 @@ fn a_failed_write_changes_no_file() {
     std::fs::remove_file(c.path(".env.runtime")).unwrap();
     std::fs::create_dir(c.path(".env.runtime")).unwrap();
     let out = c.fails(&["ports", "set", "web", &(base + 5).to_string()]);
-    assert!(out.contains(".env.runtime"), "{out}");
+    assert!(out.contains(".env.runtime is a folder, where the runner writes a file: move it away"), "{out}");
     assert_eq!(c.read(".ports.json").unwrap(), before, ".ports.json was written before the failure:\n{out}");
 }
 
