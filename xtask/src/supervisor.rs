@@ -41,6 +41,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 const PORT_RETRIES: u32 = 3;
 /// The longest line of service output passed on whole; longer ones go in pieces.
 const LONGEST_LINE: u64 = 64 * 1024;
+/// How long a stopped service's output may take to reach the terminal and its
+/// log: a process that left its group (and is not ours to stop) may keep the
+/// pipe open.
+const COPY_WAIT: Duration = Duration::from_secs(2);
 /// Between readiness checks: short, as start-up waits on them.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 
@@ -101,6 +105,8 @@ struct Running {
     generation: u64,
     ready: bool,
     started: Instant,
+    /// Closes when the copy of its output (`Output::Terminal`) has ended.
+    copied: Option<Receiver<()>>,
 }
 
 pub struct Supervisor {
@@ -172,13 +178,12 @@ impl Supervisor {
         std::fs::create_dir_all(self.project.logs_dir())?;
         let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let spec = process::Spec { argv: &argv, cwd: &cwd, env: &env, account };
-        let (handle, group) = match self.output {
-            Output::Files => process::spawn(&spec, log)?,
+        let ((handle, group), copied) = match self.output {
+            Output::Files => (process::spawn(&spec, log)?, None),
             Output::Terminal => {
                 let (reader, writer) = std::io::pipe().context("creating a pipe for service output")?;
                 let spawned = process::spawn(&spec, writer)?;
-                self.print_lines(name, reader, log);
-                spawned
+                (spawned, Some(self.print_lines(name, reader, log)))
             }
         };
         let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
@@ -191,7 +196,8 @@ impl Supervisor {
         let generation = self.generation;
         let handle = Arc::new(handle);
         self.watch(name, generation, &handle, port, group.pgid());
-        self.running.insert(name.into(), Running { handle, group, generation, ready: false, started: Instant::now() });
+        let started = Instant::now();
+        self.running.insert(name.into(), Running { handle, group, generation, ready: false, started, copied });
         say!("{}", self.say(name, &format!("starting on port {port} (pid {})", group.pgid())));
         Ok(())
     }
@@ -232,9 +238,12 @@ impl Supervisor {
     }
 
     /// Copies a service's output to the terminal, prefixed, and to its log.
-    fn print_lines(&self, name: &str, reader: std::io::PipeReader, mut log: File) {
+    /// The receiver returned closes when the copy has ended.
+    fn print_lines(&self, name: &str, reader: std::io::PipeReader, mut log: File) -> Receiver<()> {
         let prefix = self.style.paint(colour_of(&self.config, name), &format!("{name:width$} |", width = self.width));
+        let (done, copied) = channel::<()>();
         std::thread::spawn(move || {
+            let _done = done;
             let mut reader = BufReader::new(reader);
             let mut line = Vec::new();
             // A line is cut at LONGEST_LINE: output without newlines must not fill the memory.
@@ -246,6 +255,7 @@ impl Supervisor {
                 line.clear();
             }
         });
+        copied
     }
 
     fn say(&self, name: &str, message: &str) -> String {
@@ -336,6 +346,7 @@ impl Supervisor {
                         // Its record stays, for a later stop.
                         bail!("{service} exited ({status}), and what it left running could not be stopped");
                     }
+                    copied(running.copied.as_ref(), Instant::now() + COPY_WAIT);
                     pids::remove(&self.project, &service, running.group)?;
                     let tries = retries.entry(service.clone()).or_default();
                     if alloc::is_free(port) || *tries >= PORT_RETRIES {
@@ -398,19 +409,21 @@ impl Supervisor {
     /// What it forked may run on in its group (a shell's background job):
     /// stopped before its record goes, or nothing would ever stop it.
     pub fn exited(&mut self, service: &str, status: &str) {
+        let Some(gone) = self.running.remove(service) else { return };
+        let stopped = gone.group.stop(self.config.services[service].stop_grace);
+        // Its last lines, once they are all in its log.
+        copied(gone.copied.as_ref(), Instant::now() + COPY_WAIT);
         say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));
-        if let Some(gone) = self.running.remove(service) {
-            match gone.group.stop(self.config.services[service].stop_grace) {
-                Stopped::Terminated | Stopped::Killed => say!("{}", self.say(service, "stopped what it left running")),
-                Stopped::Survived => {
-                    let what = format!("could not stop what it left running (group {})", gone.group.pgid());
-                    say!("{}", self.say(service, &what));
-                    return; // its record stays, for a later stop
-                }
-                Stopped::AlreadyGone | Stopped::NotOurs => {}
+        match stopped {
+            Stopped::Terminated | Stopped::Killed => say!("{}", self.say(service, "stopped what it left running")),
+            Stopped::Survived => {
+                let what = format!("could not stop what it left running (group {})", gone.group.pgid());
+                say!("{}", self.say(service, &what));
+                return; // its record stays, for a later stop
             }
-            let _ = pids::remove(&self.project, service, gone.group);
+            Stopped::AlreadyGone | Stopped::NotOurs => {}
         }
+        let _ = pids::remove(&self.project, service, gone.group);
     }
 
     /// New ports for what is not running, keeping the running services' own.
@@ -472,6 +485,11 @@ impl Supervisor {
                 let joined = stopping.into_iter().map(|(name, t)| (name, t.join().unwrap_or(Stopped::Survived)));
                 joined.filter(|(_, stopped)| *stopped == Stopped::Survived).map(|(name, _)| name).collect()
             });
+            // Their last lines reach the terminal before what is said next.
+            let deadline = Instant::now() + COPY_WAIT;
+            for name in wave.iter().filter(|n| !survived.contains(*n)) {
+                copied(self.running.get(name).and_then(|r| r.copied.as_ref()), deadline);
+            }
             for name in &wave {
                 left.remove(name);
                 if survived.contains(name) {
@@ -683,6 +701,13 @@ pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()>
         }
     });
     Ok(())
+}
+
+/// Waits, until `deadline` at most, for the copy of a service's output to end.
+fn copied(copy: Option<&Receiver<()>>, deadline: Instant) {
+    if let Some(copy) = copy {
+        let _ = copy.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
 }
 
 #[cfg(test)]

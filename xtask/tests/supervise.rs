@@ -506,6 +506,26 @@ fn a_service_that_exits_at_once_fails_start_with_its_last_lines() {
     assert!(is_free(base));
 }
 
+/// A service that writes much, then fails: none of its output is lost, on
+/// the terminal or in its log, and the last lines shown are its real last.
+#[test]
+fn dev_shows_all_the_output_and_the_real_last_lines_of_a_service_that_fails() {
+    let base = free_ports(10);
+    let command = "seq 1 20000; echo final-error-55 >&2; exit 1";
+    let c = Checkout::new(&format!("[services.noisy]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"));
+    let output = c.command(&["dev"]).output().unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    let shown: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("noisy | ")).collect();
+    let numbers = shown.iter().filter(|l| l.parse::<u32>().is_ok()).count();
+    assert!(numbers == 20000 && shown.contains(&"final-error-55"), "lines of noisy were not shown");
+    let log = c.read(".logs/noisy.log").unwrap();
+    assert!(log.lines().count() == 20001 && log.ends_with("final-error-55\n"), "its log lost lines");
+    let (_, last) = out.split_once("before it was ready; its last lines:\n").expect("no last lines");
+    let last: Vec<&str> = last.lines().take_while(|l| l.starts_with("  ")).collect();
+    assert_eq!(last.last(), Some(&"  final-error-55"), "{last:?}");
+}
+
 #[test]
 fn dev_stops_everything_on_sigint_sigterm_and_sighup() {
     for signal in ["INT", "TERM", "HUP"] {
