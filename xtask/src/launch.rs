@@ -83,10 +83,13 @@ fn prepare(
     for record in stale {
         retire(project, &config, &record)?;
     }
-    for (record, doing) in going {
+    // Stopped as any stop: dependents first, what depends on nothing left together.
+    for (record, doing) in &going {
         say!("{}: {doing} (pid {})", record.service, record.pid());
-        stop(project, &record, grace_of(&config, &record.service))?;
     }
+    let names: Vec<String> = going.iter().map(|(r, _)| r.service.clone()).collect();
+    let records = going.into_iter().map(|(r, _)| r).collect();
+    supervisor::refuse_survivors(&Supervisor::background(project, config.clone(), records)?.stop(&names))?;
     // Before any holder of a port is killed: a step that fails leaves it be.
     for name in &to_start {
         setup::prepare(project, &config, name, path)?;
@@ -131,15 +134,6 @@ pub fn retire(project: &Project, config: &Config, record: &pids::Record) -> anyh
 
 fn grace_of(config: &Config, service: &str) -> std::time::Duration {
     config.services.get(service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace)
-}
-
-/// Stops a recorded service before starting anew: one still running would
-/// be started twice.
-fn stop(project: &Project, record: &pids::Record, grace: std::time::Duration) -> anyhow::Result<()> {
-    if record.group.stop(grace) == Stopped::Survived {
-        bail!("{} (pid {}) could not be stopped: it still runs (stop it as its user)", record.service, record.pid());
-    }
-    pids::remove(project, &record.service, record.group)
 }
 
 /// The services to start for a selection, with their dependencies, in order.

@@ -1,7 +1,6 @@
 //! `cargo xtask start`, `stop` and `restart`: services in the background,
 //! recorded in `.pids/`, their output in `.logs/`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,7 +12,6 @@ use crate::paths::Project;
 use crate::pids;
 use crate::process::{self, ProcId, Stopped};
 use crate::setup;
-use crate::state::Ports;
 use crate::supervisor::{Output, Supervisor, refuse_survivors};
 use crate::term::say;
 
@@ -45,7 +43,7 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
         say!("nothing is running");
         return refuse_survivors(&failed);
     }
-    failed.extend(background(project, config, running(project))?.stop(&names));
+    failed.extend(Supervisor::background(project, config, running(project))?.stop(&names));
     failed.extend(stop_unnamed(project, unnamed)?);
     refuse_survivors(&failed)
 }
@@ -61,7 +59,7 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
         Ok(config) => {
             let names: Vec<String> =
                 config.order.iter().filter(|n| known.iter().any(|r| &r.service == *n)).cloned().collect();
-            background(project, config, known)?.stop(&names);
+            Supervisor::background(project, config, known)?.stop(&names);
         }
         Err(e) => say!("{e:#}: stopping without the dependency order"),
     }
@@ -97,7 +95,7 @@ pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> 
     // would keep them from starting again is found first.
     launch::check(project, &config, &names, &setup::search_path(&config))?;
     let stopping = to_stop(project, &config, services)?;
-    refuse_survivors(&background(project, config.clone(), running(project))?.stop(&stopping))?;
+    refuse_survivors(&Supervisor::background(project, config.clone(), running(project))?.stop(&stopping))?;
     start(project, &names, flags)
 }
 
@@ -161,14 +159,4 @@ fn reach(project: &Project, config: &Config, services: &[String]) -> anyhow::Res
 /// The records of the services that are running.
 fn running(project: &Project) -> Vec<pids::Record> {
     pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
-}
-
-/// A supervisor over services that run without one: left by `start`, or by
-/// a `dev` that is gone.
-fn background(project: &Project, config: Config, records: Vec<pids::Record>) -> anyhow::Result<Supervisor> {
-    let ports: Ports =
-        config.preferred_ports().into_iter().chain(records.iter().map(|r| (r.service.clone(), r.port))).collect();
-    let mut sup = Supervisor::new(project.clone(), config, ports, Output::Files)?;
-    sup.kept = records.into_iter().map(|r| (r.service, r.group)).collect::<BTreeMap<_, _>>();
-    Ok(sup)
 }

@@ -155,6 +155,16 @@ impl Supervisor {
         })
     }
 
+    /// A supervisor over services that run without one: left by `start`, or by
+    /// a `dev` that is gone.
+    pub fn background(project: &Project, config: Config, records: Vec<Record>) -> anyhow::Result<Supervisor> {
+        let ports: Ports =
+            config.preferred_ports().into_iter().chain(records.iter().map(|r| (r.service.clone(), r.port))).collect();
+        let mut sup = Supervisor::new(project.clone(), config, ports, Output::Files)?;
+        sup.kept = records.into_iter().map(|r| (r.service, r.group)).collect();
+        Ok(sup)
+    }
+
     /// The environment of a service: ours, every `.env.runtime` variable,
     /// `PORT`, and its own `env`.
     fn environment(&self, name: &str) -> Vec<(String, String)> {

@@ -686,6 +686,9 @@ fn after_the_runner_and_its_guard_are_killed_the_next_run_stops_the_leftovers_an
     let out = c.ok(&["start"]);
     assert!(out.contains("stopping the leftover of a runner that was killed"), "{out}");
     assert!(old.iter().all(|p| !alive(*p)), "leftovers still running");
+    // Dependents first: c stops before a and b.
+    let stopped = |s: &str| out.find(&format!("{s} | stopped")).unwrap_or_else(|| panic!("{s} not stopped:\n{out}"));
+    assert!(stopped("c") < stopped("a") && stopped("c") < stopped("b"), "{out}");
     let ports = c.ports();
     assert_eq!(
         (ports["a"], ports["b"], ports["c"]),
