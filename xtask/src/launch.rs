@@ -156,6 +156,7 @@ pub fn check(project: &Project, config: &Config, names: &[String], path: &OsStri
 /// What `dev` and `start` share: prepare the selected services and their
 /// dependencies, then start them and wait until they are ready.
 pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
+    crate::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
     let config = crate::config::load(&project.ports_toml())?;
     let names = selected(&config, services)?;
     let path = setup::search_path(&config);

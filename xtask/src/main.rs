@@ -45,7 +45,9 @@ use crate::process::ProcId;
 
 fn main() {
     process::keep_inherited_descriptors();
-    if let Err(e) = try_main() {
+    let result = try_main();
+    term::flush(term::FLUSH_LIMIT); // what was said comes before the error
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

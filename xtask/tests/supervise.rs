@@ -526,6 +526,24 @@ fn dev_shows_all_the_output_and_the_real_last_lines_of_a_service_that_fails() {
     assert_eq!(last.last(), Some(&"  final-error-55"), "{last:?}");
 }
 
+/// Nobody reads dev's output (a pager that waits, Ctrl-S on the terminal),
+/// so writing it blocks: a signal still stops the services, and dev.
+#[test]
+fn dev_stops_on_a_signal_while_nobody_reads_its_output() {
+    let base = free_ports(10);
+    let command = format!("python3 -m http.server {base} --bind 127.0.0.1 & yes noise");
+    let c = Checkout::new(&format!("[services.noisy]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"));
+    let dev = c.command(&["dev"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut dev = Running(dev);
+    let record = c.path(".pids/noisy.json");
+    assert!(wait_for(LONG, || !is_free(base) && record.exists()), "noisy did not start");
+    std::thread::sleep(Duration::from_millis(500)); // the pipe is full by now
+    std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    let stopped = wait_for(LONG, || is_free(base) && !record.exists());
+    assert!(stopped, "noisy still runs after SIGINT");
+    assert!(wait_for(LONG, || dev.try_wait().unwrap().is_some()), "dev still runs after SIGINT");
+}
+
 #[test]
 fn dev_stops_everything_on_sigint_sigterm_and_sighup() {
     for signal in ["INT", "TERM", "HUP"] {
