@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -415,8 +415,14 @@ pub struct Spec<'a> {
 }
 
 /// Starts `spec` in its own process group, stdin null, stdout and stderr
-/// both to `output`. Returns the handle and the group.
-pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result<(duct::Handle, Group)> {
+/// both to `output`. `record` is given the group before the process runs the
+/// command: a runner killed before the record is written leaves nothing
+/// running that nothing would ever stop. Returns the handle and the group.
+pub fn spawn(
+    spec: &Spec,
+    output: impl std::os::fd::IntoRawFd,
+    record: impl FnOnce(Group) -> anyhow::Result<()> + Send,
+) -> anyhow::Result<(duct::Handle, Group)> {
     let (program, args) = spec.argv.split_first().context("empty command")?;
     // A relative path like `.venv/bin/uvicorn` means relative to the service's
     // folder; std would resolve it against ours.
@@ -430,6 +436,12 @@ pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result
     let mark = std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) | 1;
     let marked = format!("{mark:016x}");
     let env = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([(MARK, marked.as_str())]);
+    // The new process says its pid on one pipe, then waits on another until
+    // its record is written; if the runner dies first, that pipe ends empty.
+    let (mut pid_reader, pid_writer) = std::io::pipe()?;
+    let (go_reader, mut go_writer) = std::io::pipe()?;
+    let (child_pid_writer, child_go_reader) = (pid_writer.as_raw_fd(), go_reader.as_raw_fd());
+    let child_go_writer = go_writer.as_raw_fd();
     let expression = duct::cmd(program, args)
         .dir(spec.cwd)
         .full_env(env)
@@ -443,15 +455,43 @@ pub fn spawn(spec: &Spec, output: impl std::os::fd::IntoRawFd) -> anyhow::Result
             if let Some((uid, gid)) = account {
                 command.uid(uid).gid(gid);
             }
+            // SAFETY: only system calls between fork and exec, no allocation
+            // (an io::Error of a kind allocates nothing).
+            unsafe {
+                command.pre_exec(move || {
+                    let (pid_writer, go) = (BorrowedFd::borrow_raw(child_pid_writer), child_go_reader);
+                    rustix::io::close(child_go_writer); // or the wait would never see the runner die
+                    rustix::io::write(pid_writer, &rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes())?;
+                    let mut byte = [0u8];
+                    match rustix::io::read(BorrowedFd::borrow_raw(go), &mut byte) {
+                        Ok(1) => Ok(()),
+                        _ => Err(io::ErrorKind::BrokenPipe.into()), // the runner is gone, or failed
+                    }
+                });
+            }
             Ok(())
         });
-    let handle = expression.start().with_context(|| format!("starting {}", spec.argv.join(" ")))?;
+    let recorded = std::thread::scope(|scope| {
+        let recorder = scope.spawn(move || -> anyhow::Result<Group> {
+            let mut pid = [0u8; 4];
+            pid_reader.read_exact(&mut pid).context("the command did not start")?;
+            let pid = i32::from_ne_bytes(pid);
+            let leader = ProcId::of(pid).context("the command's process vanished before it ran")?;
+            let group = Group { leader, mark };
+            record(group)?;
+            std::io::Write::write_all(&mut go_writer, &[1])?;
+            Ok(group)
+        });
+        let started = expression.start();
+        drop(pid_writer); // the recorder's read ends if no process said its pid
+        (started, recorder.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
     drop(expression); // closes our copy of the output's write end
-    let pid = *handle.pids().first().context("a started command has a pid")? as i32;
-    // A child that exits at once may be gone before we read its start time;
-    // it is then still its group's id, and stop() finds no members.
-    let leader = ProcId::of(pid).unwrap_or(ProcId { pid, start: 0 });
-    Ok((handle, Group { leader, mark }))
+    match recorded {
+        (Ok(handle), Ok(group)) => Ok((handle, group)),
+        (_, Err(e)) => Err(e.context(format!("starting {}", spec.argv.join(" ")))),
+        (Err(e), Ok(_)) => Err(e).with_context(|| format!("starting {}", spec.argv.join(" "))),
+    }
 }
 
 #[cfg(test)]
@@ -493,10 +533,33 @@ mod tests {
     }
 
     #[test]
+    fn a_command_runs_only_once_its_group_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("ran");
+        let argv = ["touch".into(), ran.to_string_lossy().into_owned()];
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
+        let null = || std::fs::File::create("/dev/null").unwrap();
+        let record = |group: Group| {
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(group.leader.is_alive() && !ran.exists(), "the command ran before its record was written");
+            Ok(())
+        };
+        let (handle, _) = spawn(&spec, null(), record).unwrap();
+        handle.wait().unwrap();
+        assert!(ran.exists());
+        // No record (the runner failed to write it, or died): the command never runs.
+        std::fs::remove_file(&ran).unwrap();
+        let e = spawn(&spec, null(), |_| anyhow::bail!("no space left")).map(drop).unwrap_err();
+        assert!(format!("{e:#}").contains("no space left"), "{e:#}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!ran.exists(), "the command ran without a record");
+    }
+
+    #[test]
     fn stopping_a_group_reaches_its_grandchildren() {
         let argv = ["sh", "-c", "sleep 300 & sleep 300 & wait"].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
-        let (handle, group) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
+        let (handle, group) = spawn(&spec, std::fs::File::create("/dev/null").unwrap(), |_| Ok(())).unwrap();
         assert!(wait_until(Duration::from_secs(5), || group.members().is_some_and(|m| m.len() == 3)));
         assert_eq!(group.stop(Duration::from_secs(5)), Stopped::Terminated);
         handle.wait().unwrap();
@@ -511,7 +574,7 @@ mod tests {
         let argv = ["sh", "-c", script].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
         let (reader, writer) = std::io::pipe().unwrap();
-        let (handle, group) = spawn(&spec, writer).unwrap();
+        let (handle, group) = spawn(&spec, writer, |_| Ok(())).unwrap();
         handle.wait().unwrap();
         let pids = std::io::read_to_string(reader).unwrap();
         let [marked, unmarked] = [0, 1].map(|i| ProcId::of(pids.lines().nth(i).unwrap().parse().unwrap()).unwrap());
@@ -538,7 +601,7 @@ mod tests {
         let argv = ["sh", "-c", script].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
         let (reader, writer) = std::io::pipe().unwrap();
-        let (handle, group) = spawn(&spec, writer).unwrap();
+        let (handle, group) = spawn(&spec, writer, |_| Ok(())).unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
         let escaped = ProcId::of(line.trim().parse().unwrap()).unwrap();
@@ -574,7 +637,7 @@ mod tests {
     fn a_group_whose_id_was_reused_is_not_ours() {
         let argv = ["sleep", "300"].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
-        let (handle, real) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
+        let (handle, real) = spawn(&spec, std::fs::File::create("/dev/null").unwrap(), |_| Ok(())).unwrap();
         // A record of an older process that had the same pid.
         let stale = Group { leader: ProcId { start: real.leader.start + 1, ..real.leader }, ..real };
         assert_eq!(stale.members(), None);
@@ -589,7 +652,7 @@ mod tests {
         // What a service forked runs on after its leader exits: still ours.
         let argv = ["sh", "-c", "sleep 300 & exit"].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
-        let (handle, ours) = spawn(&spec, std::fs::File::create("/dev/null").unwrap()).unwrap();
+        let (handle, ours) = spawn(&spec, std::fs::File::create("/dev/null").unwrap(), |_| Ok(())).unwrap();
         handle.wait().unwrap();
         assert!(wait_until(Duration::from_secs(5), || group_members(ours.pgid()).len() == 1));
         assert_eq!(ours.members().map(|m| m.len()), Some(1));

@@ -188,20 +188,17 @@ impl Supervisor {
         std::fs::create_dir_all(self.project.logs_dir())?;
         let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let spec = process::Spec { argv: &argv, cwd: &cwd, env: &env, account };
+        let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
+        let (project, command) = (&self.project, argv.clone());
+        let record = |group| pids::save(project, &Record { service: name.into(), group, port, command, supervisor });
         let ((handle, group), copied) = match self.output {
-            Output::Files => (process::spawn(&spec, log)?, None),
+            Output::Files => (process::spawn(&spec, log, record)?, None),
             Output::Terminal => {
                 let (reader, writer) = std::io::pipe().context("creating a pipe for service output")?;
-                let spawned = process::spawn(&spec, writer)?;
+                let spawned = process::spawn(&spec, writer, record)?;
                 (spawned, Some(self.print_lines(name, reader, log)))
             }
         };
-        let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
-        let record = Record { service: name.into(), group, port, command: argv, supervisor };
-        if let Err(e) = pids::save(&self.project, &record) {
-            group.stop(service.stop_grace); // unrecorded, nothing would ever stop it
-            return Err(e);
-        }
         self.generation += 1;
         let generation = self.generation;
         let handle = Arc::new(handle);
