@@ -55,6 +55,7 @@ pub fn lines(
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     let config = crate::config::load(&project.ports_toml())?;
+    pids::check_all(&project.root)?; // rather than call a service it may name stopped
     let lines = lines(project, &config, |service, port| ready::check(&service.ready, port))?;
     if as_json {
         let rows: Vec<_> = lines

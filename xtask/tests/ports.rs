@@ -366,8 +366,8 @@ fn ports_shows_the_holder_of_a_port_given_twice() {
     }
 }
 
-/// A record of a running service that a hand edit broke: `stop` and
-/// `start` refuse, naming the place, and the service runs on untouched.
+/// A record of a running service that a hand edit broke: `stop`, `start`
+/// and `status` refuse, naming the place, and the service runs on untouched.
 #[test]
 fn a_broken_record_is_refused_by_start_and_stop() {
     let base = free_ports(20);
@@ -377,7 +377,7 @@ fn a_broken_record_is_refused_by_start_and_stop() {
     let record = c.path(".pids/api.json");
     let text = std::fs::read_to_string(&record).unwrap();
     std::fs::write(&record, text.replace(&format!("\"port\": {base}"), "\"port\": \"x\"")).unwrap();
-    for command in ["stop", "start"] {
+    for command in ["stop", "start", "status"] {
         let out = c.fails(&[command]);
         assert!(out.contains(&format!("{}:", record.display())) && out.contains("fix it, or delete it"), "{out}");
         assert!(alive(pid), "{command} ended api:\n{out}");
