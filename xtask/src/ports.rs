@@ -296,7 +296,9 @@ fn holder_json(holder: &Holder, class: &Class) -> serde_json::Value {
 
 fn show_all(project: &Project, as_json: bool) -> anyhow::Result<()> {
     let registry = Registry::open()?;
-    registry.save()?; // keeps the pruning
+    if registry.pruned {
+        registry.save()?; // a listing otherwise writes nothing (a hand-formatted registry stays as it is)
+    }
     let checkouts = &registry.entries.checkouts;
     if as_json {
         say!("{}", serde_json::to_string_pretty(&registry.entries)?);

@@ -74,6 +74,8 @@ fn is_live(root: &Path) -> bool {
 pub struct Registry {
     path: PathBuf,
     pub entries: Entries,
+    /// Checkouts that are gone were dropped from `entries` on opening.
+    pub pruned: bool,
     _lock: Lock,
 }
 
@@ -93,8 +95,8 @@ impl Registry {
             },
             _ => Entries::default(),
         };
-        let mut registry = Registry { path, entries, _lock: lock };
-        registry.entries.prune(is_live);
+        let mut registry = Registry { path, entries, pruned: false, _lock: lock };
+        registry.pruned = !registry.entries.prune(is_live).is_empty();
         Ok(registry)
     }
 

@@ -319,6 +319,19 @@ fn deleted_checkouts_are_pruned_and_ports_all_lists_the_others() {
 }
 
 /// Concurrent allocations in three checkouts (four each, all at once) never hand out one port twice.
+/// `ports --all` only reads (unless a checkout is gone): a hand-formatted
+/// registry is left as written.
+#[test]
+fn ports_all_leaves_the_registry_as_written() {
+    let base = free_ports(30);
+    let (state, a, _b) = two_worktrees(base);
+    a.ok(&["ports", "allocate"]);
+    let compact = serde_json::to_string(&registry(state.path())).unwrap();
+    std::fs::write(registry_file(state.path()), &compact).unwrap();
+    a.ok(&["ports", "--all"]);
+    assert_eq!(std::fs::read_to_string(registry_file(state.path())).unwrap(), compact);
+}
+
 #[test]
 fn concurrent_allocations_in_several_checkouts_are_disjoint() {
     let base = free_ports(30);
