@@ -37,7 +37,13 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<(Ports,
         let (line, col) = locate_key(text, &name, ports.contains_key(&name));
         let port = match value.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
             Some(port) => port,
-            None => bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {value}", at(line, col)),
+            None => {
+                let mut shown = value.to_string();
+                if shown.len() > 40 {
+                    shown = format!("{}…", shown.chars().take(40).collect::<String>());
+                }
+                bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {shown}", at(line, col))
+            }
         };
         if !config.services.contains_key(&name) {
             stale.push(format!(
@@ -178,6 +184,10 @@ mod tests {
             let err = parse(text, Path::new("/r/.ports.json"), &config()).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+        // A long value is cut in the message.
+        let text = format!("{{\"web\": \"{}\"}}", "x".repeat(10_000));
+        let err = parse(&text, Path::new("/r/.ports.json"), &config()).unwrap_err().to_string();
+        assert!(err.ends_with(&format!("not \"{}…", "x".repeat(39))) && err.len() < 200, "{err}");
     }
 
     /// ports.toml renamed `api` (a `git pull`): its entry is noted, not an error.
