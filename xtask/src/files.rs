@@ -136,13 +136,15 @@ fn remedy(e: &std::io::Error) -> &'static str {
 }
 
 /// That this user may create files in each of `dirs` (or, for one not made
-/// yet, in the folder it would be made in) and replace each of `files`: a
-/// command asks before it stops or kills anything, since a write that failed
-/// after would leave things so.
+/// yet, in the folder it would be made in) and replace each of `files` (in
+/// the folder a symlink leads to): a command asks before it stops or kills
+/// anything, since a write that failed after would leave things so.
 pub fn check_writable(dirs: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()> {
     use rustix::fs::{Access, access};
     use rustix::io::Errno;
-    for dir in dirs {
+    let files = files.iter().map(|f| follow_links(f)).collect::<anyhow::Result<Vec<_>>>()?;
+    let folders = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf));
+    for dir in dirs.iter().cloned().chain(folders) {
         let existing = dir.ancestors().find(|d| fs::symlink_metadata(d).is_ok()).unwrap_or(Path::new("/"));
         if !existing.is_dir() {
             anyhow::bail!("{} is not a folder: the runner keeps files in it; move it away", existing.display());
@@ -152,7 +154,7 @@ pub fn check_writable(dirs: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()>
             anyhow::bail!("{}: {e}\nthis user may not create files in it: {}", existing.display(), remedy(&e));
         }
     }
-    for file in files {
+    for file in &files {
         if file.is_dir() {
             anyhow::bail!("{} is a folder, where the runner writes a file: move it away", file.display());
         }

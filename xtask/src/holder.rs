@@ -350,9 +350,11 @@ pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
         (Class::Ours(_), _) => Action::StopOurs,
         (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
         (Class::Dashboard, _) => Action::Move("it is this checkout's dashboard".into()),
-        (Class::Unrecorded, _) => {
-            Action::Move("cargo xtask started it, for a service no record names (another checkout's?)".into())
-        }
+        (Class::Unrecorded, _) => Action::Move(
+            "it carries the mark of a service cargo xtask started (XTASK_GROUP), which no record names: \
+             another checkout's, or a leftover whose record is gone (if so, kill it yourself)"
+                .into(),
+        ),
         (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
         (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
@@ -403,7 +405,11 @@ mod tests {
             (
                 Class::Unrecorded,
                 [0, 1, 2].map(|_| {
-                    Move("cargo xtask started it, for a service no record names (another checkout's?)".into())
+                    Move(
+                        "it carries the mark of a service cargo xtask started (XTASK_GROUP), which no record names: \
+             another checkout's, or a leftover whose record is gone (if so, kill it yourself)"
+                            .into(),
+                    )
                 }),
             ),
         ];

@@ -149,8 +149,8 @@ pub fn check(project: &Project, config: &Config, names: &[String], path: &OsStri
     state::load(&project.ports_json(), config)?;
     pids::check_all(&project.root)?;
     Registry::open()?;
-    let dirs = [project.root.clone(), project.pids_dir(), project.logs_dir(), crate::paths::state_home()?];
-    crate::files::check_writable(&dirs, &[project.ports_json(), project.env_runtime(), Registry::file()?])
+    let files = [project.ports_json(), project.env_runtime(), Registry::file()?];
+    crate::files::check_writable(&[project.pids_dir(), project.logs_dir()], &files)
 }
 
 /// What `dev` and `start` share: prepare the selected services and their

@@ -456,7 +456,7 @@ pub fn spawn(
                 command.uid(uid).gid(gid);
             }
             // SAFETY: only system calls between fork and exec, no allocation
-            // (an io::Error of a kind allocates nothing).
+            // (an io::Error of an OS error number holds only the number).
             unsafe {
                 command.pre_exec(move || {
                     let (pid_writer, go) = (BorrowedFd::borrow_raw(child_pid_writer), child_go_reader);
@@ -465,7 +465,8 @@ pub fn spawn(
                     let mut byte = [0u8];
                     match rustix::io::read(BorrowedFd::borrow_raw(go), &mut byte) {
                         Ok(1) => Ok(()),
-                        _ => Err(io::ErrorKind::BrokenPipe.into()), // the runner is gone, or failed
+                        // The runner is gone, or failed (an OS error: std passes only those on).
+                        _ => Err(io::Error::from_raw_os_error(rustix::io::Errno::PIPE.raw_os_error())),
                     }
                 });
             }
@@ -487,10 +488,13 @@ pub fn spawn(
         (started, recorder.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     drop(expression); // closes our copy of the output's write end
+    let what = || format!("starting {}", spec.argv.join(" "));
     match recorded {
         (Ok(handle), Ok(group)) => Ok((handle, group)),
-        (_, Err(e)) => Err(e.context(format!("starting {}", spec.argv.join(" ")))),
-        (Err(e), Ok(_)) => Err(e).with_context(|| format!("starting {}", spec.argv.join(" "))),
+        // It stopped before the command, as its record could not be written.
+        (Err(e), Err(why)) if e.kind() == io::ErrorKind::BrokenPipe => Err(why.context(what())),
+        (Err(e), _) => Err(e).with_context(what),
+        (Ok(_), Err(why)) => Err(why.context(what())),
     }
 }
 

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -189,16 +189,26 @@ impl Supervisor {
         let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let spec = process::Spec { argv: &argv, cwd: &cwd, env: &env, account };
         let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
-        let (project, command) = (&self.project, argv.clone());
-        let record = |group| pids::save(project, &Record { service: name.into(), group, port, command, supervisor });
-        let ((handle, group), copied) = match self.output {
-            Output::Files => (process::spawn(&spec, log, record)?, None),
+        let (project, command, saved) = (&self.project, argv.clone(), OnceLock::new());
+        let record = |group| {
+            pids::save(project, &Record { service: name.into(), group, port, command, supervisor })?;
+            saved.get_or_init(|| group);
+            Ok(())
+        };
+        let (spawned, copied) = match self.output {
+            Output::Files => (process::spawn(&spec, log, record), None),
             Output::Terminal => {
                 let (reader, writer) = std::io::pipe().context("creating a pipe for service output")?;
-                let spawned = process::spawn(&spec, writer, record)?;
-                (spawned, Some(self.print_lines(name, reader, log)))
+                let spawned = process::spawn(&spec, writer, record);
+                let copied = spawned.is_ok().then(|| self.print_lines(name, reader, log));
+                (spawned, copied)
             }
         };
+        // A record of a command that did not run (its program could not be run) goes.
+        if let (Err(_), Some(group)) = (&spawned, saved.get()) {
+            let _ = pids::remove(&self.project, name, *group);
+        }
+        let (handle, group) = spawned?;
         self.generation += 1;
         let generation = self.generation;
         let handle = Arc::new(handle);
@@ -460,7 +470,7 @@ impl Supervisor {
     /// Returns those that could not be stopped: they stay tracked, with their
     /// records, for a later stop by someone allowed to.
     pub fn stop(&mut self, names: &[String]) -> Vec<String> {
-        let mut failed = Vec::new();
+        let (mut failed, mut copy_wait) = (Vec::new(), COPY_WAIT);
         let mut left: BTreeSet<String> =
             names.iter().filter(|n| self.running.contains_key(*n) || self.kept.contains_key(*n)).cloned().collect();
         // A background service that ports.toml no longer names has no place in its order.
@@ -492,11 +502,14 @@ impl Supervisor {
                 let joined = stopping.into_iter().map(|(name, t)| (name, t.join().unwrap_or(Stopped::Survived)));
                 joined.filter(|(_, stopped)| *stopped == Stopped::Survived).map(|(name, _)| name).collect()
             });
-            // Their last lines reach the terminal before what is said next.
-            let deadline = Instant::now() + COPY_WAIT;
+            // Their last lines reach the terminal before what is said next
+            // (waited for COPY_WAIT at most in all, and not when hurried).
+            let waited = Instant::now();
+            let deadline = if process::HURRY.load(Ordering::Relaxed) { waited } else { waited + copy_wait };
             for name in wave.iter().filter(|n| !survived.contains(*n)) {
                 copied(self.running.get(name).and_then(|r| r.copied.as_ref()), deadline);
             }
+            copy_wait = copy_wait.saturating_sub(waited.elapsed());
             for name in &wave {
                 left.remove(name);
                 if survived.contains(name) {

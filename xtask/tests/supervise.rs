@@ -490,6 +490,30 @@ fn a_service_gets_no_descriptor_the_runner_inherited() {
     c.ok(&["stop"]);
 }
 
+/// A command that cannot be run says why, and leaves no record behind.
+#[test]
+fn a_command_that_cannot_run_says_why_and_leaves_no_record() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = free_ports(10);
+    let c = Checkout::new(&format!("[services.bad]\nport = {base}\ncommand = [\"./no-such-program\", \"{{port}}\"]\n"));
+    let out = c.fails(&["start"]);
+    assert!(out.contains("starting ./no-such-program") && out.contains("No such file or directory"), "{out}");
+    assert!(!c.path(".pids/bad.json").exists(), "a record was left:\n{out}");
+    if is_root() {
+        // A folder its user may not enter: the change of folder fails, after the fork.
+        std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(c.path("private")).unwrap();
+        std::fs::set_permissions(c.path("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let toml = format!(
+            "[services.bad]\nport = {base}\nuser = \"nobody\"\ncwd = \"private\"\ncommand = [\"sleep\", \"100\"]\n"
+        );
+        std::fs::write(c.path("ports.toml"), toml).unwrap();
+        let out = c.fails(&["start"]);
+        assert!(out.contains("starting sleep 100: Permission denied"), "{out}");
+        assert!(!c.path(".pids/bad.json").exists(), "a record was left:\n{out}");
+    }
+}
+
 #[test]
 fn a_service_that_exits_at_once_fails_start_with_its_last_lines() {
     let base = free_ports(10);

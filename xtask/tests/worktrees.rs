@@ -223,7 +223,7 @@ fn services_of_a_checkout_the_registry_lost_are_not_killed() {
     std::fs::remove_file(registry_file(state.path())).unwrap();
     let out = start_forced(&b);
     assert_both_running(&a, &a_pids, &b, &out);
-    assert!(out.contains("cargo xtask started it"), "the move does not say why:\n{out}");
+    assert!(out.contains("it carries the mark of a service cargo xtask started"), "the move does not say why:\n{out}");
 }
 
 /// What left the group of another checkout's service (`setsid`, a daemon)
