@@ -108,21 +108,25 @@ fn another_users_process_is_never_killed() {
     assert_eq!(c.ports()["api"], base + 1);
 }
 
-/// The runner as the account nobody (needs root): a copy of it that nobody
-/// may run, and a state folder of nobody's.
+/// The runner as the account nobody: a copy of it that nobody may run, and
+/// a state folder of nobody's. `None` (the test is skipped) without root.
 struct AsNobody {
     world: tempfile::TempDir,
 }
 
 impl AsNobody {
-    fn new() -> AsNobody {
+    fn new() -> Option<AsNobody> {
         use std::os::unix::fs::PermissionsExt;
+        if !is_root() {
+            eprintln!("skipped: running the runner as another user needs root");
+            return None;
+        }
         let world = tempfile::TempDir::new().unwrap();
         std::fs::copy(XTASK, world.path().join("xtask")).unwrap();
         std::fs::create_dir(world.path().join("state")).unwrap();
         std::os::unix::fs::chown(world.path().join("state"), Some(NOBODY), Some(NOBODY)).unwrap();
         std::fs::set_permissions(world.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        AsNobody { world }
+        Some(AsNobody { world })
     }
 
     /// Runs `xtask args` in `dir`, not asking.
@@ -151,13 +155,9 @@ fn read_only(path: &std::path::Path) {
 /// killed (nothing could be written after), and nothing changes.
 #[test]
 fn an_unwritable_checkout_is_refused_before_any_kill() {
-    if !is_root() {
-        eprintln!("skipped: running the runner as another user needs root");
-        return;
-    }
     let base = free_ports(10);
     let c = Checkout::new(&one_service(base));
-    let nobody = AsNobody::new();
+    let Some(nobody) = AsNobody::new() else { return };
     read_only(c.dir.path());
     // Its own records and logs, from when it could write there.
     for dir in [".pids", ".logs"] {
@@ -181,16 +181,12 @@ fn an_unwritable_checkout_is_refused_before_any_kill() {
 /// a folder the user may write: it runs (the files are written through).
 #[test]
 fn a_read_only_checkout_whose_files_are_links_runs() {
-    if !is_root() {
-        eprintln!("skipped: running the runner as another user needs root");
-        return;
-    }
     let base = free_ports(10);
     let toml = format!(
         "[services.api]\nport = {base}\ncommand = \"/usr/bin/python3 -m http.server {{port}} --bind 127.0.0.1\"\n"
     );
     let c = Checkout::new(&toml);
-    let nobody = AsNobody::new();
+    let Some(nobody) = AsNobody::new() else { return };
     let elsewhere = nobody.world.path().join("generated");
     std::fs::create_dir(&elsewhere).unwrap();
     for name in [".pids", ".logs"] {
