@@ -414,6 +414,18 @@ pub struct Spec<'a> {
     pub account: Option<(u32, u32)>,
 }
 
+/// The program to run for `program` in folder `dir`: a relative path like
+/// `.venv/bin/uvicorn` means relative to `dir` (duct would resolve it against
+/// the runner's folder, wherever `cargo xtask` was typed); a bare name is
+/// looked up in PATH. (An OsString, not a Path: duct would read a Path
+/// `postgres` as `./postgres`.)
+pub fn program_in(dir: &Path, program: &str) -> std::ffi::OsString {
+    match Path::new(program) {
+        p if p.is_relative() && program.contains('/') => dir.join(p.strip_prefix(".").unwrap_or(p)).into_os_string(),
+        _ => program.into(),
+    }
+}
+
 /// Starts `spec` in its own process group, stdin null, stdout and stderr
 /// both to `output`. `record` is given the group before the process runs the
 /// command: a runner killed before the record is written leaves nothing
@@ -424,13 +436,7 @@ pub fn spawn(
     record: impl FnOnce(Group) -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<(duct::Handle, Group)> {
     let (program, args) = spec.argv.split_first().context("empty command")?;
-    // A relative path like `.venv/bin/uvicorn` means relative to the service's
-    // folder; std would resolve it against ours.
-    // (An OsString, not a Path: duct would read a Path `postgres` as `./postgres`.)
-    let program = match Path::new(program) {
-        p if p.is_relative() && p.components().count() > 1 => spec.cwd.join(p).into_os_string(),
-        _ => program.into(),
-    };
+    let program = program_in(&spec.cwd, program);
     let account = spec.account;
     // Unique, not secret: the time hashed with a fresh random key (never 0, which means unmarked).
     let mark = std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) | 1;

@@ -63,7 +63,12 @@ fn glob_dirs(pattern: &str) -> Vec<PathBuf> {
 }
 
 fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
-    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+}
+
+/// A file someone may run (exec needs an x bit, even for root).
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
 }
 
 /// The programs the services run (the first word of each command, and any
@@ -135,6 +140,9 @@ fn check_reachable(root: &Path, account: &Account) -> anyhow::Result<()> {
 /// written, so that bad input changes nothing.
 pub fn check(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
     check_programs(project, config, services, path)?;
+    if services.iter().any(|name| !config.services[name].setup.is_empty()) {
+        files::check_writable(&[stamps(project)], &[])?; // each step's stamp, written after it ran
+    }
     for name in services {
         let service = &config.services[name];
         let account = account(service).map_err(|e| {
@@ -149,14 +157,22 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
         // What the set-up makes is not there yet on the first run.
         let made = || service.dirs.iter().chain(service.setup.iter().filter_map(|s| s.creates.as_ref()));
         let made_by_setup = |path: &Path| made().any(|d| path.starts_with(project.path(d)));
+        let place = service.place(&project.ports_toml(), "dirs");
         for dir in service.dirs.iter().map(|d| project.path(d)) {
+            // The nearest part of it that exists: a file there (`data` for `data/x`) is in the way.
+            let existing = dir.ancestors().find(|d| d.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
             ensure!(
-                !dir.exists() || dir.is_dir(),
-                "{}: {} in `dirs` of {name} is not a folder: move it away, or fix `dirs`",
-                service.place(&project.ports_toml(), "dirs"),
-                dir.display()
+                existing.is_dir(),
+                "{place}: {} in `dirs` of {name} is not a folder: {} is in the way; move it away, or fix `dirs`",
+                dir.display(),
+                existing.display()
             );
+            if existing != dir {
+                files::check_writable(std::slice::from_ref(&dir), &[])
+                    .with_context(|| format!("{place}: making {} in `dirs` of {name}", dir.display()))?;
+            }
         }
+        check_program_paths(project, service)?;
         for step in &service.setup {
             for input in step.inputs.iter().map(|i| project.path(i)) {
                 ensure!(
@@ -193,7 +209,7 @@ pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) 
         }
     }
     for (i, step) in service.setup.iter().enumerate() {
-        let stamp = project.data_dir().join("setup").join(format!("{name}.{i}"));
+        let stamp = stamps(project).join(format!("{name}.{i}"));
         let fingerprint = fingerprint(project, step)?;
         let created = step.creates.as_ref().is_none_or(|p| project.path(p).exists());
         if created && files::read_optional(&stamp)?.as_deref() == Some(fingerprint.as_str()) {
@@ -201,6 +217,58 @@ pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) 
         }
         run_step(project, name, step, account.as_ref(), path)?;
         files::write_atomic(&stamp, &fingerprint)?;
+    }
+    // Before any holder of its port is killed: a program set-up was to
+    // make, and did not, fails here.
+    let program = service.command.first().map(|t| t.render(None, &Default::default()));
+    if let Some(program) = program.filter(|p| p.contains('/')) {
+        let file = PathBuf::from(process::program_in(&cwd_of(project, service), &program));
+        ensure!(
+            is_executable(&file),
+            "{}: {}, the program of {name}, is not there after its set-up: fix `command`, or its set-up",
+            service.place(&project.ports_toml(), "command"),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where each set-up step's fingerprint is kept once it ran.
+fn stamps(project: &Project) -> PathBuf {
+    project.data_dir().join("setup")
+}
+
+/// The folder a service runs in.
+pub fn cwd_of(project: &Project, service: &Service) -> PathBuf {
+    service.cwd.as_ref().map_or_else(|| project.root.clone(), |cwd| project.path(cwd))
+}
+
+/// A program named by its path (`.venv/bin/uvicorn`, from the service's
+/// folder; a step's from the checkout's) must be a file one may run, unless
+/// set-up may make it: in one of the service's `dirs`, or in a folder that
+/// one of its steps `creates` something in (a virtualenv's `bin`).
+fn check_program_paths(project: &Project, service: &Service) -> anyhow::Result<()> {
+    let ports_toml = project.ports_toml();
+    let run = service.command.first().map(|t| t.render(None, &Default::default()));
+    let run = run.map(|p| (p, cwd_of(project, service), service.place(&ports_toml, "command")));
+    let steps = service
+        .setup
+        .iter()
+        .filter_map(|s| s.command.first().map(|p| (p.clone(), project.root.clone(), s.place(&ports_toml))));
+    let folders: Vec<PathBuf> = service
+        .dirs
+        .iter()
+        .map(|d| project.path(d))
+        .chain(service.setup.iter().filter_map(|s| Some(project.path(s.creates.as_ref()?).parent()?.to_path_buf())))
+        .collect();
+    for (program, dir, place) in run.into_iter().chain(steps).filter(|(p, ..)| p.contains('/')) {
+        let file = PathBuf::from(process::program_in(&dir, &program));
+        ensure!(
+            is_executable(&file) || folders.iter().any(|f| file.starts_with(f)),
+            "{place}: {} is not a program {} may run (no such file, or not executable): fix the command",
+            file.display(),
+            service.name
+        );
     }
     Ok(())
 }
@@ -247,7 +315,7 @@ fn run_step(
     let started = Instant::now();
     let (program, args) = step.command.split_first().context("empty set-up command")?;
     let ids = account.map(|a| (a.uid, a.gid));
-    let status = duct::cmd(program, args)
+    let status = duct::cmd(process::program_in(&project.root, program), args)
         .dir(&project.root)
         .env("PATH", path)
         .stdin_null()

@@ -181,7 +181,7 @@ impl Supervisor {
         let service = &self.config.services[name];
         let port = self.ports[name];
         let argv: Vec<String> = service.command.iter().map(|t| t.render(Some(name), &self.ports)).collect();
-        let cwd = self.project.path(service.cwd.as_deref().unwrap_or("."));
+        let cwd = setup::cwd_of(&self.project, service);
         let env = self.environment(name);
         let account = setup::account(service)?.map(|a| (a.uid, a.gid));
         let log_path = self.project.log_file(name);

@@ -112,6 +112,62 @@ fn set_up_inputs_and_dirs_are_checked_before_a_restart_stops_anything() {
     let place = format!("{}:4:9", c.path("ports.toml").display());
     assert!(out.contains(&format!("{place}: {} in `dirs` of a is not a folder", c.path("data").display())), "{out}");
     assert_eq!(c.pid_of("a"), Some(pid), "a was stopped:\n{out}");
+    // A file on the way to a folder to make: found before, not by making it.
+    std::fs::write(c.path("ports.toml"), http_service("a", base, "dirs = [\"data/x\"]")).unwrap();
+    let out = c.fails(&["restart"]);
+    let want = format!(
+        "{place}: {} in `dirs` of a is not a folder: {} is in the way",
+        c.path("data/x").display(),
+        c.path("data").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert_eq!(c.pid_of("a"), Some(pid), "a was stopped:\n{out}");
+}
+
+/// A program named by its path that is not there, nor made by set-up, is
+/// refused before the holder of the service's port is killed for it; so is
+/// one that set-up was to make but did not.
+#[test]
+fn a_program_path_that_is_not_there_is_refused_before_any_kill() {
+    let base = free_ports(10);
+    let toml = |extra: &str| format!("[services.a]\nport = {base}\ncommand = \"./bin/serve {{port}}\"\n{extra}");
+    let c = Checkout::new(&toml(""));
+    let squatter = Squatter::start(base, "127.0.0.1", None);
+    let out = c.fails(&["start"]);
+    let want = format!(
+        "{}:3:11: {} is not a program a may run",
+        c.path("ports.toml").display(),
+        c.path("bin/serve").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+    // `bin` is made by set-up, so `bin/serve` may be too; it is not.
+    std::fs::write(c.path("ports.toml"), toml("dirs = [\"bin\"]\n")).unwrap();
+    let out = c.fails(&["start"]);
+    let want = format!(
+        "{}:3:11: {}, the program of a, is not there after its set-up",
+        c.path("ports.toml").display(),
+        c.path("bin/serve").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+    assert!(c.path("bin").is_dir());
+}
+
+/// A step named by a path from the checkout runs wherever in the checkout
+/// the runner was started.
+#[test]
+fn a_step_named_by_its_path_runs_from_a_subfolder_too() {
+    let base = free_ports(10);
+    let step = "[[services.a.setup]]\ncommand = [\"tools/prepare\"]";
+    let c = Checkout::new(&http_service("a", base, step));
+    std::fs::create_dir(c.path("tools")).unwrap();
+    std::fs::write(c.path("tools/prepare"), "#!/bin/sh\ntouch prepared\n").unwrap();
+    std::fs::set_permissions(c.path("tools/prepare"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let output = c.command(&["start"]).current_dir(c.path("tools")).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(c.path("prepared").is_file(), "the step did not run in the checkout's folder:\n{}", text(&output));
+    c.ok(&["stop"]);
 }
 
 /// A set-up step does not run on after a runner killed while it runs.
