@@ -436,7 +436,7 @@ pub fn spawn(
     record: impl FnOnce(Group) -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<(duct::Handle, Group)> {
     let (program, args) = spec.argv.split_first().context("empty command")?;
-    let program = program_in(&spec.cwd, program);
+    let program = program_in(spec.cwd, program);
     let account = spec.account;
     // Unique, not secret: the time hashed with a fresh random key (never 0, which means unmarked).
     let mark = std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) | 1;
