@@ -2,7 +2,7 @@
 //! processes later (the group leader's pid and start time), even after the
 //! runner itself was killed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,10 @@ pub struct Record {
     pub command: Vec<String>,
     /// The `cargo xtask dev` that runs it in the foreground; `None` for `start`.
     pub supervisor: Option<ProcId>,
+    /// The checkout that started it: a copy of the checkout (`cp -a`) brings
+    /// the record along, and must not take the service for its own.
+    #[serde(default)]
+    pub checkout: Option<PathBuf>,
 }
 
 impl Record {
@@ -74,7 +78,10 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
     let (mut records, mut unreadable) = (Vec::new(), Vec::new());
     for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")) {
         match std::fs::read_to_string(&path) {
-            Ok(text) => match serde_json::from_str(&text) {
+            Ok(text) => match serde_json::from_str::<Record>(&text) {
+                // Names another checkout's service: none of ours, and harmless
+                // (replaced when this checkout starts its own).
+                Ok(record) if copied(root, &record) => {}
                 Ok(record) => records.push(record),
                 Err(e) => unreadable.push(crate::state::json_error(&path, &e)),
             },
@@ -83,6 +90,15 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
     }
     records.sort_by(|a: &Record, b| a.service.cmp(&b.service));
     (records, unreadable)
+}
+
+/// Whether `record`, found in checkout `root`, was copied from the checkout
+/// it names, which still has it. One that names a checkout it no longer has
+/// came along when the checkout was moved: the service is still ours.
+fn copied(root: &Path, record: &Record) -> bool {
+    let Some(from) = record.checkout.as_deref().filter(|from| *from != root) else { return false };
+    let there = std::fs::read_to_string(from.join(".pids").join(format!("{}.json", record.service)));
+    there.ok().and_then(|text| serde_json::from_str::<Record>(&text).ok()).is_some_and(|r| r.group == record.group)
 }
 
 #[cfg(test)]
@@ -100,6 +116,7 @@ mod tests {
             port: 8000,
             command: vec!["api".into()],
             supervisor: None,
+            checkout: Some(project.root.clone()),
         };
         save(&project, &record(2)).unwrap();
         // The runner that stopped the older instance leaves the newer one's record.
@@ -107,5 +124,26 @@ mod tests {
         assert_eq!(load_all(&project.root), [record(2)]);
         remove(&project, "api", group(2)).unwrap();
         assert_eq!(load_all(&project.root), []);
+    }
+
+    #[test]
+    fn a_record_copied_from_a_checkout_that_still_has_it_is_not_ours() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (from, to) = (Project { root: from.path().to_path_buf() }, Project { root: to.path().to_path_buf() });
+        let record = Record {
+            service: "api".into(),
+            group: Group { leader: ProcId { pid: 4242, start: 1 }, mark: 1 },
+            port: 8000,
+            command: vec!["api".into()],
+            supervisor: None,
+            checkout: Some(from.root.clone()),
+        };
+        save(&from, &record).unwrap();
+        save(&to, &record).unwrap(); // copied along with the checkout
+        assert_eq!(load_all(&to.root), []);
+        assert_eq!(load_all(&from.root), std::slice::from_ref(&record));
+        // Moved, not copied: the checkout it names no longer has it.
+        remove(&from, "api", record.group).unwrap();
+        assert_eq!(load_all(&to.root), [record]);
     }
 }

@@ -191,7 +191,8 @@ impl Supervisor {
         let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
         let (project, command, saved) = (&self.project, argv.clone(), OnceLock::new());
         let record = |group| {
-            pids::save(project, &Record { service: name.into(), group, port, command, supervisor })?;
+            let checkout = Some(project.root.clone());
+            pids::save(project, &Record { service: name.into(), group, port, command, supervisor, checkout })?;
             saved.get_or_init(|| group);
             Ok(())
         };

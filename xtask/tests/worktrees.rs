@@ -521,3 +521,23 @@ fn an_empty_registry_is_empty_and_a_broken_one_names_the_place() {
     let want = format!("{}:1:1: EOF while parsing an object\n", registry_file(state.path()).display());
     assert!(out.contains(&want), "{out}");
 }
+
+/// A checkout copied with its records (`cp -a`, while its services run):
+/// the copy does not take them for its own, to stop, or to share ports with.
+#[test]
+fn a_copied_checkout_leaves_the_originals_services_alone() {
+    let base = free_ports(30);
+    let (_state, a, b) = two_worktrees(base);
+    a.ok(&["start", "api"]);
+    let pid = a.pid_of("api").unwrap();
+    let copied = std::process::Command::new("cp").arg("-a").arg(a.path(".")).arg(b.dir.path()).output().unwrap();
+    assert!(copied.status.success(), "{}", text(&copied));
+    assert!(b.path(".pids/api.json").is_file(), "the record was not copied");
+    assert_eq!(b.pid_of("api"), None, "the copy shows the original's api as its own");
+    let out = b.ok(&["stop"]);
+    assert!(alive(pid), "the copy's stop killed the original's api:\n{out}");
+    b.ok(&["start", "api"]);
+    assert!(alive(pid), "the copy's start killed the original's api");
+    assert_ne!(b.ports()["api"], a.ports()["api"], "the copy shares the original's port");
+    assert_eq!(a.pid_of("api"), Some(pid));
+}
