@@ -137,8 +137,7 @@ pub enum Mode {
 
 impl ConflictFlags {
     /// `--no-kill` wins, then `--force` or `FORCE_MODE`, then whether anyone can answer a prompt.
-    pub fn mode(self, force_env: Option<&str>, stdin_is_tty: bool) -> Mode {
-        let force_env = matches!(force_env, Some("1" | "true" | "TRUE" | "True" | "yes"));
+    pub fn mode(self, force_env: bool, stdin_is_tty: bool) -> Mode {
         if self.no_kill {
             Mode::NoKill
         } else if self.force || force_env || !stdin_is_tty {
@@ -149,6 +148,17 @@ impl ConflictFlags {
     }
 }
 
+/// Whether `FORCE_MODE` (the environment's value) asks for force; a value
+/// that is neither yes nor no is refused, rather than taken for no.
+pub fn force_env(value: Option<&std::ffi::OsStr>) -> anyhow::Result<bool> {
+    let Some(value) = value else { return Ok(false) };
+    match value.to_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off" | "") => Ok(false),
+        _ => anyhow::bail!("FORCE_MODE={} is not understood: use FORCE_MODE=true or false", value.to_string_lossy()),
+    }
+}
+
 /// `all` (or nothing) means every service.
 pub fn selection(names: &[String]) -> Option<&[String]> {
     match names {
@@ -156,6 +166,16 @@ pub fn selection(names: &[String]) -> Option<&[String]> {
         names if names.iter().any(|n| n == "all") => None,
         names => Some(names),
     }
+}
+
+/// `all` stands alone: a name beside it would go unchecked (`stop all tpyo`).
+pub fn check_selection(names: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        names.len() < 2 || !names.iter().any(|n| n == "all"),
+        "`all` means every service: give it alone, or name the services ({})",
+        names.join(" ")
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -170,12 +190,25 @@ mod tests {
             (flags(false, false), None, false, Mode::Force),
             (flags(true, false), None, true, Mode::Force),
             (flags(false, false), Some("true"), true, Mode::Force),
+            (flags(false, false), Some("On"), true, Mode::Force),
             (flags(false, false), Some("false"), true, Mode::Interactive),
+            (flags(false, false), Some("0"), true, Mode::Interactive),
             (flags(false, true), Some("true"), false, Mode::NoKill),
         ];
         for (flags, env, tty, want) in cases {
-            assert_eq!(flags.mode(env, tty), want, "{flags:?} FORCE_MODE={env:?} tty={tty}");
+            let force = force_env(env.map(std::ffi::OsStr::new)).unwrap();
+            assert_eq!(flags.mode(force, tty), want, "{flags:?} FORCE_MODE={env:?} tty={tty}");
         }
+        let refused = force_env(Some(std::ffi::OsStr::new("ture"))).unwrap_err().to_string();
+        assert_eq!(refused, "FORCE_MODE=ture is not understood: use FORCE_MODE=true or false");
+    }
+
+    #[test]
+    fn all_stands_alone() {
+        let names = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(check_selection(&names(&["all"])).is_ok());
+        assert!(check_selection(&names(&["api", "web"])).is_ok());
+        assert!(check_selection(&names(&["all", "tpyo"])).is_err());
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
 /// found before anything is stopped, killed or written (ports.toml's steps
 /// and programs, `.ports.json`, the registry).
 pub fn check(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
+    crate::cli::force_env(std::env::var_os("FORCE_MODE").as_deref())?;
     setup::check(project, config, names, path)?;
     state::load(&project.ports_json(), config)?;
     pids::check_all(&project.root)?;
@@ -165,7 +166,8 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     // service not running, and start it twice.
     let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
     let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
-    let mode = flags.mode(std::env::var("FORCE_MODE").ok().as_deref(), std::io::stdin().is_terminal());
+    let mode =
+        flags.mode(crate::cli::force_env(std::env::var_os("FORCE_MODE").as_deref())?, std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {
         Output::Terminal => Some(guard::spawn(project)?),

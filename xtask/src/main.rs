@@ -60,6 +60,13 @@ fn try_main() -> anyhow::Result<()> {
         Command::Guard { .. } => Project { root: std::env::current_dir()? },
         _ => Project::find()?,
     };
+    if let Command::Dev { services, .. }
+    | Command::Start { services, .. }
+    | Command::Stop { services }
+    | Command::Restart { services, .. } = &cli.command
+    {
+        cli::check_selection(services)?;
+    }
     match cli.command {
         Command::Ports(args) => args.run(&project),
         Command::Status { json } => status::run(&project, json),
