@@ -146,4 +146,17 @@ mod tests {
         remove(&from, "api", record.group).unwrap();
         assert_eq!(load_all(&to.root), [record]);
     }
+
+    #[test]
+    fn a_record_with_a_pid_that_names_no_process_is_refused_where_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".pids")).unwrap();
+        let text = r#"{"service": "a", "group": {"leader": {"pid": 0, "start": 5}, "mark": 3},
+            "port": 8000, "command": ["x"], "supervisor": null}"#;
+        std::fs::write(dir.path().join(".pids/a.json"), text).unwrap();
+        let error = check_all(dir.path()).unwrap_err().to_string();
+        let place = format!("{}:1:", dir.path().join(".pids/a.json").display());
+        assert!(error.starts_with(&place) && error.contains("pid 0 names no process"), "{error}");
+        assert_eq!(load_all(dir.path()), []);
+    }
 }

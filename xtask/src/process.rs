@@ -25,8 +25,19 @@ use serde::{Deserialize, Serialize};
 /// a later process that reuses the pid has another start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcId {
+    #[serde(deserialize_with = "positive")]
     pub pid: i32,
     pub start: u64,
+}
+
+/// A pid read from a file is positive: to kill(), 0 and -1 name the caller's
+/// own group and every process.
+fn positive<'de, D: serde::Deserializer<'de>>(from: D) -> Result<i32, D::Error> {
+    let pid = i32::deserialize(from)?;
+    match pid {
+        1.. => Ok(pid),
+        _ => Err(serde::de::Error::custom(format!("pid {pid} names no process: a pid is positive"))),
+    }
 }
 
 impl ProcId {
@@ -277,7 +288,7 @@ impl Group {
     /// TERM to the whole group and to what left it, up to `grace` for them
     /// to go, then KILL. Returns what was done, for the one-line report.
     pub fn stop(self, grace: Duration) -> Stopped {
-        let pgid = Pid::from_raw(self.pgid()).expect("a group id is positive");
+        let Some(pgid) = Pid::from_raw(self.pgid()) else { return Stopped::NotOurs };
         let Some(listed) = self.members() else { return Stopped::NotOurs };
         // Also when the group is empty: a daemon's parent exits at once.
         let escaped = self.escaped();
