@@ -189,7 +189,7 @@ pub fn remove_optional(path: &Path) -> anyhow::Result<()> {
 /// An exclusive lock on a file, held until dropped (the kernel releases it
 /// if the process dies, so a crash never leaves it stuck).
 #[must_use = "the lock is released when dropped"]
-pub struct Lock(#[allow(dead_code)] File);
+pub struct Lock(File);
 
 impl Lock {
     pub fn acquire(path: &Path) -> anyhow::Result<Lock> {
@@ -215,6 +215,12 @@ impl Lock {
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
         }
+    }
+
+    /// Says who holds it (in the lock file), for whoever finds it held.
+    pub fn say_holder(&self, holder: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.0.set_len(0).and_then(|()| (&self.0).write_all(holder.as_bytes())).context("writing a lock file")
     }
 
     fn open(path: &Path) -> anyhow::Result<File> {

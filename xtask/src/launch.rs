@@ -141,6 +141,21 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
     config.closure(crate::cli::selection(names))
 }
 
+/// One `dev` per checkout, and no `start` or `restart` beside it (it takes
+/// over what runs here), even while it runs no service: a `dev` holds this
+/// lock for as long as it runs.
+fn dev_lock(project: &Project, output: Output) -> anyhow::Result<Option<Lock>> {
+    let path = project.dev_lock();
+    let Some(lock) = Lock::try_acquire(&path)? else {
+        let pid = crate::files::read_optional(&path).ok().flatten().unwrap_or_default();
+        bail!("`cargo xtask dev` (pid {}) runs this checkout in another terminal: stop it first", pid.trim());
+    };
+    match output {
+        Output::Terminal => lock.say_holder(&std::process::id().to_string()).map(|()| Some(lock)),
+        Output::Files => Ok(None),
+    }
+}
+
 /// Bad input changes nothing: what would keep `names` from starting is
 /// found before anything is stopped, killed or written (ports.toml's steps
 /// and programs, `.ports.json`, the registry).
@@ -166,6 +181,7 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     // service not running, and start it twice.
     let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
     let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
+    let dev = dev_lock(project, output)?;
     let mode =
         flags.mode(crate::cli::force_env(std::env::var_os("FORCE_MODE").as_deref())?, std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.
@@ -175,6 +191,7 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     };
     let mut sup = prepare(project, config, &names, mode, output, &path)?;
     sup.guard = guard;
+    sup.dev = dev;
     supervisor::forward_signals(sup.sender(), true)?;
     sup.start_all(&names)?;
     Ok(sup)

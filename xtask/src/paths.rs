@@ -57,6 +57,10 @@ impl Project {
     pub fn launch_lock(&self) -> PathBuf {
         self.pids_dir().join("launch.lock")
     }
+    /// Held by a `dev` for as long as it runs.
+    pub fn dev_lock(&self) -> PathBuf {
+        self.pids_dir().join("dev.lock")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join(".logs")
     }

@@ -122,6 +122,8 @@ pub struct Supervisor {
     pub kept: BTreeMap<String, Group>,
     /// In the foreground: what stops the services if this process is killed.
     pub guard: Option<Guard>,
+    /// dev's lock on the checkout, held while it runs (`launch::up`).
+    pub dev: Option<Lock>,
     sender: Sender<Event>,
     events: Receiver<Event>,
     generation: u64,
@@ -146,6 +148,7 @@ impl Supervisor {
             running: BTreeMap::new(),
             kept: BTreeMap::new(),
             guard: None,
+            dev: None,
             sender,
             events,
             generation: 0,

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -18,8 +19,14 @@ struct Served {
     token: String,
 }
 
+/// Dashboards take the first free port from 7400: one starting while a test
+/// moves a service past its own dashboard's port could take the port the
+/// service was given. Starting one reads this; that test writes it.
+static STARTING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 impl Served {
     fn start(c: &Checkout, command: &str) -> Served {
+        let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
         let (child, url) = spawn_dashboard(c, command);
         let rest = url.strip_prefix("http://127.0.0.1:").expect("the dashboard listens on 127.0.0.1");
         let (port, token) = rest.split_once("/?token=").unwrap();
@@ -184,7 +191,9 @@ fn a_service_on_the_dashboards_port_moves() {
     let c = Checkout::new(&http_service("a", free_ports(5), ""));
     let ui = Served::start(&c, "ui");
     std::fs::write(c.path("ports.toml"), http_service("a", ui.port, "")).unwrap();
+    let alone = STARTING.write().unwrap_or_else(|e| e.into_inner());
     let out = c.ok(&["start"]);
+    drop(alone);
     assert!(out.contains("it is this checkout's dashboard"), "{out}");
     assert_ne!(c.ports()["a"], ui.port);
     let (code, _) = ui.api("GET", "/api/state", "");
@@ -258,6 +267,7 @@ fn ctrl_c_in_ui_stops_no_service_and_lets_the_action_under_way_finish() {
 /// `xtask dev ARGS` in the background of the test, with its dashboard.
 fn dev_of(c: &Checkout, args: &[&str]) -> Served {
     use std::io::BufRead;
+    let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
     let command = c.command(&[&["dev"], args].concat()).stdout(std::process::Stdio::piped()).spawn();
     let mut child = command.unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -296,29 +306,22 @@ fn set_port_in_dev_says_where_the_service_really_went() {
     dev.stop();
 }
 
-/// What a `start` in another terminal started meanwhile is known to dev's
-/// dashboard: not started a second time, and stopped by its stop.
+/// While a dev runs, a `start` in another terminal is refused, even of what
+/// dev does not run: its dashboard starts it.
 #[test]
-fn the_dashboard_of_dev_knows_what_another_terminal_started() {
+fn a_start_beside_dev_is_refused_and_its_dashboard_starts_instead() {
     let base = free_ports(10);
     let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
     let dev = dev_of(&c, &["a"]);
     let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
     assert_eq!(code, 200, "{reply}");
-    c.ok(&["start", "a"]);
-    let a = c.pid_of("a").unwrap();
+    let out = c.fails(&["start", "a"]);
+    assert!(out.contains(&format!("`cargo xtask dev` (pid {}) runs this checkout", dev.child.id())), "{out}");
+    assert!(is_free(base), "the refused start started a:\n{out}");
     let (code, reply) = dev.api("POST", "/api/services/a/start", "");
     assert_eq!(code, 200, "{reply}");
     let servers = processes_with(&format!("http.server {base} "));
     assert_eq!(servers.len(), 1, "a was started twice: {reply} {servers:?}");
-    assert_eq!(c.pid_of("a"), Some(a));
-    // Stopped and started again in the other terminal: the dashboard stops the new one.
-    c.ok(&["stop", "a"]);
-    c.ok(&["start", "a"]);
-    let again = c.pid_of("a").unwrap();
-    let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
-    assert_eq!(code, 200, "{reply}");
-    assert!(!alive(again), "the dashboard's stop left a running: {reply}");
     dev.stop();
 }
 
@@ -341,20 +344,21 @@ fn the_dashboard_of_dev_restarts_and_moves_a_background_service() {
     dev.stop();
 }
 
-/// What a `dev` in another terminal runs is that one's: this dev's
-/// dashboard does not take it over.
+/// One dev per checkout: a second is refused even while the first runs
+/// nothing, so the first's dashboard never starts what the second runs.
 #[test]
-fn the_dashboard_of_dev_leaves_another_devs_services_alone() {
+fn a_second_dev_is_refused_even_while_the_first_runs_nothing() {
     let base = free_ports(10);
     let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
     let first = dev_of(&c, &["a"]);
     let (code, reply) = first.api("POST", "/api/services/a/stop", "");
     assert_eq!(code, 200, "{reply}");
-    let second = dev_of(&c, &["b"]);
-    let b = c.pid_of("b").unwrap();
-    let (code, reply) = first.api("POST", "/api/services/b/restart", "");
-    assert_eq!(code, 409, "{reply}");
-    assert_eq!(c.pid_of("b"), Some(b), "the other dev's b was restarted: {reply}");
-    second.stop();
+    let mut second = Running(c.command(&["dev", "b"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let ended = wait_for(Duration::from_secs(30), || second.try_wait().unwrap().is_some());
+    assert!(ended, "the second dev runs"); // and is killed as `second` drops
+    let mut out = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains(&format!("`cargo xtask dev` (pid {}) runs this checkout", first.child.id())), "{out}");
+    assert!(is_free(base + 1), "the second dev started b:\n{out}");
     first.stop();
 }

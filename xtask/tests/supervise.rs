@@ -195,7 +195,7 @@ fn dev_refusing_leaves_the_background_services_running() {
     let (mut other, _) = spawn_dev(&c, &["b"]);
     assert!(wait_for(LONG, || c.read("dev.out").is_some_and(|out| out.contains("✓ 1 service ready"))));
     let out = c.fails(&["dev"]);
-    assert!(out.contains("b is run by `cargo xtask dev`"), "{out}");
+    assert!(out.contains(&format!("`cargo xtask dev` (pid {}) runs this checkout", other.id())), "{out}");
     assert!(alive(a), "a was stopped before dev refused:\n{out}");
     std::process::Command::new("kill").args(["-INT", &other.id().to_string()]).status().unwrap();
     other.wait().unwrap();
@@ -495,9 +495,12 @@ fn a_service_gets_no_descriptor_the_runner_inherited() {
 fn a_command_that_cannot_run_says_why_and_leaves_no_record() {
     use std::os::unix::fs::PermissionsExt;
     let base = free_ports(10);
-    let c = Checkout::new(&format!("[services.bad]\nport = {base}\ncommand = [\"./no-such-program\", \"{{port}}\"]\n"));
+    let c = Checkout::new(&format!("[services.bad]\nport = {base}\ncommand = [\"./bad\", \"{{port}}\"]\n"));
+    // There to run, but its interpreter is not: exec fails, after the fork.
+    std::fs::write(c.path("bad"), "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(c.path("bad"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = c.fails(&["start"]);
-    assert!(out.contains("starting ./no-such-program") && out.contains("No such file or directory"), "{out}");
+    assert!(out.contains("starting ./bad") && out.contains("No such file or directory"), "{out}");
     assert!(!c.path(".pids/bad.json").exists(), "a record was left:\n{out}");
     if is_root() {
         // A folder its user may not enter: the change of folder fails, after the fork.
