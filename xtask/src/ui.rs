@@ -51,13 +51,13 @@ pub enum Control {
 pub struct Dashboard {
     pub url: String,
     server: Arc<Server>,
-    record: std::path::PathBuf,
+    project: Project,
 }
 
 impl Dashboard {
     pub fn close(self) {
         self.server.unblock();
-        let _ = files::remove_optional(&self.record);
+        let _ = forget(&self.project, ProcId::myself()); // not another's that took its place
     }
 }
 
@@ -83,9 +83,8 @@ pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
     let token = token()?;
     let (server, port) = bind(project)?;
     let url = format!("http://127.0.0.1:{port}/?token={token}");
-    let record = project.dashboard_file();
     let text = serde_json::to_string_pretty(&Record { url: url.clone(), owner: ProcId::myself() })?;
-    files::write_atomic(&record, &text)?;
+    files::write_atomic(&project.dashboard_file(), &text)?;
     let server = Arc::new(server);
     let health = Mutex::default();
     let shared = Arc::new(Shared { project: project.clone(), control, token, port, health });
@@ -101,7 +100,7 @@ pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
             });
         }
     });
-    Ok(Dashboard { url, server, record })
+    Ok(Dashboard { url, server, project: project.clone() })
 }
 
 /// `cargo xtask ui`: serves the dashboard for background services until

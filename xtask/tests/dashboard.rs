@@ -362,3 +362,16 @@ fn a_second_dev_is_refused_even_while_the_first_runs_nothing() {
     assert!(is_free(base + 1), "the second dev started b:\n{out}");
     first.stop();
 }
+
+/// A dashboard that ends leaves the record of one that took its place.
+#[test]
+fn a_dashboard_that_ends_leaves_anothers_record() {
+    let c = Checkout::new(&http_service("a", free_ports(5), ""));
+    let ui = Served::start(&c, "ui");
+    let dev = Served::start(&c, "dev");
+    ui.stop();
+    let record: serde_json::Value =
+        serde_json::from_str(&c.read(".pids/dashboard").unwrap_or_default()).expect("dev's dashboard record is gone");
+    assert_eq!(record["owner"]["pid"], dev.child.id());
+    dev.stop();
+}
