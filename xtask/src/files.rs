@@ -167,12 +167,22 @@ pub fn check_writable(dirs: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Reads a file that may not exist yet.
+/// Reads a text file that may not exist yet (a byte-order mark, which some
+/// editors write, is skipped).
 pub fn read_optional(path: &Path) -> anyhow::Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text))),
+        Err(e) => {
+            let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let col = before.len() - before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+            anyhow::bail!("{}:{line}:{col}: not UTF-8 text: fix it, or delete the file", path.display())
+        }
     }
 }
 
@@ -253,6 +263,19 @@ mod tests {
             fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_where_it_goes_wrong() {
+        let dir = folder("utf8");
+        let path = dir.join("a.json");
+        assert_eq!(read_optional(&path).unwrap(), None);
+        fs::write(&path, b"{\n  \"api\xff\": 1\n}").unwrap();
+        let error = read_optional(&path).unwrap_err().to_string();
+        assert_eq!(error, format!("{}:2:7: not UTF-8 text: fix it, or delete the file", path.display()));
+        fs::write(&path, "\u{feff}{}").unwrap();
+        assert_eq!(read_optional(&path).unwrap().as_deref(), Some("{}"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
