@@ -135,6 +135,11 @@ impl Template {
             .collect()
     }
 
+    /// Its text, when it has no port to fill in.
+    pub fn plain(&self) -> Option<String> {
+        self.0.iter().all(|part| matches!(part, Part::Text(_))).then(|| self.render(None, &BTreeMap::new()))
+    }
+
     /// The services whose port this template uses.
     pub fn refers_to(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter_map(|part| match part {

@@ -143,17 +143,31 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
 
 /// One `dev` per checkout, and no `start` or `restart` beside it (it takes
 /// over what runs here), even while it runs no service: a `dev` holds this
-/// lock for as long as it runs.
+/// lock for as long as it runs, and says in it who it is.
 fn dev_lock(project: &Project, output: Output) -> anyhow::Result<Option<Lock>> {
-    let path = project.dev_lock();
-    let Some(lock) = Lock::try_acquire(&path)? else {
-        let pid = crate::files::read_optional(&path).ok().flatten().unwrap_or_default();
-        bail!("`cargo xtask dev` (pid {}) runs this checkout in another terminal: stop it first", pid.trim());
+    let Some(lock) = Lock::try_acquire(&project.dev_lock())? else {
+        let who = running_dev(project).map_or(String::new(), |dev| format!(" (pid {})", dev.pid));
+        bail!(
+            "`cargo xtask dev`{who} runs this checkout in another terminal: \
+             stop it first (Ctrl-C there, or `cargo xtask stop`)"
+        );
     };
+    let me = ProcId::myself();
     match output {
-        Output::Terminal => lock.say_holder(&std::process::id().to_string()).map(|()| Some(lock)),
+        Output::Terminal => lock.say_holder(&format!("{} {}", me.pid, me.start)).map(|()| Some(lock)),
         Output::Files => Ok(None),
     }
+}
+
+/// The `cargo xtask dev` that runs in this checkout, if one does.
+pub fn running_dev(project: &Project) -> Option<ProcId> {
+    let path = project.dev_lock();
+    if !path.exists() || Lock::try_acquire(&path).ok()?.is_some() {
+        return None;
+    }
+    let text = crate::files::read_optional(&path).ok()??;
+    let (pid, start) = text.trim().split_once(' ')?;
+    Some(ProcId { pid: pid.parse().ok()?, start: start.parse().ok()? }).filter(|dev| dev.is_alive())
 }
 
 /// Bad input changes nothing: what would keep `names` from starting is
@@ -179,9 +193,9 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     check(project, &config, &names, &path)?;
     // One launch at a time in a checkout: two at once would each find a
     // service not running, and start it twice.
+    let dev = dev_lock(project, output)?;
     let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
     let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
-    let dev = dev_lock(project, output)?;
     let mode =
         flags.mode(crate::cli::force_env(std::env::var_os("FORCE_MODE").as_deref())?, std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.

@@ -77,15 +77,16 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
     };
     let (mut records, mut unreadable) = (Vec::new(), Vec::new());
     for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")) {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match serde_json::from_str::<Record>(&text) {
+        match files::read_optional(&path) {
+            Ok(None) => {} // removed meanwhile: its service stopped
+            Ok(Some(text)) => match serde_json::from_str::<Record>(&text) {
                 // Names another checkout's service: none of ours, and harmless
                 // (replaced when this checkout starts its own).
                 Ok(record) if copied(root, &record) => {}
                 Ok(record) => records.push(record),
                 Err(e) => unreadable.push(crate::state::json_error(&path, &e)),
             },
-            Err(e) => unreadable.push(format!("{}: {e}", path.display())),
+            Err(e) => unreadable.push(format!("{e:#}")),
         }
     }
     records.sort_by(|a: &Record, b| a.service.cmp(&b.service));
@@ -95,10 +96,19 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
 /// Whether `record`, found in checkout `root`, was copied from the checkout
 /// it names, which still has it. One that names a checkout it no longer has
 /// came along when the checkout was moved: the service is still ours.
+/// (The same folder reached by another path, a bind mount say, is no copy.)
 fn copied(root: &Path, record: &Record) -> bool {
-    let Some(from) = record.checkout.as_deref().filter(|from| *from != root) else { return false };
-    let there = std::fs::read_to_string(from.join(".pids").join(format!("{}.json", record.service)));
-    there.ok().and_then(|text| serde_json::from_str::<Record>(&text).ok()).is_some_and(|r| r.group == record.group)
+    use std::os::unix::fs::MetadataExt;
+    let id = |dir: &Path| std::fs::metadata(dir).map(|m| (m.dev(), m.ino())).ok();
+    let Some(from) = record.checkout.as_deref().filter(|from| *from != root && id(from) != id(root)) else {
+        return false;
+    };
+    let there = files::read_optional(&from.join(".pids").join(format!("{}.json", record.service)));
+    there
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str::<Record>(&text).ok())
+        .is_some_and(|r| r.group == record.group)
 }
 
 #[cfg(test)]
@@ -142,6 +152,10 @@ mod tests {
         save(&to, &record).unwrap(); // copied along with the checkout
         assert_eq!(load_all(&to.root), []);
         assert_eq!(load_all(&from.root), std::slice::from_ref(&record));
+        // The same folder, by another path (a link, a bind mount): no copy.
+        let link = to.root.join("link");
+        std::os::unix::fs::symlink(&from.root, &link).unwrap();
+        assert_eq!(load_all(&link), std::slice::from_ref(&record));
         // Moved, not copied: the checkout it names no longer has it.
         remove(&from, "api", record.group).unwrap();
         assert_eq!(load_all(&to.root), [record]);

@@ -172,7 +172,7 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
                     .with_context(|| format!("{place}: making {} in `dirs` of {name}", dir.display()))?;
             }
         }
-        check_program_paths(project, service)?;
+        check_program_paths(project, config, service)?;
         for step in &service.setup {
             for input in step.inputs.iter().map(|i| project.path(i)) {
                 ensure!(
@@ -220,8 +220,7 @@ pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) 
     }
     // Before any holder of its port is killed: a program set-up was to
     // make, and did not, fails here.
-    let program = service.command.first().map(|t| t.render(None, &Default::default()));
-    if let Some(program) = program.filter(|p| p.contains('/')) {
+    if let Some(program) = service.command.first().and_then(|t| t.plain()).filter(|p| p.contains('/')) {
         let file = PathBuf::from(process::program_in(&cwd_of(project, service), &program));
         ensure!(
             is_executable(&file),
@@ -245,32 +244,48 @@ pub fn cwd_of(project: &Project, service: &Service) -> PathBuf {
 
 /// A program named by its path (`.venv/bin/uvicorn`, from the service's
 /// folder; a step's from the checkout's) must be a file one may run, unless
-/// set-up may make it: in one of the service's `dirs`, or in a folder that
-/// one of its steps `creates` something in (a virtualenv's `bin`).
-fn check_program_paths(project: &Project, service: &Service) -> anyhow::Result<()> {
+/// set-up may make it: in a folder of `dirs`, or in a folder that a step
+/// `creates` something in (a virtualenv's `bin`), of any service. A step that
+/// does not say what it creates may make anything: then what set-up was to
+/// make is checked once it ran (`prepare`).
+fn check_program_paths(project: &Project, config: &Config, service: &Service) -> anyhow::Result<()> {
+    let steps = || config.services.values().flat_map(|s| &s.setup);
+    if steps().any(|step| step.creates.is_none()) {
+        return Ok(());
+    }
     let ports_toml = project.ports_toml();
-    let run = service.command.first().map(|t| t.render(None, &Default::default()));
+    let made: Vec<PathBuf> = (config.services.values().flat_map(|s| s.dirs.iter().map(|d| project.path(d))))
+        .chain(steps().filter_map(|step| Some(project.path(step.creates.as_ref()?).parent()?.to_path_buf())))
+        .collect();
+    // A program with a port in its name is known once the port is.
+    let run = service.command.first().and_then(|t| t.plain());
     let run = run.map(|p| (p, cwd_of(project, service), service.place(&ports_toml, "command")));
     let steps = service
         .setup
         .iter()
-        .filter_map(|s| s.command.first().map(|p| (p.clone(), project.root.clone(), s.place(&ports_toml))));
-    let folders: Vec<PathBuf> = service
-        .dirs
-        .iter()
-        .map(|d| project.path(d))
-        .chain(service.setup.iter().filter_map(|s| Some(project.path(s.creates.as_ref()?).parent()?.to_path_buf())))
-        .collect();
+        .filter_map(|s| Some((s.command.first()?.clone(), project.root.clone(), s.place(&ports_toml))));
     for (program, dir, place) in run.into_iter().chain(steps).filter(|(p, ..)| p.contains('/')) {
         let file = PathBuf::from(process::program_in(&dir, &program));
         ensure!(
-            is_executable(&file) || folders.iter().any(|f| file.starts_with(f)),
+            is_executable(&file) || made.iter().any(|f| lexical(&file).starts_with(f)),
             "{place}: {} is not a program {} may run (no such file, or not executable): fix the command",
             file.display(),
             service.name
         );
     }
     Ok(())
+}
+
+/// `path` with its `..` resolved as written (`app/../bin` is `bin`).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => drop(out.pop()),
+            part => out.push(part),
+        }
+    }
+    out
 }
 
 /// What a step depends on: its command and the contents of its inputs.

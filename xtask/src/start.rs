@@ -121,16 +121,18 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
     reach(project, config, services)
 }
 
-/// A `cargo xtask dev` in another terminal that runs services of this checkout.
+/// A `cargo xtask dev` in another terminal: the one holding the dev lock,
+/// or one that runs services of this checkout.
 fn other_dev(project: &Project) -> Option<ProcId> {
-    running(project).iter().find_map(|r| r.supervisor.filter(|dev| dev.is_alive()))
+    let of_a_service = || running(project).iter().find_map(|r| r.supervisor.filter(|dev| dev.is_alive()));
+    launch::running_dev(project).or_else(of_a_service)
 }
 
-/// Some of what a `dev` runs cannot be stopped or restarted from here.
+/// Beside a `dev`, services are stopped and restarted there, or all at once.
 fn refuse_selection(dev: ProcId) -> anyhow::Result<()> {
     bail!(
-        "these services are run by `cargo xtask dev` (pid {}) in another terminal: \
-         stop them there, or stop everything with `cargo xtask stop`",
+        "`cargo xtask dev` (pid {}) runs this checkout in another terminal: stop or restart services \
+         there (on its dashboard), or stop everything with `cargo xtask stop`",
         dev.pid
     )
 }

@@ -375,3 +375,22 @@ fn a_dashboard_that_ends_leaves_anothers_record() {
     assert_eq!(record["owner"]["pid"], dev.child.id());
     dev.stop();
 }
+
+/// A dev that runs no service is still found: a `restart` beside it is
+/// refused before it stops anything, and `stop` stops it.
+#[test]
+fn a_dev_that_runs_no_service_is_found_by_restart_and_stop() {
+    let base = free_ports(10);
+    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    c.ok(&["start", "b"]);
+    let b = c.pid_of("b").unwrap();
+    let mut dev = dev_of(&c, &["a"]);
+    let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
+    assert_eq!(code, 200, "{reply}");
+    let out = c.fails(&["restart", "b"]);
+    assert!(out.contains(&format!("`cargo xtask dev` (pid {}) runs this checkout", dev.child.id())), "{out}");
+    assert_eq!(c.pid_of("b"), Some(b), "b was stopped before the refusal:\n{out}");
+    let out = c.ok(&["stop"]);
+    assert!(wait_for(Duration::from_secs(30), || dev.child.try_wait().unwrap().is_some()), "dev runs on:\n{out}");
+    assert!(!alive(b), "b runs on:\n{out}");
+}

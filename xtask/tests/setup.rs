@@ -154,6 +154,38 @@ fn a_program_path_that_is_not_there_is_refused_before_any_kill() {
     assert!(c.path("bin").is_dir());
 }
 
+/// Programs that set-up may make are not refused before it runs: one a
+/// dependency's step makes, one named through `..`, and, when a step does not
+/// say what it creates, anything.
+#[test]
+fn programs_set_up_may_make_are_not_refused_before_it_runs() {
+    let base = free_ports(10);
+    let make = "mkdir -p tools/bin build\n\
+        printf '#!/bin/sh\\nexec python3 -m http.server \"$1\" --bind 127.0.0.1\\n' > tools/bin/srv\n\
+        chmod +x tools/bin/srv\ncp tools/bin/srv build/app\n";
+    let toml = format!(
+        "[services.base]\nport = {base}\ncommand = \"tools/bin/srv {{port}}\"\n\
+         [[services.base.setup]]\ncreates = \"tools/bin/srv\"\ncommand = [\"sh\", \"make.sh\"]\n\
+         [services.worker]\nport = {}\ncommand = \"tools/bin/srv {{port}}\"\ndepends_on = [\"base\"]\n\
+         [services.up]\nport = {}\ncwd = \"app\"\ndirs = [\"app\"]\ncommand = \"../tools/bin/srv {{port}}\"\n\
+         depends_on = [\"base\"]\n",
+        base + 1,
+        base + 2
+    );
+    let c = Checkout::new(&toml);
+    std::fs::write(c.path("make.sh"), make).unwrap();
+    c.ok(&["start"]);
+    c.ok(&["stop"]);
+    let toml = format!(
+        "[services.app]\nport = {base}\ncommand = \"./build/app {{port}}\"\n\
+         [[services.app.setup]]\ninputs = [\"make.sh\"]\ncommand = [\"sh\", \"make.sh\"]\n"
+    );
+    let c = Checkout::new(&toml);
+    std::fs::write(c.path("make.sh"), make).unwrap();
+    c.ok(&["start"]);
+    c.ok(&["stop"]);
+}
+
 /// A step named by a path from the checkout runs wherever in the checkout
 /// the runner was started.
 #[test]

@@ -272,7 +272,7 @@ fn ports_set_under_another_dev_changes_nothing() {
     wait_running(&c, 1);
     let before = (c.read(".ports.json"), c.read(".env.runtime"));
     let out = c.fails(&["ports", "set", "a", &(base + 5).to_string()]);
-    assert!(out.contains("run by `cargo xtask dev`"), "{out}");
+    assert!(out.contains(&format!("`cargo xtask dev` (pid {}) runs this checkout", dev.id())), "{out}");
     assert_eq!((c.read(".ports.json"), c.read(".env.runtime")), before, "{out}");
     std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
     dev.wait().unwrap();
