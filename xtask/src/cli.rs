@@ -148,9 +148,13 @@ impl ConflictFlags {
     }
 }
 
-/// Whether `FORCE_MODE` (the environment's value) asks for force; a value
-/// that is neither yes nor no is refused, rather than taken for no.
-pub fn force_env(value: Option<&std::ffi::OsStr>) -> anyhow::Result<bool> {
+/// Whether the environment's `FORCE_MODE` asks for force; a value that is
+/// neither yes nor no is refused, rather than taken for no.
+pub fn force_env() -> anyhow::Result<bool> {
+    force_mode(std::env::var_os("FORCE_MODE").as_deref())
+}
+
+fn force_mode(value: Option<&std::ffi::OsStr>) -> anyhow::Result<bool> {
     let Some(value) = value else { return Ok(false) };
     match value.to_str().map(str::to_ascii_lowercase).as_deref() {
         Some("1" | "true" | "yes" | "on") => Ok(true),
@@ -196,10 +200,10 @@ mod tests {
             (flags(false, true), Some("true"), false, Mode::NoKill),
         ];
         for (flags, env, tty, want) in cases {
-            let force = force_env(env.map(std::ffi::OsStr::new)).unwrap();
+            let force = force_mode(env.map(std::ffi::OsStr::new)).unwrap();
             assert_eq!(flags.mode(force, tty), want, "{flags:?} FORCE_MODE={env:?} tty={tty}");
         }
-        let refused = force_env(Some(std::ffi::OsStr::new("ture"))).unwrap_err().to_string();
+        let refused = force_mode(Some(std::ffi::OsStr::new("ture"))).unwrap_err().to_string();
         assert_eq!(refused, "FORCE_MODE=ture is not understood: use FORCE_MODE=true or false");
     }
 

@@ -174,7 +174,7 @@ pub fn running_dev(project: &Project) -> Option<ProcId> {
 /// found before anything is stopped, killed or written (ports.toml's steps
 /// and programs, `.ports.json`, the registry).
 pub fn check(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
-    crate::cli::force_env(std::env::var_os("FORCE_MODE").as_deref())?;
+    crate::cli::force_env()?;
     setup::check(project, config, names, path)?;
     state::load(&project.ports_json(), config)?;
     pids::check_all(&project.root)?;
@@ -191,13 +191,12 @@ pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: 
     let names = selected(&config, services)?;
     let path = setup::search_path(&config);
     check(project, &config, &names, &path)?;
+    let dev = dev_lock(project, output)?;
     // One launch at a time in a checkout: two at once would each find a
     // service not running, and start it twice.
-    let dev = dev_lock(project, output)?;
     let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
     let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
-    let mode =
-        flags.mode(crate::cli::force_env(std::env::var_os("FORCE_MODE").as_deref())?, std::io::stdin().is_terminal());
+    let mode = flags.mode(crate::cli::force_env()?, std::io::stdin().is_terminal());
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {
         Output::Terminal => Some(guard::spawn(project)?),
