@@ -220,7 +220,18 @@ impl Lock {
     /// `acquire`, or `None` at once if someone else holds it.
     pub fn try_acquire(path: &Path) -> anyhow::Result<Option<Lock>> {
         let file = Lock::open(path)?;
-        match file.try_lock() {
+        Lock::taken(path, file.try_lock(), file)
+    }
+
+    /// A shared hold of it, which others may hold too, or `None` at once if
+    /// someone holds it exclusively.
+    pub fn try_acquire_shared(path: &Path) -> anyhow::Result<Option<Lock>> {
+        let file = Lock::open(path)?;
+        Lock::taken(path, file.try_lock_shared(), file)
+    }
+
+    fn taken(path: &Path, tried: Result<(), fs::TryLockError>, file: File) -> anyhow::Result<Option<Lock>> {
+        match tried {
             Ok(()) => Ok(Some(Lock(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),

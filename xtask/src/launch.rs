@@ -143,26 +143,35 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
 
 /// One `dev` per checkout, and no `start` or `restart` beside it (it takes
 /// over what runs here), even while it runs no service: a `dev` holds this
-/// lock for as long as it runs, and says in it who it is.
+/// lock for as long as it runs, and says in it who it is. The others only
+/// look, with a shared hold for a moment, which many may take at once.
 fn dev_lock(project: &Project, output: Output) -> anyhow::Result<Option<Lock>> {
-    let Some(lock) = Lock::try_acquire(&project.dev_lock())? else {
+    let path = project.dev_lock();
+    let refuse = || {
         let who = running_dev(project).map_or(String::new(), |dev| format!(" (pid {})", dev.pid));
-        bail!(
+        anyhow::anyhow!(
             "`cargo xtask dev`{who} runs this checkout in another terminal: \
              stop it first (Ctrl-C there, or `cargo xtask stop`)"
-        );
+        )
     };
-    let me = ProcId::myself();
-    match output {
-        Output::Terminal => lock.say_holder(&format!("{} {}", me.pid, me.start)).map(|()| Some(lock)),
-        Output::Files => Ok(None),
+    if output == Output::Files {
+        return Lock::try_acquire_shared(&path)?.map(|_| None).ok_or_else(refuse);
     }
+    // Held for longer than another command's look at it: by a dev.
+    for _ in 0..10 {
+        if let Some(lock) = Lock::try_acquire(&path)? {
+            let me = ProcId::myself();
+            return lock.say_holder(&format!("{} {}", me.pid, me.start)).map(|()| Some(lock));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(refuse())
 }
 
 /// The `cargo xtask dev` that runs in this checkout, if one does.
 pub fn running_dev(project: &Project) -> Option<ProcId> {
     let path = project.dev_lock();
-    if !path.exists() || Lock::try_acquire(&path).ok()?.is_some() {
+    if !path.exists() || Lock::try_acquire_shared(&path).ok()?.is_some() {
         return None;
     }
     let text = crate::files::read_optional(&path).ok()??;

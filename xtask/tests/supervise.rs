@@ -171,6 +171,19 @@ fn a_service_whose_listener_left_the_group_becomes_ready_and_stops() {
     assert_all_gone(&c, &[group, listener].concat(), &[base]);
 }
 
+/// Another command's look for a dev (a `start`, a `stop`) is no dev: a
+/// `start` beside it runs.
+#[test]
+fn a_start_runs_while_another_command_looks_for_a_dev() {
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("a", base, ""));
+    std::fs::create_dir(c.path(".pids")).unwrap();
+    let looking = std::fs::File::create(c.path(".pids/dev.lock")).unwrap();
+    looking.lock_shared().unwrap();
+    c.ok(&["start"]);
+    c.ok(&["stop"]);
+}
+
 #[test]
 fn two_starts_at_once_start_a_service_once() {
     let base = free_ports(10);
