@@ -87,7 +87,7 @@ fn a_path_that_leaves_the_checkout_is_refused() {
     let place = format!("{}:4:9", c.path("ports.toml").display());
     let want = format!("{place}: \"../{name}\" in `dirs` of a leads out of the checkout: write a path relative to");
     assert!(out.contains(&want) && out.contains("nothing was started or written"), "{out}");
-    assert!(is_free(base), "the service started");
+    assert!(is_free(base), "the service started: {}", text(&c.run(&["ports", "who", &base.to_string()])));
 }
 
 /// A missing input of a set-up step, or a file where `dirs` names a folder,
