@@ -20,7 +20,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
 pub fn write_all_atomic(files: &[(PathBuf, String)]) -> anyhow::Result<()> {
     let mut staged = Staged(Vec::new());
     for (path, contents) in files {
-        staged.0.push(stage(path, contents, true)?);
+        staged.0.push(stage(path, contents, Kind::Durable)?);
     }
     staged.commit()
 }
@@ -30,7 +30,21 @@ pub fn write_all_atomic(files: &[(PathBuf, String)]) -> anyhow::Result<()> {
 /// crash of the runner would leave the process unknown (a flush took about
 /// 1 ms here, much longer on a busy disk).
 pub fn write_record(path: &Path, contents: &str) -> anyhow::Result<()> {
-    Staged(vec![stage(path, contents, false)?]).commit()
+    Staged(vec![stage(path, contents, Kind::Record)?]).commit()
+}
+
+/// `write_record` for what only this user may read (a secret), whatever the
+/// umask or an older file allowed.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    Staged(vec![stage(path, contents, Kind::Private)?]).commit()
+}
+
+/// How a file is written: flushed to disk or not, and who may read it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Durable,
+    Record,
+    Private,
 }
 
 /// Temporary files written in full, each beside the file it is to replace.
@@ -63,22 +77,25 @@ impl Drop for Staged {
 /// A symlink is written through (the link stays, its target gets the new
 /// text), and the new file keeps the old one's permissions (a private file
 /// stays private).
-fn stage(path: &Path, contents: &str, flush: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn stage(path: &Path, contents: &str, kind: Kind) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = path.parent().context("a file to write has no folder")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let target = follow_links(path)?;
     let name = target.file_name().context("a file to write has no name")?.to_string_lossy();
     let tmp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let old = fs::metadata(&target).ok().map(|m| m.permissions());
+    let old = match kind {
+        Kind::Private => Some(fs::Permissions::from_mode(0o600)),
+        _ => fs::metadata(&target).ok().map(|m| m.permissions()),
+    };
     let result = (|| {
         // Never wider than the old file, even before its bits are copied (umask may narrow them).
         let mode = old.as_ref().map_or(0o666, |p| p.mode() & 0o7777);
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        file.write_all(contents.as_bytes())?;
         if let Some(permissions) = &old {
-            file.set_permissions(permissions.clone())?;
+            file.set_permissions(permissions.clone())?; // before the contents: a stale temporary keeps its mode
         }
-        if flush {
+        file.write_all(contents.as_bytes())?;
+        if kind == Kind::Durable {
             file.sync_all()?;
         }
         Ok(())

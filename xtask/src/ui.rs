@@ -84,7 +84,7 @@ pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
     let (server, port) = bind(project)?;
     let url = format!("http://127.0.0.1:{port}/?token={token}");
     let text = serde_json::to_string_pretty(&Record { url: url.clone(), owner: ProcId::myself() })?;
-    files::write_atomic(&project.dashboard_file(), &text)?;
+    files::write_private(&project.dashboard_file(), &text)?; // its token lets whoever reads it act
     let server = Arc::new(server);
     let health = Mutex::default();
     let shared = Arc::new(Shared { project: project.clone(), control, token, port, health });

@@ -394,3 +394,14 @@ fn a_dev_that_runs_no_service_is_found_by_restart_and_stop() {
     assert!(wait_for(Duration::from_secs(30), || dev.child.try_wait().unwrap().is_some()), "dev runs on:\n{out}");
     assert!(!alive(b), "b runs on:\n{out}");
 }
+
+/// The dashboard's record holds its token: only its user may read it.
+#[test]
+fn only_its_user_may_read_the_dashboards_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Checkout::new(&http_service("a", free_ports(5), ""));
+    let ui = Served::start(&c, "ui");
+    let mode = std::fs::metadata(c.path(".pids/dashboard")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "others may read the token: mode {mode:o}");
+    ui.stop();
+}
