@@ -30,8 +30,10 @@ pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize)
     for name in &names {
         let path = project.log_file(name);
         let cursor = Cursor::at_end(&path);
+        // Followed, an unfinished last line is shown once it ends, not here too.
+        let until = if follow { cursor.finished() } else { cursor.offset };
         let shown = match File::open(&path) {
-            Ok(mut file) => indented(&last_lines_before(&mut file, lines, cursor.offset)),
+            Ok(mut file) => indented(&last_lines_before(&mut file, lines, until)),
             Err(_) => "  (no log yet)".into(),
         };
         say!("==> {name} ({}) <==\n{shown}", path.display());
@@ -62,7 +64,7 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
 /// The last `n` lines of the first `until` bytes of a log.
 fn last_lines_before(file: &mut File, n: usize, until: u64) -> Vec<String> {
     // n lines of MAX_LINE, and the end of the line before them, fit in this.
-    let most = (n as u64 + 1).saturating_mul(MAX_LINE as u64);
+    let most = (n as u64).saturating_add(1).saturating_mul(MAX_LINE as u64);
     let mut size = MAX_LINE as u64;
     loop {
         let Ok((from, end)) = read_end(file, until, size) else {
@@ -177,6 +179,11 @@ impl Cursor {
         cursor
     }
 
+    /// Where the last finished line read ends.
+    fn finished(&self) -> u64 {
+        self.offset - self.pending.len() as u64
+    }
+
     /// The lines appended since the last call, as `split` cuts them, from at
     /// most CHUNK bytes. A log that was replaced, truncated or rewritten (a
     /// service restarted) is read again from its beginning.
@@ -285,6 +292,7 @@ mod tests {
         assert_eq!(last_lines(&log.path, 10), ["a", "b", "", "c"]);
         assert_eq!(last_lines(&log.path, 2), ["", "c"]);
         assert!(last_lines(&log.path, 0).is_empty());
+        assert_eq!(last_lines(&log.path, usize::MAX), ["a", "b", "", "c"]);
     }
 
     #[test]
@@ -336,6 +344,8 @@ mod tests {
         log.append(b"half");
         let (mut cursor, read) = reading(|| Cursor::at_end(&log.path));
         assert!(read <= 2 * MAX_LINE as u64, "read {read} bytes");
+        let tail = last_lines_before(&mut File::open(&log.path).unwrap(), 2, cursor.finished());
+        assert_eq!(tail, ["line 399998", "line 399999"], "the unfinished line is shown before it ends");
         log.append(b" line\n");
         assert_eq!(log.read(&mut cursor), ["half line"]);
     }
