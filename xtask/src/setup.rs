@@ -220,8 +220,7 @@ pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) 
     }
     // Before any holder of its port is killed: a program set-up was to
     // make, and did not, fails here.
-    if let Some(program) = service.command.first().and_then(|t| t.plain()).filter(|p| p.contains('/')) {
-        let file = PathBuf::from(process::program_in(&cwd_of(project, service), &program));
+    if let Some(file) = program_file(project, service) {
         ensure!(
             is_executable(&file),
             "{}: {}, the program of {name}, is not there after its set-up: fix `command`, or its set-up",
@@ -257,15 +256,10 @@ fn check_program_paths(project: &Project, config: &Config, service: &Service) ->
     let made: Vec<PathBuf> = (config.services.values().flat_map(|s| s.dirs.iter().map(|d| project.path(d))))
         .chain(steps().filter_map(|step| Some(project.path(step.creates.as_ref()?).parent()?.to_path_buf())))
         .collect();
-    // A program with a port in its name is known once the port is.
-    let run = service.command.first().and_then(|t| t.plain());
-    let run = run.map(|p| (p, cwd_of(project, service), service.place(&ports_toml, "command")));
-    let steps = service
-        .setup
-        .iter()
-        .filter_map(|s| Some((s.command.first()?.clone(), project.root.clone(), s.place(&ports_toml))));
-    for (program, dir, place) in run.into_iter().chain(steps).filter(|(p, ..)| p.contains('/')) {
-        let file = PathBuf::from(process::program_in(&dir, &program));
+    let run = program_file(project, service).map(|file| (file, service.place(&ports_toml, "command")));
+    let steps = (service.setup.iter())
+        .filter_map(|s| Some((by_path(&project.root, s.command.first()?)?, s.place(&ports_toml))));
+    for (file, place) in run.into_iter().chain(steps) {
         ensure!(
             is_executable(&file) || made.iter().any(|f| lexical(&file).starts_with(f)),
             "{place}: {} is not a program {} may run (no such file, or not executable): fix the command",
@@ -274,6 +268,18 @@ fn check_program_paths(project: &Project, config: &Config, service: &Service) ->
         );
     }
     Ok(())
+}
+
+/// The file a service runs, when its command names it by its path. (A
+/// program with a port in its name is known only once the port is.)
+fn program_file(project: &Project, service: &Service) -> Option<PathBuf> {
+    by_path(&cwd_of(project, service), &service.command.first()?.plain()?)
+}
+
+/// The file `program`, run in `dir`, names by its path; `None` for a name
+/// looked up in PATH.
+fn by_path(dir: &Path, program: &str) -> Option<PathBuf> {
+    program.contains('/').then(|| process::program_in(dir, program).into())
 }
 
 /// `path` with its `..` resolved as written (`app/../bin` is `bin`).
