@@ -133,24 +133,16 @@ fn a_program_path_that_is_not_there_is_refused_before_any_kill() {
     let toml = |extra: &str| format!("[services.a]\nport = {base}\ncommand = \"./bin/serve {{port}}\"\n{extra}");
     let c = Checkout::new(&toml(""));
     let squatter = Squatter::start(base, "127.0.0.1", None);
-    let out = c.fails(&["start"]);
-    let want = format!(
-        "{}:3:11: {} is not a program a may run",
-        c.path("ports.toml").display(),
-        c.path("bin/serve").display()
-    );
-    assert!(out.contains(&want), "{out}");
-    assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+    let refused = |extra: &str, says: &str| {
+        std::fs::write(c.path("ports.toml"), toml(extra)).unwrap();
+        let out = c.fails(&["start"]);
+        let want = format!("{}:3:11: {}{says}", c.path("ports.toml").display(), c.path("bin/serve").display());
+        assert!(out.contains(&want), "{out}");
+        assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+    };
+    refused("", " is not a program a may run");
     // `bin` is made by set-up, so `bin/serve` may be too; it is not.
-    std::fs::write(c.path("ports.toml"), toml("dirs = [\"bin\"]\n")).unwrap();
-    let out = c.fails(&["start"]);
-    let want = format!(
-        "{}:3:11: {}, the program of a, is not there after its set-up",
-        c.path("ports.toml").display(),
-        c.path("bin/serve").display()
-    );
-    assert!(out.contains(&want), "{out}");
-    assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+    refused("dirs = [\"bin\"]\n", ", the program of a, is not there after its set-up");
     assert!(c.path("bin").is_dir());
 }
 
