@@ -72,18 +72,21 @@ pub struct Service {
 impl Service {
     /// `ports.toml:LINE:COL` of its `key`, for what starting finds wrong there.
     pub fn place(&self, ports_toml: &Path, key: &str) -> String {
-        match self.places.get(key) {
-            Some((line, col)) => format!("{}:{line}:{col}", ports_toml.display()),
-            None => ports_toml.display().to_string(),
-        }
+        place(&self.places, ports_toml, key)
     }
 }
 
 impl Step {
-    /// `ports.toml:LINE:COL` of its command.
-    pub fn place(&self, ports_toml: &Path) -> String {
-        let (line, col) = self.place;
-        format!("{}:{line}:{col}", ports_toml.display())
+    /// `ports.toml:LINE:COL` of its `key` (`command` or `cwd`).
+    pub fn place(&self, ports_toml: &Path, key: &str) -> String {
+        place(&self.places, ports_toml, key)
+    }
+}
+
+fn place(places: &BTreeMap<&'static str, (usize, usize)>, ports_toml: &Path, key: &str) -> String {
+    match places.get(key) {
+        Some((line, col)) => format!("{}:{line}:{col}", ports_toml.display()),
+        None => ports_toml.display().to_string(),
     }
 }
 
@@ -99,15 +102,18 @@ pub enum Ready {
     Http(String),
 }
 
-/// A set-up step, run from the root before a service first starts, and again
-/// when the contents of its `inputs` change or what it `creates` is missing.
+/// A set-up step, run before a service first starts, and again when the
+/// contents of its `inputs` change or what it `creates` is missing.
 #[derive(Debug, Clone)]
 pub struct Step {
     pub command: Vec<String>,
+    /// The folder it runs in, relative to the checkout's root (default: the root).
+    pub cwd: Option<String>,
     pub inputs: Vec<String>,
     pub creates: Option<String>,
-    /// Where its `command` is written (line, column), for a missing program.
-    pub place: (usize, usize),
+    /// Where its `command` and `cwd` are written (line, column), for what
+    /// starting finds wrong there (a missing program or folder).
+    pub places: BTreeMap<&'static str, (usize, usize)>,
 }
 
 /// A string with `{port}` and `{NAME.port}` references.
@@ -339,6 +345,7 @@ struct RawReady {
 #[serde(deny_unknown_fields, expecting = r#"a table like { command = "npm ci", inputs = ["package-lock.json"] }"#)]
 struct RawStep {
     command: Spanned<RawCommand>,
+    cwd: Option<Spanned<String>>,
     #[serde(default)]
     inputs: Vec<Spanned<String>>,
     creates: Option<Spanned<String>>,
@@ -615,10 +622,13 @@ impl Validator<'_> {
             .map(|step| {
                 let inputs = step.inputs.iter().map(|i| self.inside(i, "setup.inputs", name)).collect();
                 let creates = step.creates.as_ref().map(|c| self.inside(c, "setup.creates", name));
+                let cwd = step.cwd.as_ref().map(|c| self.inside(c, "setup.cwd", name));
                 let words = self.words(&step.command, &format!("setup command of {name}"))?;
                 let command = words.into_iter().map(|(_, w)| w).collect();
-                let place = line_col(self.text, step.command.span().start);
-                Some(Step { command, inputs, creates, place })
+                let spans = [("command", Some(step.command.span())), ("cwd", step.cwd.as_ref().map(|c| c.span()))];
+                let places =
+                    spans.into_iter().filter_map(|(key, span)| Some((key, line_col(self.text, span?.start)))).collect();
+                Some(Step { command, cwd, inputs, creates, places })
             })
             .collect::<Option<Vec<_>>>()?;
         let ready = match &raw.ready {
@@ -1039,6 +1049,11 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
                 "[services.a]\nport = 2000\ncommand = 'x'\n[[services.a.setup]]\ncommand = 'y'\ncreates = '/var/db'\n",
                 (6, 11),
                 "\"/var/db\" in `setup.creates` of a is absolute",
+            ),
+            (
+                "[services.a]\nport = 2000\ncommand = 'x'\n[[services.a.setup]]\ncommand = 'y'\ncwd = '../web'\n",
+                (6, 7),
+                "\"../web\" in `setup.cwd` of a leads out",
             ),
         ];
         for (text, (line, col), needle) in cases {

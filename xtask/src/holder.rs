@@ -359,7 +359,7 @@ pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
         (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
         (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
         (Class::Unsure, _) => Action::Move("it may be what is left of a service, and may not".into()),
-        (Class::Unknown, _) => Action::Move("its owner cannot be seen".into()),
+        (Class::Unknown, _) => Action::Move("a process whose pid cannot be seen is never killed".into()),
         (Class::SameUser, Mode::Interactive) => Action::Ask,
         (Class::SameUser, Mode::Force) => Action::Kill,
         (Class::SameUser, Mode::NoKill) => Action::Move("--no-kill".into()),
@@ -400,7 +400,7 @@ mod tests {
             (Class::Init, [0, 1, 2].map(|_| Move("PID 1 is never killed".into()))),
             (Class::Ancestor, [0, 1, 2].map(|_| Move("it is an ancestor of this runner".into()))),
             (Class::Unsure, [0, 1, 2].map(|_| Move("it may be what is left of a service, and may not".into()))),
-            (Class::Unknown, [0, 1, 2].map(|_| Move("its owner cannot be seen".into()))),
+            (Class::Unknown, [0, 1, 2].map(|_| Move("a process whose pid cannot be seen is never killed".into()))),
             (Class::Dashboard, [0, 1, 2].map(|_| Move("it is this checkout's dashboard".into()))),
             (
                 Class::Unrecorded,

@@ -609,52 +609,6 @@ mod tests {
     }
 
     #[test]
-    fn a_group_id_reused_during_the_grace_is_not_signalled() {
-        // Only root may choose the next pid: elsewhere there is nothing to test.
-        const NEXT_PID: &str = "/proc/sys/kernel/ns_last_pid";
-        if std::fs::OpenOptions::new().write(true).open(NEXT_PID).is_err() {
-            eprintln!("skipped: needs root, to choose the next pid");
-            return;
-        }
-        // The leader ends at TERM; what left the group with the mark ignores
-        // it, so the stop waits out its grace.
-        let script = "setsid sh -c \"trap '' TERM; exec sleep 300\" >/dev/null 2>&1 & echo $!; exec sleep 300";
-        let argv = ["sh", "-c", script].map(String::from);
-        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
-        let (reader, writer) = std::io::pipe().unwrap();
-        let (handle, group) = spawn(&spec, writer, |_| Ok(())).unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
-        let escaped = ProcId::of(line.trim().parse().unwrap()).unwrap();
-        assert!(wait_until(Duration::from_secs(5), || super::argv(escaped.pid) == ["sleep", "300"]));
-        let stopping = std::thread::spawn(move || group.stop(Duration::from_secs(3)));
-        handle.wait().unwrap(); // the leader, reaped: its pid, the group's id, is free
-        // Start times count clock ticks (10 ms): a newcomer in the leader's
-        // tick would be the leader to anyone. Only a chosen pid comes so soon.
-        std::thread::sleep(Duration::from_millis(50));
-        // While the stop waits, a stranger leading a group of its own gets the
-        // id (other tests may take the pid first: tried again).
-        let mut stranger = None;
-        for _ in 0..50 {
-            std::fs::write(NEXT_PID, (group.pgid() - 1).to_string()).unwrap();
-            let mut sleep = std::process::Command::new("sleep");
-            let mut child = sleep.arg("300").env_remove("XTASK_GROUP").process_group(0).spawn().unwrap();
-            if child.id() as i32 == group.pgid() {
-                stranger = Some(child);
-                break;
-            }
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-        let mut stranger = stranger.expect("the stranger never got the group's id");
-        assert_eq!(stopping.join().unwrap(), Stopped::Killed);
-        assert!(!escaped.is_alive(), "what left the group with its mark runs on");
-        assert_eq!(stranger.try_wait().unwrap(), None, "the stranger that got the group's id was signalled");
-        stranger.kill().unwrap();
-        stranger.wait().unwrap();
-    }
-
-    #[test]
     fn a_group_whose_id_was_reused_is_not_ours() {
         let argv = ["sleep", "300"].map(String::from);
         let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
@@ -713,5 +667,68 @@ mod tests {
         let pgid = rustix::process::getpgrp().as_raw_nonzero().get();
         let leader = ProcId::of(pgid).unwrap_or(ProcId { pid: pgid, start: 0 });
         assert_eq!(Group { leader, mark: 0 }.members(), None, "the group of {me:?}");
+    }
+
+    /// What only root may do: choose the next pid.
+    mod needs_root {
+        use super::*;
+
+        /// Processes a failing test must not leave behind: KILLed when
+        /// dropped, if they still run (through pidfds: no newcomer is hit).
+        struct Reaped(Vec<ProcId>);
+
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                for id in &self.0 {
+                    let _ = kill(*id, Duration::ZERO);
+                }
+            }
+        }
+
+        #[test]
+        #[ignore = "needs root: `cargo xtask test` runs it as root"]
+        fn a_group_id_reused_during_the_grace_is_not_signalled() {
+            const NEXT_PID: &str = "/proc/sys/kernel/ns_last_pid";
+            assert!(crate::users::current_uid() == 0, "this test needs root, to choose the next pid");
+            // The leader ends at TERM; what left the group with the mark ignores
+            // it, so the stop waits out its grace.
+            let script = "setsid sh -c \"trap '' TERM; exec sleep 300\" >/dev/null 2>&1 & echo $!; exec sleep 300";
+            let argv = ["sh", "-c", script].map(String::from);
+            let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
+            let (reader, writer) = std::io::pipe().unwrap();
+            let (handle, group) = spawn(&spec, writer, |_| Ok(())).unwrap();
+            let mut reaped = Reaped(vec![group.leader]);
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line).unwrap();
+            let escaped = ProcId::of(line.trim().parse().unwrap()).unwrap();
+            reaped.0.push(escaped);
+            assert!(wait_until(Duration::from_secs(5), || super::argv(escaped.pid) == ["sleep", "300"]));
+            let stopping = std::thread::spawn(move || group.stop(Duration::from_secs(3)));
+            handle.wait().unwrap(); // the leader, reaped: its pid, the group's id, is free
+            // Start times count clock ticks (10 ms): a newcomer in the leader's
+            // tick would be the leader to anyone. Only a chosen pid comes so soon.
+            std::thread::sleep(Duration::from_millis(50));
+            // While the stop waits, a stranger leading a group of its own gets the
+            // id (other tests may take the pid first: tried again).
+            let mut stranger = None;
+            for _ in 0..50 {
+                std::fs::write(NEXT_PID, (group.pgid() - 1).to_string()).unwrap();
+                let mut sleep = std::process::Command::new("sleep");
+                let mut child = sleep.arg("300").env_remove("XTASK_GROUP").process_group(0).spawn().unwrap();
+                reaped.0.extend(ProcId::of(child.id() as i32));
+                if child.id() as i32 == group.pgid() {
+                    stranger = Some(child);
+                    break;
+                }
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
+            let mut stranger = stranger.expect("the stranger never got the group's id");
+            assert_eq!(stopping.join().unwrap(), Stopped::Killed);
+            assert!(!escaped.is_alive(), "what left the group with its mark runs on");
+            assert_eq!(stranger.try_wait().unwrap(), None, "the stranger that got the group's id was signalled");
+            stranger.kill().unwrap();
+            stranger.wait().unwrap();
+        }
     }
 }

@@ -82,8 +82,9 @@ fn check_programs(project: &Project, config: &Config, services: &[String], path:
         let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
         let run = (&command, format!("the command of {name} ({})", service.place(&ports_toml, "command")));
         let steps = service.setup.iter().enumerate();
-        let steps =
-            steps.map(|(i, s)| (&s.command, format!("set-up step {} of {name} ({})", i + 1, s.place(&ports_toml))));
+        let steps = steps.map(|(i, s)| {
+            (&s.command, format!("set-up step {} of {name} ({})", i + 1, s.place(&ports_toml, "command")))
+        });
         for (words, place) in [run].into_iter().chain(steps) {
             let first = words.first().filter(|w| !w.contains('/')).cloned();
             let mentioned = words.iter().flat_map(|w| w.split_whitespace());
@@ -174,11 +175,18 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
         }
         check_program_paths(project, config, service)?;
         for step in &service.setup {
+            let dir = step_dir(project, step);
+            ensure!(
+                dir.is_dir() || made_by_setup(&dir),
+                "{}: the folder {} of a set-up step of {name} does not exist: create it, or fix its `cwd`",
+                step.place(&project.ports_toml(), "cwd"),
+                dir.display()
+            );
             for input in step.inputs.iter().map(|i| project.path(i)) {
                 ensure!(
                     input.is_file() || made_by_setup(&input),
                     "{}: {}, an input of a set-up step of {name}, is not a file: create it, or fix `inputs`",
-                    step.place(&project.ports_toml()),
+                    step.place(&project.ports_toml(), "command"),
                     input.display()
                 );
             }
@@ -241,6 +249,11 @@ pub fn cwd_of(project: &Project, service: &Service) -> PathBuf {
     service.cwd.as_ref().map_or_else(|| project.root.clone(), |cwd| project.path(cwd))
 }
 
+/// The folder a set-up step runs in.
+fn step_dir(project: &Project, step: &Step) -> PathBuf {
+    step.cwd.as_ref().map_or_else(|| project.root.clone(), |cwd| project.path(cwd))
+}
+
 /// A program named by its path (`.venv/bin/uvicorn`, from the service's
 /// folder; a step's from the checkout's) must be a file one may run, unless
 /// set-up may make it: in a folder of `dirs`, or in a folder that a step
@@ -258,7 +271,7 @@ fn check_program_paths(project: &Project, config: &Config, service: &Service) ->
         .collect();
     let run = program_file(project, service).map(|file| (file, service.place(&ports_toml, "command")));
     let steps = (service.setup.iter())
-        .filter_map(|s| Some((by_path(&project.root, s.command.first()?)?, s.place(&ports_toml))));
+        .filter_map(|s| Some((by_path(&step_dir(project, s), s.command.first()?)?, s.place(&ports_toml, "command"))));
     for (file, place) in run.into_iter().chain(steps) {
         ensure!(
             is_executable(&file) || made.iter().any(|f| lexical(&file).starts_with(f)),
@@ -336,8 +349,9 @@ fn run_step(
     let started = Instant::now();
     let (program, args) = step.command.split_first().context("empty set-up command")?;
     let ids = account.map(|a| (a.uid, a.gid));
-    let status = duct::cmd(process::program_in(&project.root, program), args)
-        .dir(&project.root)
+    let dir = step_dir(project, step);
+    let status = duct::cmd(process::program_in(&dir, program), args)
+        .dir(&dir)
         .env("PATH", path)
         .stdin_null()
         .stdout_to_stderr()

@@ -174,6 +174,10 @@ impl Supervisor {
         let service = &self.config.services[name];
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
         env.insert("PATH".into(), self.path.to_string_lossy().into_owned());
+        // Python keeps what `print()` writes to a pipe or a file in its
+        // buffer: its lines would reach `dev`, the logs and the dashboard
+        // only once 8 KiB had piled up. A service's `env` may say otherwise.
+        env.insert("PYTHONUNBUFFERED".into(), "1".into());
         env.extend(envfile::vars(&self.config, &self.ports));
         env.insert("PORT".into(), self.ports[name].to_string());
         env.extend(service.env.iter().map(|(k, t)| (k.clone(), t.render(Some(name), &self.ports))));

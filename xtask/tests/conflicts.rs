@@ -93,121 +93,6 @@ fn force_mode_kills_without_asking_even_on_a_terminal() {
 }
 
 #[test]
-fn another_users_process_is_never_killed() {
-    if !is_root() {
-        eprintln!("skipped: starting a process of another user needs root");
-        return;
-    }
-    let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
-    let squatter = Squatter::start(base, "127.0.0.1", Some(NOBODY));
-    let out = c.command(&["start"]).env("FORCE_MODE", "true").output().unwrap();
-    let out = text(&out);
-    assert!(out.contains("not killing it: it belongs to user nobody"), "{out}");
-    assert!(alive(squatter.pid()));
-    assert_eq!(c.ports()["api"], base + 1);
-}
-
-/// The runner as the account nobody: a copy of it that nobody may run, and
-/// a state folder of nobody's. `None` (the test is skipped) without root.
-struct AsNobody {
-    world: tempfile::TempDir,
-}
-
-impl AsNobody {
-    fn new() -> Option<AsNobody> {
-        use std::os::unix::fs::PermissionsExt;
-        if !is_root() {
-            eprintln!("skipped: running the runner as another user needs root");
-            return None;
-        }
-        let world = tempfile::TempDir::new().unwrap();
-        std::fs::copy(XTASK, world.path().join("xtask")).unwrap();
-        std::fs::create_dir(world.path().join("state")).unwrap();
-        std::os::unix::fs::chown(world.path().join("state"), Some(NOBODY), Some(NOBODY)).unwrap();
-        std::fs::set_permissions(world.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Some(AsNobody { world })
-    }
-
-    /// Runs `xtask args` in `dir`, not asking.
-    fn run(&self, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(self.world.path().join("xtask"))
-            .args(args)
-            .current_dir(dir)
-            .env("XDG_STATE_HOME", self.world.path().join("state"))
-            .env("FORCE_MODE", "true")
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-/// Makes `path` readable by all, writable by its owner only.
-fn read_only(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// A checkout its user may not write: refused before a holder of its port is
-/// killed (nothing could be written after), and nothing changes.
-#[test]
-fn an_unwritable_checkout_is_refused_before_any_kill() {
-    let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
-    let Some(nobody) = AsNobody::new() else { return };
-    read_only(c.dir.path());
-    // Its own records and logs, from when it could write there.
-    for dir in [".pids", ".logs"] {
-        std::fs::create_dir(c.path(dir)).unwrap();
-        std::os::unix::fs::chown(c.path(dir), Some(NOBODY), Some(NOBODY)).unwrap();
-    }
-    let squatter = Squatter::start(base, "127.0.0.1", Some(NOBODY));
-    let output = nobody.run(c.dir.path(), &["start"]);
-    let out = text(&output);
-    assert!(!output.status.success(), "{out}");
-    let said =
-        format!("{}: Permission denied (os error 13)\nthis user may not create files in it", c.dir.path().display());
-    assert!(out.contains(&said), "{out}");
-    assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
-    let mut names: Vec<_> = std::fs::read_dir(c.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    names.sort();
-    assert_eq!(names, [".logs", ".pids", "ports.toml"]);
-}
-
-/// A checkout its user may not write, whose generated files are links into
-/// a folder the user may write: it runs (the files are written through).
-#[test]
-fn a_read_only_checkout_whose_files_are_links_runs() {
-    let base = free_ports(10);
-    let toml = format!(
-        "[services.api]\nport = {base}\ncommand = \"/usr/bin/python3 -m http.server {{port}} --bind 127.0.0.1\"\n"
-    );
-    let c = Checkout::new(&toml);
-    let Some(nobody) = AsNobody::new() else { return };
-    let elsewhere = nobody.world.path().join("generated");
-    std::fs::create_dir(&elsewhere).unwrap();
-    for name in [".pids", ".logs"] {
-        std::fs::create_dir(elsewhere.join(name)).unwrap();
-        std::os::unix::fs::chown(elsewhere.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
-    }
-    std::os::unix::fs::chown(&elsewhere, Some(NOBODY), Some(NOBODY)).unwrap();
-    for name in [".pids", ".logs", ".ports.json", ".env.runtime"] {
-        std::os::unix::fs::symlink(elsewhere.join(name), c.path(name)).unwrap();
-    }
-    read_only(c.dir.path());
-    let output = nobody.run(c.dir.path(), &["start"]);
-    let out = text(&output);
-    assert!(output.status.success(), "{out}");
-    assert!(elsewhere.join(".ports.json").is_file() && elsewhere.join(".env.runtime").is_file(), "{out}");
-    assert!(!is_free(base), "api does not serve:\n{out}");
-    let output = nobody.run(c.dir.path(), &["stop"]);
-    assert!(output.status.success() && is_free(base), "{}", text(&output));
-}
-
-#[test]
 fn an_ancestor_of_the_runner_is_never_killed() {
     let base = free_ports(10);
     let c = Checkout::new(&one_service(base));
@@ -366,4 +251,123 @@ fn the_old_instance_of_a_renamed_service_is_stopped() {
     let out = c.ok(&["stop"]);
     assert!(out.contains("backend | stopped"), "{out}");
     assert!(!alive(backend) && wait_for(std::time::Duration::from_secs(2), || is_free(base)), "{out}");
+}
+
+/// Tests that act as another user: `cargo xtask test` runs them as root only.
+mod needs_root {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it as root"]
+    fn another_users_process_is_never_killed() {
+        assert!(is_root(), "this test needs root");
+        let base = free_ports(10);
+        let c = Checkout::new(&one_service(base));
+        let squatter = Squatter::start(base, "127.0.0.1", Some(NOBODY));
+        let out = c.command(&["start"]).env("FORCE_MODE", "true").output().unwrap();
+        let out = text(&out);
+        assert!(out.contains("not killing it: it belongs to user nobody"), "{out}");
+        assert!(alive(squatter.pid()));
+        assert_eq!(c.ports()["api"], base + 1);
+    }
+
+    /// The runner as the account nobody: a copy of it that nobody may run, and
+    /// a state folder of nobody's.
+    struct AsNobody {
+        world: tempfile::TempDir,
+    }
+
+    impl AsNobody {
+        fn new() -> AsNobody {
+            use std::os::unix::fs::PermissionsExt;
+            assert!(is_root(), "this test needs root");
+            let world = tempfile::TempDir::new().unwrap();
+            std::fs::copy(XTASK, world.path().join("xtask")).unwrap();
+            std::fs::create_dir(world.path().join("state")).unwrap();
+            std::os::unix::fs::chown(world.path().join("state"), Some(NOBODY), Some(NOBODY)).unwrap();
+            std::fs::set_permissions(world.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            AsNobody { world }
+        }
+
+        /// Runs `xtask args` in `dir`, not asking.
+        fn run(&self, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new(self.world.path().join("xtask"))
+                .args(args)
+                .current_dir(dir)
+                .env("XDG_STATE_HOME", self.world.path().join("state"))
+                .env("FORCE_MODE", "true")
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        }
+    }
+
+    /// Makes `path` readable by all, writable by its owner only.
+    fn read_only(path: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A checkout its user may not write: refused before a holder of its port is
+    /// killed (nothing could be written after), and nothing changes.
+    #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it as root"]
+    fn an_unwritable_checkout_is_refused_before_any_kill() {
+        let base = free_ports(10);
+        let c = Checkout::new(&one_service(base));
+        let nobody = AsNobody::new();
+        read_only(c.dir.path());
+        // Its own records and logs, from when it could write there.
+        for dir in [".pids", ".logs"] {
+            std::fs::create_dir(c.path(dir)).unwrap();
+            std::os::unix::fs::chown(c.path(dir), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        let squatter = Squatter::start(base, "127.0.0.1", Some(NOBODY));
+        let output = nobody.run(c.dir.path(), &["start"]);
+        let out = text(&output);
+        assert!(!output.status.success(), "{out}");
+        let said = format!(
+            "{}: Permission denied (os error 13)\nthis user may not create files in it",
+            c.dir.path().display()
+        );
+        assert!(out.contains(&said), "{out}");
+        assert!(alive(squatter.pid()), "the holder was killed:\n{out}");
+        let mut names: Vec<_> = std::fs::read_dir(c.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, [".logs", ".pids", "ports.toml"]);
+    }
+
+    /// A checkout its user may not write, whose generated files are links into
+    /// a folder the user may write: it runs (the files are written through).
+    #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it as root"]
+    fn a_read_only_checkout_whose_files_are_links_runs() {
+        let base = free_ports(10);
+        let toml = format!(
+            "[services.api]\nport = {base}\ncommand = \"/usr/bin/python3 -m http.server {{port}} --bind 127.0.0.1\"\n"
+        );
+        let c = Checkout::new(&toml);
+        let nobody = AsNobody::new();
+        let elsewhere = nobody.world.path().join("generated");
+        std::fs::create_dir(&elsewhere).unwrap();
+        for name in [".pids", ".logs"] {
+            std::fs::create_dir(elsewhere.join(name)).unwrap();
+            std::os::unix::fs::chown(elsewhere.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        std::os::unix::fs::chown(&elsewhere, Some(NOBODY), Some(NOBODY)).unwrap();
+        for name in [".pids", ".logs", ".ports.json", ".env.runtime"] {
+            std::os::unix::fs::symlink(elsewhere.join(name), c.path(name)).unwrap();
+        }
+        read_only(c.dir.path());
+        let output = nobody.run(c.dir.path(), &["start"]);
+        let out = text(&output);
+        assert!(output.status.success(), "{out}");
+        assert!(elsewhere.join(".ports.json").is_file() && elsewhere.join(".env.runtime").is_file(), "{out}");
+        assert!(!is_free(base), "api does not serve:\n{out}");
+        let output = nobody.run(c.dir.path(), &["stop"]);
+        assert!(output.status.success() && is_free(base), "{}", text(&output));
+    }
 }

@@ -194,6 +194,29 @@ fn a_step_named_by_its_path_runs_from_a_subfolder_too() {
     c.ok(&["stop"]);
 }
 
+/// A step with a `cwd` runs there (as `npm ci` must, in its package's
+/// folder), its program found from there; a `cwd` that is not there is
+/// refused at the step before anything starts.
+#[test]
+fn a_step_runs_in_its_cwd() {
+    let base = free_ports(10);
+    let step = "[[services.a.setup]]\ncwd = \"web\"\ncommand = [\"./prepare\"]";
+    let c = Checkout::new(&http_service("a", base, step));
+    std::fs::create_dir(c.path("web")).unwrap();
+    std::fs::write(c.path("web/prepare"), "#!/bin/sh\npwd > prepared\n").unwrap();
+    std::fs::set_permissions(c.path("web/prepare"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    c.ok(&["start"]);
+    let seen = c.read("web/prepared").expect("the step did not run in its cwd");
+    assert_eq!(std::path::Path::new(seen.trim()), c.path("web").canonicalize().unwrap());
+    c.ok(&["stop"]);
+    std::fs::remove_dir_all(c.path("web")).unwrap();
+    std::fs::remove_dir_all(c.path(".data")).unwrap(); // the step's stamp: it must run again
+    let out = c.fails(&["start"]);
+    let place = format!("{}:5:7", c.path("ports.toml").display());
+    assert!(out.contains(&place) && out.contains("of a set-up step of a does not exist"), "{out}");
+    assert!(!c.path(".pids/a.json").exists(), "{out}");
+}
+
 /// A set-up step does not run on after a runner killed while it runs.
 #[test]
 fn a_step_ends_with_a_runner_killed_meanwhile() {

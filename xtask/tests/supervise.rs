@@ -340,29 +340,6 @@ command = ['sh', '-c', '''env -i sh -c 'trap "" TERM; exec sleep 300' & exec pyt
     assert_all_gone(&c, &processes, &[base]);
 }
 
-/// A group that cannot be signalled (another user's, when we are not root)
-/// is said to be still running, and its record stays for a later stop.
-#[test]
-fn a_service_that_cannot_be_stopped_keeps_its_record() {
-    if !is_root() {
-        return; // needs to start it as root and stop it as another user
-    }
-    let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, "stop_grace = 0.2"));
-    c.ok(&["start"]);
-    let pid = c.pid_of("a").unwrap();
-    std::fs::set_permissions(c.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let mut stop = c.command(&["stop"]);
-    std::os::unix::process::CommandExt::uid(&mut stop, NOBODY);
-    std::os::unix::process::CommandExt::gid(&mut stop, NOBODY);
-    let output = stop.output().unwrap();
-    let out = text(&output);
-    assert!(!output.status.success(), "{out}");
-    assert!(out.contains(&format!("a | could not be stopped: pid {pid} still runs")), "{out}");
-    assert!(alive(pid));
-    assert!(c.path(".pids/a.json").exists(), "the record of a running service was removed:\n{out}");
-}
-
 /// A second Ctrl-C while dev waits out a service's grace KILLs it at once.
 #[test]
 fn a_second_ctrl_c_cuts_the_grace_short() {
@@ -903,6 +880,29 @@ fn logs_shows_each_service() {
     assert!(logged, "{}", followed.text);
 }
 
+/// Python keeps what `print()` writes to a pipe or a file in its buffer:
+/// services run with PYTHONUNBUFFERED=1, so their lines show at once, unless
+/// a service's `env` says otherwise.
+#[test]
+fn a_python_services_printed_lines_show_while_it_runs() {
+    let base = free_ports(10);
+    let serve = "import http.server as h, os, sys; print('unbuffered:', repr(os.environ.get('PYTHONUNBUFFERED')){flush}); \
+                 h.HTTPServer(('127.0.0.1', int(sys.argv[1])), h.SimpleHTTPRequestHandler).serve_forever()";
+    let service = |name: &str, port: u16, flush: &str, extra: &str| {
+        let script = serve.replace("{flush}", flush);
+        format!(
+            "[services.{name}]\nport = {port}\ncommand = [\"python3\", \"-c\", \"{script}\", \"{{port}}\"]\n{extra}\n"
+        )
+    };
+    let toml =
+        service("a", base, "", "") + &service("b", base + 1, ", flush=True", "env = { PYTHONUNBUFFERED = \"\" }");
+    let c = Checkout::new(&toml);
+    c.ok(&["start"]);
+    let out = c.ok(&["logs"]);
+    assert!(out.contains("unbuffered: '1'"), "a's printed line is not in its log while it runs:\n{out}");
+    assert!(out.contains("unbuffered: ''"), "b's own env did not win:\n{out}");
+}
+
 #[test]
 fn logs_of_a_service_that_never_ran_says_where_its_log_would_be() {
     // Never started: the ports are not used.
@@ -1020,4 +1020,31 @@ fn the_guard_stops_everything_even_when_ports_toml_is_gone() {
     assert!(ok, "services left: {:?}\n{}", old, c.read(".logs/dev.guard.log").unwrap_or_default());
     let said = c.read(".logs/dev.guard.log").unwrap();
     assert!(said.contains("stopping without the dependency order"), "{said}");
+}
+
+/// Tests that act as another user: `cargo xtask test` runs them as root only.
+mod needs_root {
+    use super::*;
+
+    /// A group that cannot be signalled (another user's, when we are not root)
+    /// is said to be still running, and its record stays for a later stop.
+    #[test]
+    #[ignore = "needs root: `cargo xtask test` runs it as root"]
+    fn a_service_that_cannot_be_stopped_keeps_its_record() {
+        assert!(is_root(), "this test needs root: it starts a service as root and stops it as another user");
+        let base = free_ports(10);
+        let c = Checkout::new(&http_service("a", base, "stop_grace = 0.2"));
+        c.ok(&["start"]);
+        let pid = c.pid_of("a").unwrap();
+        std::fs::set_permissions(c.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let mut stop = c.command(&["stop"]);
+        std::os::unix::process::CommandExt::uid(&mut stop, NOBODY);
+        std::os::unix::process::CommandExt::gid(&mut stop, NOBODY);
+        let output = stop.output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success(), "{out}");
+        assert!(out.contains(&format!("a | could not be stopped: pid {pid} still runs")), "{out}");
+        assert!(alive(pid));
+        assert!(c.path(".pids/a.json").exists(), "the record of a running service was removed:\n{out}");
+    }
 }

@@ -44,14 +44,19 @@ impl Checkout {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(XTASK);
+        command.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        self.settle_env(&mut command);
         command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("XDG_STATE_HOME", &self.state)
-            .env("NO_COLOR", "1")
-            .env_remove("FORCE_MODE")
-            .stdin(Stdio::null());
-        command
+    }
+
+    /// The runner's environment: the checkout's own registry, and none of
+    /// the variables that change what the runner or its services do, which
+    /// a developer's shell may hold.
+    fn settle_env(&self, command: &mut Command) {
+        command.env("XDG_STATE_HOME", &self.state).env("NO_COLOR", "1");
+        for name in ["FORCE_MODE", "PYTHONUNBUFFERED", "XTASK_GROUP"] {
+            command.env_remove(name);
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -299,12 +304,10 @@ pub fn run_in_terminal(c: &Checkout, args: &str, answer: &str, env: &[(&str, &st
     command
         .args(["-qec", &format!("{XTASK} {args}"), "/dev/null"])
         .current_dir(c.dir.path())
-        .env("XDG_STATE_HOME", &c.state)
-        .env("NO_COLOR", "1")
-        .env_remove("FORCE_MODE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    c.settle_env(&mut command);
     for (k, v) in env {
         command.env(k, v);
     }
