@@ -110,7 +110,7 @@ fn prepare(
 /// moved past whoever holds it: nobody is killed for it.
 fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow::Result<Vec<(String, u16)>> {
     let current = state::load(&project.ports_json(), config)?;
-    let as_is = |p: u16| alloc::walk(p, 1, config.range).start() == &p && !alloc::is_browser_blocked(p);
+    let as_is = |p: u16| alloc::in_range(p, config.range) && !alloc::is_browser_blocked(p);
     Ok(to_start
         .iter()
         .map(|n| (n.clone(), current.get(n).copied().unwrap_or(config.services[n].port)))

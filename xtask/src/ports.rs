@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, ensure};
 use serde_json::json;
 
-use crate::alloc::{self, Exhausted};
+use crate::alloc::{self, Exhausted, KernelPorts};
 use crate::cli::{ConflictFlags, PortsAction, PortsArgs};
 use crate::config::Config;
 use crate::envfile;
@@ -87,7 +87,7 @@ pub fn check_allocatable(
     current.extend(state::load(&project.ports_json(), config)?);
     let reserved = registry.entries.reserved_by_others(&project.root);
     let usable = |port| freeable.contains(&port) || alloc::is_free(port);
-    match alloc::allocate(config, &current, running, &reserved, usable) {
+    match alloc::allocate(config, &current, running, &reserved, &KernelPorts::read(), usable) {
         Ok(_) => Ok(()),
         Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
     }
@@ -95,7 +95,8 @@ pub fn check_allocatable(
 
 /// The part of `allocate_and_write` and `pin` done under both locks: every
 /// service gets a port from its `current` one, those in `fixed` keep theirs;
-/// then the files are written and each move said.
+/// then the files are written, each move said, and each port inside the
+/// kernel's ephemeral range (one the user chose) said to be fragile.
 fn allocate_locked(
     project: &Project,
     config: &Config,
@@ -105,7 +106,8 @@ fn allocate_locked(
     why_busy: &BTreeMap<String, String>,
 ) -> anyhow::Result<Ports> {
     let reserved = registry.entries.reserved_by_others(&project.root);
-    let ports = match alloc::allocate(config, current, fixed, &reserved, alloc::is_free) {
+    let kernel = KernelPorts::read();
+    let ports = match alloc::allocate(config, current, fixed, &reserved, &kernel, alloc::is_free) {
         Ok(ports) => ports,
         Err(exhausted) => bail!(explain_exhausted(&exhausted, registry, project)),
     };
@@ -118,7 +120,18 @@ fn allocate_locked(
             Some((other, _)) => format!("is given to {other}"),
             None => why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, config, registry, project)),
         };
-        say!("{name}: port {from} {why}; using {port}");
+        match around_ephemeral(from, *port, config, &kernel) {
+            Some(around) => say!("{name}: port {from} {why}; using {port}, as {around}"),
+            None => say!("{name}: port {from} {why}; using {port}"),
+        }
+    }
+    if let Some((lo, hi)) = kernel.ephemeral {
+        for (name, port) in ports.iter().filter(|(_, port)| kernel.is_ephemeral(**port)) {
+            say!(
+                "{name}: port {port} is in the kernel's ephemeral range {lo}-{hi}, where outgoing connections take \
+                 their ports, so it may be busy at a later start: a port outside {lo}-{hi} is safer"
+            );
+        }
     }
     Ok(ports)
 }
@@ -133,6 +146,13 @@ fn write(project: &Project, config: &Config, registry: &mut Registry, ports: &Po
     registry.entries.mine(&project.root).ports = ports.clone();
     writes.push(registry.pending_write());
     files::write_all_atomic(&writes)
+}
+
+/// Why the walk from `start` went around the kernel's ephemeral range to
+/// reach `port`, when it did.
+fn around_ephemeral(start: u16, port: u16, config: &Config, kernel: &KernelPorts) -> Option<String> {
+    let (lo, hi) = alloc::went_around(start, port, config.attempts, config.range, kernel)?;
+    Some(format!("the kernel's ephemeral range {lo}-{hi} is left to outgoing connections"))
 }
 
 /// Why a port could not be used, in a few words.
@@ -170,11 +190,12 @@ fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> S
     if holders.len() > shown {
         lines.push(format!("  ... and {} more busy ports", holders.len() - shown));
     }
-    let reserved = (e.tried.0..=e.tried.1).filter(|p| registry.owner_of(*p, &project.root).is_some()).count();
+    let tried = e.tried.iter().flat_map(|&(lo, hi)| lo..=hi);
+    let reserved = tried.filter(|p| registry.owner_of(*p, &project.root).is_some()).count();
     if reserved > 0 {
         lines.push(format!("  {reserved} ports are reserved by other checkouts (cargo xtask ports --all)"));
     }
-    lines.push("free some of these ports, or pick another with `cargo xtask ports set SERVICE PORT`".into());
+    lines.push(e.advice());
     lines.join("\n")
 }
 
@@ -182,6 +203,9 @@ fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> S
 struct Row {
     service: String,
     port: u16,
+    preferred: u16,
+    /// Why `port` is not `preferred`, when the kernel's ephemeral range explains it.
+    why_moved: Option<String>,
     holders: Vec<(Holder, Class)>,
 }
 
@@ -190,13 +214,20 @@ fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> 
     let allocated = !current.is_empty();
     let ports: Ports = config.preferred_ports().into_iter().chain(current).collect();
     let holders = classified_holders(project, &ports.values().copied().collect())?;
+    let kernel = KernelPorts::read();
     let rows = config
         .order
         .iter()
         .map(|name| {
-            let port = ports[name];
-            // A hand-edited .ports.json may give two services one port.
-            Row { service: name.clone(), port, holders: holders.get(&port).cloned().unwrap_or_default() }
+            let (port, preferred) = (ports[name], config.services[name].port);
+            Row {
+                service: name.clone(),
+                port,
+                preferred,
+                why_moved: around_ephemeral(preferred, port, config, &kernel),
+                // A hand-edited .ports.json may give two services one port.
+                holders: holders.get(&port).cloned().unwrap_or_default(),
+            }
         })
         .collect();
     Ok((rows, allocated))
@@ -218,7 +249,14 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
             .iter()
             .map(|row| {
                 let holders: Vec<_> = row.holders.iter().map(|(h, class)| holder_json(h, class)).collect();
-                json!({ "service": row.service, "port": row.port, "free": row.holders.is_empty(), "holders": holders })
+                json!({
+                    "service": row.service,
+                    "port": row.port,
+                    "preferred": row.preferred,
+                    "why_moved": row.why_moved,
+                    "free": row.holders.is_empty(),
+                    "holders": holders,
+                })
             })
             .collect();
         say!("{}", serde_json::to_string_pretty(&json!({ "allocated": allocated, "services": services }))?);
@@ -238,7 +276,11 @@ fn show(project: &Project, config: &Config, as_json: bool) -> anyhow::Result<()>
             }
             _ => style.yellow(&format!("held by {who}")),
         };
-        say!("{:width$}  {:>5}  {state}", row.service, row.port);
+        let why = match &row.why_moved {
+            Some(why) => style.dim(&format!("  (not {}: {why})", row.preferred)),
+            None => String::new(),
+        };
+        say!("{:width$}  {:>5}  {state}{why}", row.service, row.port);
     }
     Ok(())
 }

@@ -157,14 +157,15 @@ fn token() -> anyhow::Result<String> {
 }
 
 /// Binds 127.0.0.1 on a free port, walking from this checkout's last one (or
-/// 7400) past ports reserved by any checkout, under the registry's lock.
+/// 7400) past ports reserved by any checkout or kept by the kernel (as
+/// `alloc::walk` says), under the registry's lock.
 fn bind(project: &Project) -> anyhow::Result<(Server, u16)> {
     let mut registry = Registry::open()?;
     let mut taken = registry.entries.reserved_by_others(&project.root);
     let mine = registry.entries.mine(&project.root);
     taken.extend(mine.ports.values());
     let start = mine.dashboard.unwrap_or(PREFERRED_PORT);
-    for port in alloc::walk(start, 100, (1024, 65535)) {
+    for port in alloc::walk(start, 100, (1024, 65535), &alloc::KernelPorts::read()).ports {
         if taken.contains(&port) || alloc::is_browser_blocked(port) || !alloc::is_free(port) {
             continue;
         }

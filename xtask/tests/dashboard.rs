@@ -184,6 +184,27 @@ fn each_checkout_gets_its_own_dashboard_port() {
     ui2.stop();
 }
 
+/// The dashboard's walk for a port, like a service's, goes past the kernel's
+/// ephemeral range rather than into it.
+#[test]
+fn the_dashboard_moves_past_the_kernels_ephemeral_range() {
+    let Some((lo, hi)) = ephemeral_range() else {
+        eprintln!("skipped: this machine has no ephemeral range with room on both sides");
+        return;
+    };
+    let c = Checkout::new(&two_services(free_ports(10)));
+    // Its last port, just below the range, is now held by someone else.
+    let root = std::fs::canonicalize(c.dir.path()).unwrap();
+    let registry = serde_json::json!({ "checkouts": { root.to_str().unwrap(): { "ports": {}, "dashboard": lo - 1 } } });
+    std::fs::create_dir_all(c.state.join("cargo-xtask-ports")).unwrap();
+    std::fs::write(c.state.join("cargo-xtask-ports/registry.json"), registry.to_string()).unwrap();
+    assert!(is_free(lo - 1), "port {} is busy: this test needs it", lo - 1);
+    let _squatter = Squatter::start(lo - 1, "127.0.0.1", None);
+    let ui = Served::start(&c, "ui");
+    assert!(ui.port > hi && ui.port <= hi + 100, "the dashboard took port {}", ui.port);
+    ui.stop();
+}
+
 /// A service whose port this checkout's dashboard serves on moves: the
 /// dashboard is the runner's own, not a stranger to kill (FORCE_MODE).
 #[test]

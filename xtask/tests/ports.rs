@@ -292,6 +292,56 @@ fn a_move_says_why_the_port_was_not_used() {
     assert!(out.contains(&want), "{out}");
 }
 
+/// A service moved from a busy port never lands in the kernel's ephemeral
+/// range, whose ports outgoing connections take; one the user chose there
+/// stays, with a warning when it is allocated, not when it is shown.
+#[test]
+fn a_move_goes_past_the_kernels_ephemeral_range() {
+    let Some((lo, hi)) = ephemeral_range() else {
+        eprintln!("skipped: this machine has no ephemeral range with room on both sides");
+        return;
+    };
+    let chosen = (lo + 1000..hi).find(|p| is_free(*p)).expect("a free port in the ephemeral range");
+    let services = format!("{}{}", http_service("api", lo - 1, ""), http_service("web", chosen, ""));
+    let c = Checkout::new(&format!("[ports]\nattempts = 5\n{services}"));
+    assert!(is_free(lo - 1), "port {} is busy: this test needs it", lo - 1);
+    let squatter = Squatter::start(lo - 1, "127.0.0.1", None);
+    let out = c.ok(&["ports", "allocate"]);
+    let ports = c.ports();
+    assert!(ports["api"] > hi && ports["api"] <= hi + 5, "api was given {}:\n{out}", ports["api"]);
+    let reason = format!("the kernel's ephemeral range {lo}-{hi} is left to outgoing connections");
+    let moved = format!("api: port {} is held by pid {}", lo - 1, squatter.pid());
+    assert!(out.contains(&moved) && out.contains(&format!("using {}, as {reason}", ports["api"])), "{out}");
+    assert_eq!(ports["web"], chosen, "a preferred port in the ephemeral range was not honoured");
+    let fragile = format!("web: port {chosen} is in the kernel's ephemeral range {lo}-{hi}");
+    assert!(out.contains(&fragile), "{out}");
+    assert_eq!(out.matches("may be busy at a later start").count(), 1, "{out}");
+
+    // `ports` says why api is not on its preferred port, and warns of nothing.
+    let out = c.ok(&["ports"]);
+    let api = out.lines().find(|l| l.starts_with("api")).unwrap();
+    assert!(api.ends_with(&format!("(not {}: {reason})", lo - 1)), "{out}");
+    assert!(!out.contains("may be busy at a later start"), "{out}");
+    assert!(!c.ok(&["status"]).contains("may be busy at a later start"));
+    let json: serde_json::Value = serde_json::from_str(&c.ok(&["ports", "--json"])).unwrap();
+    assert_eq!(
+        (&json["services"][0]["preferred"], &json["services"][0]["why_moved"]),
+        (&(lo - 1).into(), &reason.into())
+    );
+    assert_eq!(json["services"][1]["why_moved"], serde_json::Value::Null);
+
+    // A range that ends inside the ephemeral one leaves api no other port: it says so and writes nothing.
+    let c = Checkout::new(&format!("[ports]\nrange = [{}, {}]\n{}", lo - 1, lo + 100, http_service("api", lo - 1, "")));
+    let out = c.fails(&["ports", "allocate"]);
+    let want = format!(
+        "no free port for api: tried {}, and the rest of the range of ports.toml is in the kernel's ephemeral \
+         range {lo}-{hi}, where no port is chosen in place of a busy one, and nothing was changed",
+        lo - 1
+    );
+    assert!(out.contains(&want) && out.contains("widen the range of ports.toml"), "{out}");
+    assert!(!c.path(".ports.json").exists() && !c.path(".env.runtime").exists());
+}
+
 #[test]
 fn status_says_stopped_before_anything_runs() {
     let base = free_ports(20);

@@ -127,6 +127,16 @@ pub fn free_ports(n: u16) -> u16 {
     panic!("no {n} consecutive free ports in 20000-29999");
 }
 
+/// This machine's ephemeral port range, when it has one with room for a
+/// service on either side (a container may have none, and an administrator
+/// may have widened it to nearly every port).
+pub fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ports = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+    let (lo, hi) = (ports.next()??, ports.next()??);
+    (lo > 2000 && hi < 65000).then_some((lo, hi))
+}
+
 /// Free on every loopback and wildcard address, as the runner checks.
 pub fn is_free(port: u16) -> bool {
     ["127.0.0.1", "0.0.0.0", "::1", "::"].iter().all(|host| {
