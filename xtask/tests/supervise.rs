@@ -873,6 +873,8 @@ fn logs_shows_each_service() {
     assert!(c.fails(&["logs", "zz"]).contains("unknown service \"zz\""));
     let mut follow = c.command(&["logs", "-f"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut followed = Said::of(follow.stdout.take().unwrap());
+    // Once the tail is out, what comes is followed (a request before would be in the tail).
+    assert!(followed.until(LONG, |l| l.contains("Serving HTTP")), "{}", followed.text);
     http_get(base);
     let logged = followed.until(LONG, |l| l.starts_with("a | 127.0.0.1 - - ") && l.contains("GET /followed"));
     follow.kill().unwrap();
