@@ -299,8 +299,8 @@ struct RawFile {
     ports: RawPorts,
     #[serde(default)]
     programs: BTreeMap<String, Program>,
-    #[serde(default)]
-    services: BTreeMap<Spanned<String>, RawService>,
+    /// Spanned, to blame a `[services]` table that names none.
+    services: Option<Spanned<BTreeMap<Spanned<String>, RawService>>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -477,18 +477,23 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawFile) -> Option<Config> {
         let (range, attempts) = self.ports(&raw.ports);
-        self.ports_in_range(&raw.services, range);
-        let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
+        let (table, raw_services) = match raw.services {
+            Some(services) => (services.span(), services.into_inner()),
+            None => (0..0, BTreeMap::new()),
+        };
+        self.some_service(&raw_services, table);
+        self.ports_in_range(&raw_services, range);
+        let names: BTreeSet<String> = raw_services.keys().map(|k| k.get_ref().clone()).collect();
         let mut services = BTreeMap::new();
-        for (name, raw) in &raw.services {
+        for (name, raw) in &raw_services {
             self.service_name(name);
             if let Some(service) = self.service(name.get_ref(), raw, &names) {
                 services.insert(name.get_ref().clone(), service);
             }
         }
-        self.unique_ports(&raw.services);
-        self.unique_env_names(&raw.services, &raw.env);
-        let order = self.dependency_order(&raw.services);
+        self.unique_ports(&raw_services);
+        self.unique_env_names(&raw_services, &raw.env);
+        let order = self.dependency_order(&raw_services);
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
             self.env_name(key);
@@ -522,6 +527,18 @@ impl Validator<'_> {
             }
         }
         (range, attempts)
+    }
+
+    /// A file with no service would run nothing, yet allocate and register
+    /// as if it did (an empty file, a stash that left only comments): an
+    /// error at its `[services]` table, or at its start when it has none.
+    fn some_service(&mut self, services: &BTreeMap<Spanned<String>, RawService>, table: Range<usize>) {
+        if services.is_empty() {
+            self.error(
+                table,
+                "no services: name at least one, like [services.web] with port = 3000 and command = \"npm run dev -- --port {port}\"",
+            );
+        }
     }
 
     fn service_name(&mut self, name: &Spanned<String>) {
@@ -969,12 +986,16 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
                 "unknown reference {nope.port}",
             ),
             ("[services.a]\nport = 2000\ncommand = 'x {prot}'\n", (3, 14), "unknown reference {prot}"),
-            ("[env]\nX = 'http://{port}'\n", (2, 13), "unknown reference {port}"),
+            (
+                "[env]\nX = 'http://{port}'\n[services.z]\nport = 2000\ncommand = 'x'\n",
+                (2, 13),
+                "unknown reference {port}",
+            ),
             ("[services.a]\nport = 2000\ncommand = 'x \"unclosed'\n", (3, 11), "unclosed quote"),
             ("[services.a]\nport = 2000\ncommand = []\n", (3, 11), "is empty"),
             ("[services.a]\nport = 2000\ncommand = ['', 'x']\n", (3, 12), "starts with an empty program name"),
             ("[services.a]\nport = 2000\ncommand = '\"\" x'\n", (3, 11), "starts with an empty program name"),
-            ("[ports]\nrange = [9000, 8000]\n", (2, 9), "range must be"),
+            ("[ports]\nrange = [9000, 8000]\n[services.z]\nport = 2000\ncommand = 'x'\n", (2, 9), "range must be"),
             ("[services.a]\nport = 2000\n", (1, 1), "missing field `command`"),
             ("[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n", (4, 18), "starting with /"),
             ("[services.A]\nport = 2000\ncommand = 'x'\n", (1, 11), "service name \"A\""),
@@ -985,7 +1006,11 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
                 (4, 8),
                 "port 3001 of a is above the range 2000-3000",
             ),
-            ("[ports]\nrange = [1, 1000]\n", (2, 9), "range ends at 1000, and ports below 1024"),
+            (
+                "[ports]\nrange = [1, 1000]\n[services.z]\nport = 2000\ncommand = 'x'\n",
+                (2, 9),
+                "range ends at 1000, and ports below 1024",
+            ),
             // The second in the file is blamed, whatever the names' order.
             (
                 "[services.my_db]\nport = 2000\ncommand = 'x'\n[services.my-db]\nport = 2001\ncommand = 'y'\n",
@@ -993,10 +1018,18 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
                 "services my_db and my-db would both set MY_DB_PORT and MY_DB_URL",
             ),
             ("[services.a]\nport = 2000\ncommand = 'x'\n[env]\nA_URL = 'x'\n", (5, 1), "A_URL is already set"),
-            ("[env]\nNOTE = \"line1\\nEVIL=1\"\n", (2, 8), "NOTE contains a line break"),
+            (
+                "[env]\nNOTE = \"line1\\nEVIL=1\"\n[services.z]\nport = 2000\ncommand = 'x'\n",
+                (2, 8),
+                "NOTE contains a line break",
+            ),
             ("[services.a]\nport = 2000\ncommand = 'x'\nurl = \"http://x/'\"\n", (4, 7), "a single quote"),
-            ("[env]\nX = 'a\\b'\n", (2, 5), "a backslash"),
-            ("[env]\nX = '${{HOME}}'\n", (2, 5), "`${`, which python-dotenv expands"),
+            ("[env]\nX = 'a\\b'\n[services.z]\nport = 2000\ncommand = 'x'\n", (2, 5), "a backslash"),
+            (
+                "[env]\nX = '${{HOME}}'\n[services.z]\nport = 2000\ncommand = 'x'\n",
+                (2, 5),
+                "`${`, which python-dotenv expands",
+            ),
             ("[services.a]\nport = 2000\ncommand = 'x'\nport = 2001\n", (4, 1), "port is defined twice, first at 2:1"),
             (
                 "[services.a]\nport = 2000\ncommand = 'x'\n[services.a.env]\n[services.b]\nport = 2001\ncommand = 'y'\n[services.a]\n",
@@ -1063,6 +1096,27 @@ DATABASE_URL = "postgresql://127.0.0.1:{db.port}/app"
             let (l, c, msg) = located[0];
             assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
             assert_eq!((l, c), (*line, *col), "{text}: {msg}");
+        }
+    }
+
+    /// Nothing to run is an error at the `[services]` table, or at the start.
+    #[test]
+    fn a_file_without_services_is_an_error() {
+        let cases: &[(&str, (usize, usize))] = &[
+            ("", (1, 1)),
+            ("# the services of this repository\n\n", (1, 1)),
+            ("[ports]\nattempts = 5\n", (1, 1)),
+            ("[services]\n", (1, 1)),
+            ("# services:\n[ports]\nattempts = 5\n\n[services] # none yet\n[env]\nX = 'y'\n", (5, 1)),
+            ("services = {}\n", (1, 12)),
+        ];
+        for (text, place) in cases {
+            let errors = parse(text).expect_err(text);
+            let located = errors.located();
+            assert_eq!(located.len(), 1, "{text:?}: {located:?}");
+            let (line, col, msg) = located[0];
+            assert_eq!((line, col), *place, "{text:?}: {msg}");
+            assert!(msg.starts_with("no services: name at least one, like [services.web]"), "{text:?}: {msg}");
         }
     }
 

@@ -132,6 +132,28 @@ fn bad_ports_toml_names_the_place_and_writes_nothing() {
     }
 }
 
+/// A ports.toml that names no service (empty, only comments, a bare
+/// `[services]`) is an error at the file: nothing is allocated, written or
+/// registered.
+#[test]
+fn a_ports_toml_without_services_is_an_error_and_writes_nothing() {
+    for (text, place) in
+        [("", "1:1"), ("# the services, one day\n", "1:1"), ("[ports]\nattempts = 5\n[services]\n", "3:1")]
+    {
+        let c = Checkout::new(text);
+        for args in [&["ports", "allocate"][..], &["start"], &["dev"]] {
+            let out = c.fails(args);
+            let want = format!("{}:{place}: no services: name at least one", c.path("ports.toml").display());
+            assert!(out.contains(&want), "{text:?} {args:?}:\n{out}");
+        }
+        for generated in [".ports.json", ".env.runtime", ".pids", ".logs"] {
+            assert!(!c.path(generated).exists(), "{text:?}: {generated} was written");
+        }
+        let registry = c.state.join("cargo-xtask-ports/registry.json");
+        assert!(!registry.exists(), "{text:?}: the checkout was registered: {:?}", std::fs::read_to_string(&registry));
+    }
+}
+
 #[test]
 fn no_free_port_fails_naming_service_range_and_holders() {
     let base = free_ports(20);
