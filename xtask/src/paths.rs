@@ -1,5 +1,7 @@
 //! Where things live: the checkout's root and one small fn per well-known file.
 
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
@@ -14,18 +16,32 @@ impl Project {
     /// The checkout the runner works on: the nearest folder at or above the
     /// current directory that holds `ports.toml`, so that `cargo xtask` works
     /// from any subfolder, and tests can point it at a temporary copy.
+    /// Whatever is there by that name ends the search: one that is not a
+    /// readable file (a dangling link, a folder) is an error, never a reason
+    /// to act on the checkout above, whose services a `stop` would stop.
     pub fn find() -> anyhow::Result<Project> {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         for dir in cwd.ancestors() {
-            if dir.join("ports.toml").is_file() {
-                // The registry names checkouts in JSON, which holds only text.
-                ensure!(
-                    dir.to_str().is_some(),
-                    "the checkout's path {} is not valid UTF-8: rename its folders",
-                    dir.display()
-                );
-                return Ok(Project { root: dir.to_path_buf() });
+            let file = dir.join("ports.toml");
+            match fs::symlink_metadata(&file) {
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => bail!("{}: {e}: cargo xtask cannot tell whether this folder is the checkout", file.display()),
+                Ok(_) => {}
             }
+            if let Some(problem) = unreadable(&file) {
+                bail!(
+                    "{}{problem}; cargo xtask works on the checkout of the nearest ports.toml, and looks no \
+                     further: make it a readable file, or remove it",
+                    file.display()
+                );
+            }
+            // The registry names checkouts in JSON, which holds only text.
+            ensure!(
+                dir.to_str().is_some(),
+                "the checkout's path {} is not valid UTF-8: rename its folders",
+                dir.display()
+            );
+            return Ok(Project { root: dir.to_path_buf() });
         }
         bail!("no ports.toml in {} or any folder above it: run cargo xtask inside the repository", cwd.display())
     }
@@ -78,6 +94,25 @@ impl Project {
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }
+}
+
+/// What keeps `file`, which exists, from being read as a file, if anything.
+fn unreadable(file: &Path) -> Option<String> {
+    let meta = match fs::metadata(file) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let target = fs::read_link(file).map_or_else(|_| "nothing".into(), |t| t.display().to_string());
+            return Some(format!(" is a symbolic link to {target}, which does not exist"));
+        }
+        Err(e) => return Some(format!(": {e}")),
+    };
+    if meta.is_dir() {
+        return Some(" is a folder, not a file".into());
+    }
+    if !meta.is_file() {
+        return Some(" is not a regular file".into());
+    }
+    fs::File::open(file).err().map(|e| format!(" cannot be read: {e}"))
 }
 
 /// The folder of the user-level state shared by all checkouts (DESIGN.md section 7).

@@ -541,3 +541,53 @@ fn a_copied_checkout_leaves_the_originals_services_alone() {
     assert_ne!(b.ports()["api"], a.ports()["api"], "the copy shares the original's port");
     assert_eq!(a.pid_of("api"), Some(pid));
 }
+
+/// A subfolder whose `ports.toml` is not a readable file (a dangling link,
+/// a folder, a file this user may not read) is not a way to the checkout
+/// above: commands there fail naming it, and the checkout's services run on.
+#[test]
+fn a_ports_toml_that_is_no_readable_file_is_an_error_not_the_checkout_above() {
+    use std::os::unix::process::CommandExt;
+    let base = free_ports(10);
+    let c = Checkout::new(&http_service("api", base, ""));
+    c.ok(&["start"]);
+    let pid = c.pid_of("api").unwrap();
+    let sub = c.path("sub");
+    let file = sub.join("ports.toml");
+    let broken: [(&str, &dyn Fn()); 3] = [
+        ("is a symbolic link to gone.toml, which does not exist", &|| {
+            std::os::unix::fs::symlink("gone.toml", &file).unwrap()
+        }),
+        ("is a folder, not a file", &|| std::fs::create_dir(&file).unwrap()),
+        ("cannot be read: Permission denied (os error 13)", &|| {
+            std::fs::write(&file, http_service("api", base, "")).unwrap();
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        }),
+    ];
+    for (problem, make) in broken {
+        std::fs::create_dir(&sub).unwrap();
+        make();
+        for args in [&["stop"][..], &["status"], &["ports", "allocate"]] {
+            let mut command = c.command(args);
+            command.current_dir(&sub);
+            if is_root() && problem.contains("Permission") {
+                // Root reads any file: ask as nobody, who may enter the checkout.
+                std::os::unix::fs::chown(c.dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+                command.uid(NOBODY).gid(NOBODY);
+            }
+            let output = command.output().unwrap();
+            let out = text(&output);
+            assert!(!output.status.success(), "{args:?} from a folder whose ports.toml {problem}:\n{out}");
+            assert!(out.contains(&format!("{} {problem}; cargo xtask works on the checkout", file.display())), "{out}");
+            assert!(out.contains("make it a readable file, or remove it"), "{out}");
+            assert_eq!(
+                c.pid_of("api"),
+                Some(pid),
+                "{args:?} from {} stopped the checkout's api:\n{out}",
+                sub.display()
+            );
+        }
+        std::fs::remove_dir_all(&sub).unwrap();
+    }
+    assert!(c.ok(&["stop"]).contains("api"));
+}
