@@ -184,6 +184,37 @@ pub fn check_writable(dirs: &[PathBuf], files: &[PathBuf]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// That a write to each of `files`, files of the checkout at `root` that the
+/// runner rewrites, lands in the checkout. A file there may be a symbolic
+/// link, written through (a checkout that keeps them in a folder of its
+/// own); one that leads out of the checkout is refused, or the write would
+/// replace a file that is not the checkout's (someone's `.env`). In the
+/// checkout means: the folder the write lands in (the link followed to its
+/// end, to a file that may not exist yet), with every link on the way
+/// resolved, is the root, resolved likewise, or below it.
+pub fn check_inside(root: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let root = fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
+    for file in files {
+        let target = follow_links(file)?;
+        let name = target.file_name().context("a file to write has no name")?;
+        let folder = target.parent().unwrap_or(Path::new("/"));
+        let folder = fs::canonicalize(folder).map_err(|e| {
+            anyhow!("{} is a symbolic link to {}: {e}: fix the link, or remove it", file.display(), target.display())
+        })?;
+        if !folder.starts_with(&root) {
+            anyhow::bail!(
+                "{} is a symbolic link to {}, outside the checkout {}: the runner rewrites it, and would replace \
+                 that file; nothing was changed: remove the link (the runner then writes a file of its own \
+                 there), or point it at a file inside the checkout",
+                file.display(),
+                folder.join(name).display(),
+                root.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Reads a text file that may not exist yet (a byte-order mark, which some
 /// editors write, is skipped).
 pub fn read_optional(path: &Path) -> anyhow::Result<Option<String>> {
@@ -330,6 +361,48 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "two");
         assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(names(&dir.join("shared")), ["a.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_through_a_link_must_land_inside_the_checkout() {
+        use std::os::unix::fs::symlink;
+        let dir = folder("inside");
+        let root = dir.join("checkout");
+        fs::create_dir_all(root.join("kept")).unwrap();
+        fs::create_dir(dir.join("elsewhere")).unwrap();
+        fs::write(root.join("plain"), "").unwrap();
+        let links = [
+            ("out", PathBuf::from("../elsewhere")), // a folder
+            ("up", dir.clone()),                    // a folder
+            ("kept-link", "kept/a".into()),
+            ("absolute", root.join("kept/b")),
+            ("climbs-back", "up/checkout/kept/c".into()),
+            ("chain", "kept-link".into()),
+            ("relative", "../elsewhere/secrets.env".into()),
+            ("through-a-folder-link", "out/secrets.env".into()),
+            ("absolute-out", dir.join("elsewhere/x")),
+            ("chain-out", "relative".into()),
+            ("dangling", "missing/x".into()),
+        ];
+        for (name, link) in &links {
+            symlink(link, root.join(name)).unwrap();
+        }
+        symlink(&root, dir.join("via")).unwrap();
+        for name in ["plain", "new", "kept-link", "absolute", "climbs-back", "chain"] {
+            check_inside(&root, &[root.join(name)]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // The root reached through a link is the same checkout.
+            check_inside(&dir.join("via"), &[dir.join("via").join(name)]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let out = fs::canonicalize(dir.join("elsewhere")).unwrap();
+        for name in ["relative", "through-a-folder-link", "absolute-out", "chain-out"] {
+            let e = check_inside(&root, &[root.join("plain"), root.join(name)]).unwrap_err().to_string();
+            let link = format!("{} is a symbolic link to {}/", root.join(name).display(), out.display());
+            assert!(e.starts_with(&link) && e.contains("outside the checkout"), "{name}: {e}");
+            assert!(e.contains("nothing was changed: remove the link"), "{name}: {e}");
+        }
+        let e = check_inside(&root, &[root.join("dangling")]).unwrap_err().to_string();
+        assert!(e.contains("No such file or directory") && e.contains("fix the link"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -188,6 +188,7 @@ pub fn check(project: &Project, config: &Config, names: &[String], path: &OsStri
     state::load(&project.ports_json(), config)?;
     pids::check_all(&project.root)?;
     Registry::open()?;
+    crate::files::check_inside(&project.root, &[project.ports_json(), project.env_runtime()])?;
     let files = [project.ports_json(), project.env_runtime(), Registry::file()?];
     crate::files::check_writable(&[project.pids_dir(), project.logs_dir()], &files)
 }

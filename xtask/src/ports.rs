@@ -140,6 +140,8 @@ fn allocate_locked(
 /// all together or, on any failure, none: a registry left behind would let
 /// another checkout take the new ports, and services would read stale ones.
 fn write(project: &Project, config: &Config, registry: &mut Registry, ports: &Ports) -> anyhow::Result<()> {
+    // The registry lives outside the checkout, by design; these two must not.
+    files::check_inside(&project.root, &[project.ports_json(), project.env_runtime()])?;
     let mut writes = Vec::new();
     writes.extend(state::pending_write(&project.ports_json(), config, ports)?);
     writes.extend(envfile::pending_write(&project.env_runtime(), config, ports));

@@ -341,7 +341,9 @@ mod needs_root {
     }
 
     /// A checkout its user may not write, whose generated files are links into
-    /// a folder the user may write: it runs (the files are written through).
+    /// folders the user may write: it runs (the files are written through).
+    /// The folders of records and logs may be anywhere; the files rewritten at
+    /// each allocation must stay in the checkout (ports.rs has the refusal).
     #[test]
     #[ignore = "needs root: `cargo xtask test` runs it as root"]
     fn a_read_only_checkout_whose_files_are_links_runs() {
@@ -351,21 +353,23 @@ mod needs_root {
         );
         let c = Checkout::new(&toml);
         let nobody = AsNobody::new();
-        let elsewhere = nobody.world.path().join("generated");
-        std::fs::create_dir(&elsewhere).unwrap();
-        for name in [".pids", ".logs"] {
-            std::fs::create_dir(elsewhere.join(name)).unwrap();
-            std::os::unix::fs::chown(elsewhere.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+        let (elsewhere, inside) = (nobody.world.path().join("generated"), c.path("generated"));
+        for dir in [&elsewhere, &elsewhere.join(".pids"), &elsewhere.join(".logs"), &inside] {
+            std::fs::create_dir(dir).unwrap();
+            std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
         }
-        std::os::unix::fs::chown(&elsewhere, Some(NOBODY), Some(NOBODY)).unwrap();
-        for name in [".pids", ".logs", ".ports.json", ".env.runtime"] {
+        for name in [".pids", ".logs"] {
             std::os::unix::fs::symlink(elsewhere.join(name), c.path(name)).unwrap();
+        }
+        for name in [".ports.json", ".env.runtime"] {
+            std::os::unix::fs::symlink(inside.join(name), c.path(name)).unwrap();
         }
         read_only(c.dir.path());
         let output = nobody.run(c.dir.path(), &["start"]);
         let out = text(&output);
         assert!(output.status.success(), "{out}");
-        assert!(elsewhere.join(".ports.json").is_file() && elsewhere.join(".env.runtime").is_file(), "{out}");
+        assert!(inside.join(".ports.json").is_file() && inside.join(".env.runtime").is_file(), "{out}");
+        assert!(elsewhere.join(".pids/api.json").is_file(), "{out}");
         assert!(!is_free(base), "api does not serve:\n{out}");
         let output = nobody.run(c.dir.path(), &["stop"]);
         assert!(output.status.success() && is_free(base), "{}", text(&output));

@@ -154,6 +154,51 @@ fn a_ports_toml_without_services_is_an_error_and_writes_nothing() {
     }
 }
 
+/// `.env.runtime` or `.ports.json` as a symbolic link to a file outside the
+/// checkout (someone's `.env`): refused before anything is written, and the
+/// file is left as it was. A link inside the checkout is written through.
+#[test]
+fn a_link_out_of_the_checkout_is_refused_and_changes_nothing() {
+    let base = free_ports(20);
+    let elsewhere = tempfile::TempDir::new().unwrap();
+    let outside = elsewhere.path().canonicalize().unwrap().join("shared");
+    let cases = [
+        (".env.runtime", "SECRET_KEY=do-not-lose-me\nAPI_PORT=1\n".to_owned()),
+        (".ports.json", format!("{{\"api\": {}, \"a-key-of-another-tool\": 1}}\n", base + 3)),
+    ];
+    // A process `start` would kill for api's port (this user's, no one asked).
+    let squatter = Squatter::start(base, "127.0.0.1", None);
+    for (name, text) in cases {
+        let c = Checkout::new(&two_services(base));
+        std::fs::write(&outside, &text).unwrap();
+        std::os::unix::fs::symlink(&outside, c.path(name)).unwrap();
+        for args in [&["ports", "allocate"][..], &["start"], &["ports", "set", "web", &(base + 12).to_string()]] {
+            let out = c.fails(args);
+            let want =
+                format!("{} is a symbolic link to {}, outside the checkout", c.path(name).display(), outside.display());
+            assert!(out.contains(&want) && out.contains("remove the link"), "{name} {args:?}:\n{out}");
+            assert_eq!(
+                std::fs::read_to_string(&outside).unwrap(),
+                text,
+                "{name} {args:?}: the file outside was changed"
+            );
+            let other = if name == ".ports.json" { ".env.runtime" } else { ".ports.json" };
+            assert!(!c.path(other).exists(), "{name} {args:?}: {other} was written");
+            assert!(!c.state.join("cargo-xtask-ports/registry.json").exists(), "{name} {args:?}: registered");
+            assert!(alive(squatter.pid()), "{name} {args:?}: the holder of api's port was killed:\n{out}");
+            assert!(!c.path(".pids/api.json").exists(), "{name} {args:?}: api started");
+        }
+    }
+    // Inside the checkout, a link is written through and stays a link.
+    drop(squatter);
+    let c = Checkout::new(&two_services(base));
+    std::fs::create_dir(c.path("generated")).unwrap();
+    std::os::unix::fs::symlink("generated/env.runtime", c.path(".env.runtime")).unwrap();
+    c.ok(&["ports", "allocate"]);
+    assert!(c.path(".env.runtime").is_symlink());
+    assert!(c.read("generated/env.runtime").unwrap().contains(&format!("API_PORT={base}\n")));
+}
+
 #[test]
 fn no_free_port_fails_naming_service_range_and_holders() {
     let base = free_ports(20);
