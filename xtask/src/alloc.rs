@@ -87,6 +87,8 @@ pub struct Exhausted {
     pub busy: Vec<u16>,
     /// The kernel's ephemeral range, when it left the walk too few ports.
     pub hemmed: Option<(u16, u16)>,
+    /// Ports among them already given to another service here, and to which.
+    pub given: Vec<(u16, String)>,
 }
 
 impl std::fmt::Display for Exhausted {
@@ -118,6 +120,14 @@ impl Exhausted {
     /// What to do about it. A wider range helps when the ephemeral range hemmed
     /// the walk in, unless it covers every port that may be handed out.
     pub fn advice(&self) -> String {
+        let service = &self.service;
+        if self.busy.is_empty() && !self.given.is_empty() {
+            // Nothing to free: the ports went to the checkout's own services.
+            return format!(
+                "give {service} another port with `cargo xtask ports set {service} PORT`, or widen `range` or \
+                 `attempts` in ports.toml"
+            );
+        }
         let widen = self.hemmed.is_some_and(|(lo, hi)| lo > MIN_PORT || hi < u16::MAX);
         let widen = if widen { "widen the range of ports.toml, " } else { "" };
         format!("{widen}free some of these ports, or pick another with `cargo xtask ports set SERVICE PORT`")
@@ -141,28 +151,30 @@ pub fn allocate(
     kernel: &KernelPorts,
     mut is_free: impl FnMut(u16) -> bool,
 ) -> Result<BTreeMap<String, u16>, Exhausted> {
-    let mut given: BTreeMap<String, u16> =
-        fixed.iter().filter(|(name, _)| config.services.contains_key(*name)).map(|(n, p)| (n.clone(), *p)).collect();
+    let kept = || fixed.iter().filter(|(name, _)| config.services.contains_key(*name));
+    let mut given: BTreeMap<String, u16> = kept().map(|(name, port)| (name.clone(), *port)).collect();
+    // Who has each port given so far: kept up as ports are given, not
+    // rebuilt for each service (with thousands of them, that took seconds).
+    let mut taken: BTreeMap<u16, &str> = kept().map(|(name, port)| (*port, name.as_str())).collect();
     for name in config.order.iter().filter(|name| !fixed.contains_key(*name)) {
         let start = current.get(name).copied().unwrap_or(config.services[name].port);
         let walk = walk(start, config.attempts, config.range, kernel);
-        let taken: BTreeSet<u16> = given.values().copied().collect();
         let mut busy = Vec::new();
         let found = walk.ports.iter().copied().find(|&port| {
-            let candidate = !is_browser_blocked(port) && !taken.contains(&port) && !reserved.contains(&port);
+            let candidate = !is_browser_blocked(port) && !taken.contains_key(&port) && !reserved.contains(&port);
             candidate
                 && (is_free(port) || {
                     busy.push(port);
                     false
                 })
         });
-        match found {
-            Some(port) => given.insert(name.clone(), port),
-            None => {
-                let tried = ranges(&walk.ports);
-                return Err(Exhausted { service: name.clone(), tried, busy, hemmed: walk.hemmed });
-            }
+        let Some(port) = found else {
+            let tried = ranges(&walk.ports);
+            let given = walk.ports.iter().filter_map(|p| Some((*p, taken.get(p)?.to_string()))).collect();
+            return Err(Exhausted { service: name.clone(), tried, busy, hemmed: walk.hemmed, given });
         };
+        given.insert(name.clone(), port);
+        taken.insert(port, name);
     }
     Ok(given)
 }
@@ -351,10 +363,30 @@ mod tests {
                 service: "a".into(),
                 tried: vec![(8000, 8004)],
                 busy: vec![8000, 8001, 8002, 8003, 8004],
-                hemmed: None
+                hemmed: None,
+                given: vec![]
             }
         );
         assert_eq!(err.to_string(), "no free port for a: tried 8000-8004");
+        assert!(err.advice().starts_with("free some of these ports"), "{}", err.advice());
+    }
+
+    #[test]
+    fn exhaustion_names_the_services_the_ports_were_given_to() {
+        let none = KernelPorts::default();
+        // b's only port is a's (a hand edit); c's two are b's (pinned) and busy.
+        let c = config(1, &[("a", 8000, &[]), ("b", 8001, &["a"]), ("c", 9000, &["b"])]);
+        let err = allocate(&c, &map(&[("b", 8000)]), &BTreeMap::new(), &BTreeSet::new(), &none, |_| true).unwrap_err();
+        assert_eq!((err.service.as_str(), &err.busy, &err.given), ("b", &vec![], &vec![(8000, "a".into())]));
+        assert!(
+            err.advice().starts_with("give b another port with `cargo xtask ports set b PORT`"),
+            "{}",
+            err.advice()
+        );
+        let c = config(2, &[("a", 8000, &[]), ("b", 8001, &["a"]), ("c", 9000, &["b"])]);
+        let err =
+            allocate(&c, &BTreeMap::new(), &map(&[("b", 9000)]), &BTreeSet::new(), &none, |p| p != 9001).unwrap_err();
+        assert_eq!((err.service.as_str(), &err.busy, &err.given), ("c", &vec![9001], &vec![(9000, "b".into())]));
         assert!(err.advice().starts_with("free some of these ports"), "{}", err.advice());
     }
 
@@ -431,7 +463,8 @@ mod tests {
                     is in the kernel's ephemeral range 32768-60999, where no port is chosen in place of a busy one";
         assert_eq!(err.to_string(), want);
         assert!(err.advice().starts_with("widen the range of ports.toml, free some"));
-        let inside = Exhausted { service: "a".into(), tried: vec![], busy: vec![], hemmed: Some((32768, 60999)) };
+        let inside =
+            Exhausted { service: "a".into(), tried: vec![], busy: vec![], hemmed: Some((32768, 60999)), given: vec![] };
         assert_eq!(
             inside.to_string(),
             "no free port for a: the range of ports.toml is in the kernel's ephemeral range 32768-60999, \

@@ -258,10 +258,11 @@ impl Errors {
 
     /// `(line, column)` of each error, 1-based, with its message; for tests.
     pub fn located(&self) -> Vec<(usize, usize, &str)> {
+        let lines = Lines::of(&self.text);
         self.errors
             .iter()
             .map(|(span, msg)| {
-                let (line, col) = line_col(&self.text, span.start);
+                let (line, col) = lines.place(&self.text, span.start);
                 (line, col, msg.as_str())
             })
             .collect()
@@ -283,11 +284,22 @@ impl fmt::Display for Errors {
 
 impl std::error::Error for Errors {}
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
+/// Where each line of a text starts: a place in it is found without
+/// reading the text from its start each time (for each service of a file
+/// of thousands, that took seconds).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn of(text: &str) -> Lines {
+        Lines(std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect())
+    }
+
+    /// The line and column (in characters) of byte `offset`, 1-based.
+    fn place(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let line = self.0.partition_point(|start| *start <= offset);
+        (line, text[self.0[line - 1]..offset].chars().count() + 1)
+    }
 }
 
 // ---- the raw file, as serde reads it ----
@@ -385,7 +397,7 @@ impl<'de> Deserialize<'de> for RawCommand {
 
 /// Parses and validates the text of a `ports.toml`.
 pub fn parse(text: &str) -> Result<Config, Errors> {
-    let mut v = Validator { text, errors: Vec::new() };
+    let mut v = Validator { text, lines: Lines::of(text), errors: Vec::new() };
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -425,7 +437,7 @@ fn duplicate_key(text: &str, span: &Range<usize>) -> String {
         .find(|(_, line)| line.strip_prefix(written).is_some_and(|rest| rest.starts_with(ends)));
     match first {
         Some((at, _)) => {
-            let (line, col) = line_col(text, at);
+            let (line, col) = Lines::of(text).place(text, at);
             format!("{} is defined twice, first at {line}:{col}: keep one", written.trim_start_matches('['))
         }
         None => format!("{} is defined twice: keep one", &text[span.clone()]),
@@ -462,6 +474,7 @@ fn wrong_type(text: &str, e: &toml::de::Error, span: &Range<usize>) -> Option<St
 
 struct Validator<'a> {
     text: &'a str,
+    lines: Lines,
     errors: Vec<(Range<usize>, String)>,
 }
 
@@ -643,8 +656,10 @@ impl Validator<'_> {
                 let words = self.words(&step.command, &format!("setup command of {name}"))?;
                 let command = words.into_iter().map(|(_, w)| w).collect();
                 let spans = [("command", Some(step.command.span())), ("cwd", step.cwd.as_ref().map(|c| c.span()))];
-                let places =
-                    spans.into_iter().filter_map(|(key, span)| Some((key, line_col(self.text, span?.start)))).collect();
+                let places = spans
+                    .into_iter()
+                    .filter_map(|(key, span)| Some((key, self.lines.place(self.text, span?.start))))
+                    .collect();
                 Some(Step { command, cwd, inputs, creates, places })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -676,7 +691,7 @@ impl Validator<'_> {
             places: [("command", Some(raw.command.span())), ("cwd", raw.cwd.as_ref().map(|c| c.span()))]
                 .into_iter()
                 .chain([("user", raw.user.as_ref().map(|u| u.span())), ("dirs", raw.dirs.first().map(|d| d.span()))])
-                .filter_map(|(key, span)| Some((key, line_col(self.text, span?.start))))
+                .filter_map(|(key, span)| Some((key, self.lines.place(self.text, span?.start))))
                 .collect(),
             dirs,
             setup,

@@ -113,11 +113,13 @@ fn allocate_locked(
     };
     write(project, config, registry, &ports)?;
     let start: Ports = current.iter().chain(fixed).map(|(name, port)| (name.clone(), *port)).collect();
+    let given_to: BTreeMap<u16, &String> = ports.iter().map(|(name, port)| (*port, name)).collect();
     for (name, port) in ports.iter().filter(|(name, port)| start[*name] != **port) {
         let from = start[name];
-        // Services are served in dependency order: an earlier one may have taken it.
-        let why = match ports.iter().find(|(other, p)| **p == from && other != &name) {
-            Some((other, _)) => format!("is given to {other}"),
+        // Services are served in dependency order: an earlier one may have
+        // taken it (not this one, which moved from it).
+        let why = match given_to.get(&from) {
+            Some(other) => format!("is given to {other}"),
             None => why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, config, registry, project)),
         };
         match around_ephemeral(from, *port, config, &kernel) {
@@ -182,15 +184,15 @@ fn describe(holders: &[Holder]) -> String {
 }
 
 fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> String {
-    let busy: BTreeSet<u16> = e.busy.iter().copied().collect();
-    let holders = holder::lookup(&busy);
+    let holders = holder::lookup(&e.busy.iter().copied().collect());
+    // Why each port was not used, by port: its holder, or the service here it went to.
+    let mut why: BTreeMap<u16, String> = holders.iter().map(|(port, hs)| (*port, describe(hs))).collect();
+    why.extend(e.given.iter().map(|(port, other)| (*port, format!("given to {other}, of this checkout"))));
     let mut lines = vec![format!("{e}, and nothing was changed")];
     let shown = 5;
-    for (port, hs) in holders.iter().take(shown) {
-        lines.push(format!("  {port}: {}", describe(hs)));
-    }
-    if holders.len() > shown {
-        lines.push(format!("  ... and {} more busy ports", holders.len() - shown));
+    lines.extend(why.iter().take(shown).map(|(port, why)| format!("  {port}: {why}")));
+    if why.len() > shown {
+        lines.push(format!("  ... and {} more", why.len() - shown));
     }
     let tried = e.tried.iter().flat_map(|&(lo, hi)| lo..=hi);
     let reserved = tried.filter(|p| registry.owner_of(*p, &project.root).is_some()).count();

@@ -3,7 +3,7 @@
 //! it runs as), and its set-up steps (a virtualenv, `npm ci`, `initdb`) have
 //! run, again only when their inputs changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -144,6 +144,7 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
     if services.iter().any(|name| !config.services[name].setup.is_empty()) {
         files::check_writable(&[stamps(project)], &[])?; // each step's stamp, written after it ran
     }
+    let made_by_any = made_by(project, config.services.values());
     for name in services {
         let service = &config.services[name];
         let account = account(service).map_err(|e| {
@@ -173,7 +174,7 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
                     .with_context(|| format!("{place}: making {} in `dirs` of {name}", dir.display()))?;
             }
         }
-        check_program_paths(project, config, service)?;
+        check_program_paths(project, service, made_by_any.as_ref())?;
         for step in &service.setup {
             let dir = step_dir(project, step);
             ensure!(
@@ -254,27 +255,39 @@ fn step_dir(project: &Project, step: &Step) -> PathBuf {
     step.cwd.as_ref().map_or_else(|| project.root.clone(), |cwd| project.path(cwd))
 }
 
-/// A program named by its path (`.venv/bin/uvicorn`, from the service's
-/// folder; a step's from the checkout's) must be a file one may run, unless
-/// set-up may make it: in a folder of `dirs`, or in a folder that a step
-/// `creates` something in (a virtualenv's `bin`), of any service. A step that
-/// does not say what it creates may make anything: then what set-up was to
-/// make is checked once it ran (`prepare`).
-fn check_program_paths(project: &Project, config: &Config, service: &Service) -> anyhow::Result<()> {
-    let steps = || config.services.values().flat_map(|s| &s.setup);
-    if steps().any(|step| step.creates.is_none()) {
-        return Ok(());
+/// The folders set-up makes files in: those of `dirs`, and the folder of
+/// what each step `creates` (a virtualenv's `bin`), of `services`. `None`
+/// when a step does not say what it creates: it may make anything.
+fn made_by<'a>(project: &Project, services: impl IntoIterator<Item = &'a Service>) -> Option<BTreeSet<PathBuf>> {
+    let mut made = BTreeSet::new();
+    for service in services {
+        made.extend(service.dirs.iter().map(|d| lexical(&project.path(d))));
+        for step in &service.setup {
+            made.insert(lexical(project.path(step.creates.as_ref()?).parent()?));
+        }
     }
+    Some(made)
+}
+
+/// Whether `file` is in one of the folders `made` (or below one).
+fn is_made(made: &BTreeSet<PathBuf>, file: &Path) -> bool {
+    lexical(file).ancestors().any(|dir| made.contains(dir))
+}
+
+/// A program named by its path (`.venv/bin/uvicorn`, from the service's
+/// folder; a step's from its own) must be a file one may run, unless
+/// set-up may make it: in a folder of any service's set-up (`made_by`). A
+/// step that does not say what it creates may make anything (`made` is
+/// `None`): then what set-up was to make is checked once it ran (`prepare`).
+fn check_program_paths(project: &Project, service: &Service, made: Option<&BTreeSet<PathBuf>>) -> anyhow::Result<()> {
+    let Some(made) = made else { return Ok(()) };
     let ports_toml = project.ports_toml();
-    let made: Vec<PathBuf> = (config.services.values().flat_map(|s| s.dirs.iter().map(|d| project.path(d))))
-        .chain(steps().filter_map(|step| Some(project.path(step.creates.as_ref()?).parent()?.to_path_buf())))
-        .collect();
     let run = program_file(project, service).map(|file| (file, service.place(&ports_toml, "command")));
     let steps = (service.setup.iter())
         .filter_map(|s| Some((by_path(&step_dir(project, s), s.command.first()?)?, s.place(&ports_toml, "command"))));
     for (file, place) in run.into_iter().chain(steps) {
         ensure!(
-            is_executable(&file) || made.iter().any(|f| lexical(&file).starts_with(f)),
+            is_executable(&file) || is_made(made, &file),
             "{place}: {} is not a program {} may run (no such file, or not executable): fix the command",
             file.display(),
             service.name

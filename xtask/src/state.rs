@@ -34,7 +34,13 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<(Ports,
     let mut stale = Vec::new();
     let (_, hi) = config.range;
     for (name, value) in entries.0 {
-        let (line, col) = locate_key(text, &name, ports.contains_key(&name));
+        // Looked up only for a message: a search of the text for each entry
+        // of a file of thousands took seconds.
+        let again = ports.contains_key(&name);
+        let place = || {
+            let (line, col) = locate_key(text, &name, again);
+            at(line, col)
+        };
         let port = match value.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
             Some(port) => port,
             None => {
@@ -42,26 +48,26 @@ pub fn parse(text: &str, path: &Path, config: &Config) -> anyhow::Result<(Ports,
                 if shown.len() > 40 {
                     shown = format!("{}…", shown.chars().take(40).collect::<String>());
                 }
-                bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {shown}", at(line, col))
+                bail!("{}: the port of {name} must be a whole number from 1 to 65535, not {shown}", place())
             }
         };
         if !config.services.contains_key(&name) {
             stale.push(format!(
                 "{}: ignoring {name:?}, a service ports.toml does not have (it has {}); it will be dropped at the next write",
-                at(line, col),
+                place(),
                 config.names().join(", ")
             ));
             continue;
         }
         if let Some(first) = ports.get(&name) {
-            bail!("{}: {name} is in .ports.json twice ({first} and {port}): keep one", at(line, col));
+            bail!("{}: {name} is in .ports.json twice ({first} and {port}): keep one", place());
         }
         // The walk for a free port goes up: from above the range it finds none.
         if port > hi {
             bail!(
                 "{}: the port of {name}, {port}, is above the range of ports.toml (up to {hi}): \
                  lower it, or run `cargo xtask ports reset`",
-                at(line, col)
+                place()
             );
         }
         ports.insert(name, port);

@@ -212,6 +212,30 @@ fn no_free_port_fails_naming_service_range_and_holders() {
     assert!(squatters.iter().all(|s| alive(s.pid())), "allocation killed a holder");
 }
 
+/// The only port a service may have went to another service of the
+/// checkout: the message says so, and does not call the port busy.
+#[test]
+fn no_port_left_names_the_service_it_was_given_to() {
+    let base = free_ports(20);
+    let c = Checkout::new(&format!(
+        "[ports]\nattempts = 1\n{}{}",
+        http_service("api", base, ""),
+        http_service("web", base + 10, "depends_on = [\"api\"]")
+    ));
+    let hand_edit = format!("{{\"web\": {base}}}");
+    std::fs::write(c.path(".ports.json"), &hand_edit).unwrap();
+    for args in [&["ports", "allocate"][..], &["start"]] {
+        let out = c.fails(args);
+        let want = format!(
+            "no free port for web: tried {base}, and nothing was changed\n  {base}: given to api, of this checkout\n\
+             give web another port with `cargo xtask ports set web PORT`, or widen `range` or `attempts` in ports.toml"
+        );
+        assert!(out.contains(&want), "{args:?}:\n{out}");
+        assert_eq!(c.read(".ports.json").unwrap(), hand_edit, "{args:?}");
+        assert!(is_free(base), "{args:?}: api started:\n{out}");
+    }
+}
+
 #[test]
 fn ports_shows_who_holds_each_port() {
     let base = free_ports(20);
