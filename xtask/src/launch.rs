@@ -91,9 +91,7 @@ fn prepare(
     let records = going.into_iter().map(|(r, _)| r).collect();
     supervisor::refuse_survivors(&Supervisor::background(project, config.clone(), records)?.stop(&names))?;
     // Before any holder of a port is killed: a step that fails leaves it be.
-    for name in &to_start {
-        setup::prepare(project, &config, name, path)?;
-    }
+    setup::prepare(project, &config, &to_start, path)?;
     let mut busy = BTreeMap::new();
     for (name, port) in contested(project, &config, &to_start)? {
         busy.extend(conflict::resolve(project, &name, port, mode, &config)?.map(|why| (name, why)));

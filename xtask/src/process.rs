@@ -178,6 +178,14 @@ pub fn group_members(pgid: i32) -> Vec<ProcId> {
 /// The environment variable that marks every process of a group we start.
 const MARK: &str = "XTASK_GROUP";
 
+/// A new group mark, and the environment variable that carries it. Unique,
+/// not secret: the time hashed with a fresh random key (never 0, which
+/// means unmarked).
+pub fn new_mark() -> (u64, (&'static str, String)) {
+    let mark = std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) | 1;
+    (mark, (MARK, format!("{mark:016x}")))
+}
+
 /// The group mark in the environment of process `pid`, if it has one.
 pub fn mark_of(pid: i32) -> Option<u64> {
     // A process in the middle of an exec shows an empty environment for a
@@ -449,10 +457,8 @@ pub fn spawn(
     let (program, args) = spec.argv.split_first().context("empty command")?;
     let program = program_in(spec.cwd, program);
     let account = spec.account;
-    // Unique, not secret: the time hashed with a fresh random key (never 0, which means unmarked).
-    let mark = std::hash::RandomState::new().hash_one(std::time::SystemTime::now()) | 1;
-    let marked = format!("{mark:016x}");
-    let env = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([(MARK, marked.as_str())]);
+    let (mark, (var, marked)) = new_mark();
+    let env = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([(var, marked.as_str())]);
     // The new process says its pid on one pipe, then waits on another until
     // its record is written; if the runner dies first, that pipe ends empty.
     let (mut pid_reader, pid_writer) = std::io::pipe()?;

@@ -8,6 +8,8 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::channel;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
@@ -15,8 +17,9 @@ use anyhow::{Context, bail, ensure};
 use crate::config::{Config, Service, Step};
 use crate::files;
 use crate::paths::Project;
-use crate::process;
-use crate::term::say;
+use crate::process::{self, Group, ProcId, Stopped};
+use crate::supervisor;
+use crate::term::{Style, say};
 use crate::users::{self, Account};
 
 /// `PATH` for services and steps: ours, then the folders `[programs]` search
@@ -205,9 +208,92 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
     Ok(())
 }
 
-/// Does everything a service needs before it can start, once `check` passed.
-pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) -> anyhow::Result<()> {
-    let service = &config.services[name];
+/// Does everything `names` need before they can start, once `check`
+/// passed: their folders, their set-up steps, and a look at the programs
+/// set-up was to make.
+///
+/// The steps of different services run at once: a thread for each service,
+/// which runs its steps in order. `depends_on` says what must run before a
+/// service starts, and set-up comes before anything runs, so a service's
+/// steps wait for a dependency's set-up only when they use what it makes
+/// (`waits_for`). The first step to fail stops the others, and the command
+/// fails naming it; a step's stamp is written only once it completed, so
+/// the next run does again what was cut short.
+///
+/// Steps run in the runner's own process group, the terminal's foreground
+/// one, as they did one at a time: one that asks on the terminal (sudo,
+/// ssh: they open it themselves) still may, and a Ctrl-C reaches all of
+/// them. While several run, its question shows among the others' output,
+/// which is prefixed with their services' names; two asking at once would
+/// share the keyboard. (In process groups of their own, a question would
+/// stop the step for good: SIGTTIN.) None of this repository's steps asks.
+pub fn prepare(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
+    for name in names {
+        make_dirs(project, &config.services[name])?;
+    }
+    let with_steps: Vec<&str> =
+        names.iter().map(String::as_str).filter(|name| !config.services[*name].setup.is_empty()).collect();
+    let width = config.services.keys().map(String::len).max().unwrap_or(0);
+    let setup = Setup {
+        project,
+        config,
+        path,
+        style: Style::stdout(),
+        width,
+        state: Mutex::default(),
+        changed: Condvar::new(),
+    };
+    let started = Instant::now();
+    let failure = std::thread::scope(|scope| {
+        let (sender, results) = channel();
+        for name in &with_steps {
+            let waits = waits_for(project, config, name, &with_steps);
+            let (sender, setup) = (sender.clone(), &setup);
+            scope.spawn(move || sender.send((*name, setup.service(name, &waits))));
+        }
+        drop(sender);
+        let mut failure = None;
+        for (name, result) in results {
+            // After the first, the errors are of steps it stopped.
+            if let (Err(e), None) = (result, &failure) {
+                let survivors = setup.stop_all(name);
+                failure = Some(match survivors.as_slice() {
+                    [] => e,
+                    _ => anyhow::anyhow!(
+                        "{e:#}\nthe set-up of {} could not be stopped: it still runs",
+                        survivors.join(", ")
+                    ),
+                });
+            }
+        }
+        failure
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let ran = setup.lock().ran.len();
+    if ran > 0 {
+        let (style, s) = (setup.style, if ran == 1 { "" } else { "s" });
+        say!("{}", style.green(&format!("✓ set up {ran} service{s} in {:.1}s", started.elapsed().as_secs_f64())));
+    }
+    // Before any holder of a port is killed: a program set-up was to
+    // make, and did not, fails here.
+    for name in names {
+        let service = &config.services[name];
+        if let Some(file) = program_file(project, service) {
+            ensure!(
+                is_executable(&file),
+                "{}: {}, the program of {name}, is not there after its set-up: fix `command`, or its set-up",
+                service.place(&project.ports_toml(), "command"),
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes a service's folders, given to the account it runs as.
+fn make_dirs(project: &Project, service: &Service) -> anyhow::Result<()> {
     let account = account(service)?;
     for dir in &service.dirs {
         let dir = project.path(dir);
@@ -217,27 +303,185 @@ pub fn prepare(project: &Project, config: &Config, name: &str, path: &OsString) 
                 .with_context(|| format!("giving {} to {}", dir.display(), a.name))?;
         }
     }
-    for (i, step) in service.setup.iter().enumerate() {
-        let stamp = stamps(project).join(format!("{name}.{i}"));
-        let fingerprint = fingerprint(project, step)?;
-        let created = step.creates.as_ref().is_none_or(|p| project.path(p).exists());
-        if created && files::read_optional(&stamp)?.as_deref() == Some(fingerprint.as_str()) {
-            continue;
-        }
-        run_step(project, name, step, account.as_ref(), path)?;
-        files::write_atomic(&stamp, &fingerprint)?;
-    }
-    // Before any holder of its port is killed: a program set-up was to
-    // make, and did not, fails here.
-    if let Some(file) = program_file(project, service) {
-        ensure!(
-            is_executable(&file),
-            "{}: {}, the program of {name}, is not there after its set-up: fix `command`, or its set-up",
-            service.place(&project.ports_toml(), "command"),
-            file.display()
-        );
-    }
     Ok(())
+}
+
+/// The services of `others` (set up now too) whose set-up that of `name`
+/// waits for: those it depends on, directly or not, whose set-up makes
+/// something one of its steps uses (an input, or a program or any word of
+/// a shell line named by its path from the step's folder), or may make
+/// anything (a step that does not say what it `creates`).
+fn waits_for(project: &Project, config: &Config, name: &str, others: &[&str]) -> Vec<String> {
+    let mut used: Vec<PathBuf> = Vec::new();
+    for step in &config.services[name].setup {
+        let dir = step_dir(project, step);
+        used.extend(step.command.iter().flat_map(|w| w.split_whitespace()).map(|w| dir.join(w)));
+        used.extend(step.inputs.iter().map(|i| project.path(i)));
+    }
+    let dependencies = config.closure(Some(&[name.to_owned()])).unwrap_or_default();
+    (dependencies.into_iter())
+        .filter(|d| d != name && others.contains(&d.as_str()))
+        .filter(|d| made_by(project, [&config.services[d]]).is_none_or(|made| used.iter().any(|p| is_made(&made, p))))
+        .collect()
+}
+
+/// The set-up of several services at once: what their threads share.
+struct Setup<'a> {
+    project: &'a Project,
+    config: &'a Config,
+    path: &'a OsString,
+    style: Style,
+    /// Of the prefix of output lines, as dev's services' lines have it.
+    width: usize,
+    state: Mutex<State>,
+    /// Told of each service whose set-up completed, and of a failure.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Services whose set-up completed.
+    done: BTreeSet<String>,
+    /// The service whose set-up failed first: no step starts after that.
+    failed: Option<String>,
+    /// The step under way of each service. It runs in the runner's process
+    /// group, not one of its own: its group, named by its process, has no
+    /// members, and all of it (it, and what it started, in any group or
+    /// session) is found by its mark.
+    running: BTreeMap<String, Group>,
+    /// Services that ran a step.
+    ran: BTreeSet<String>,
+}
+
+impl Setup<'_> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn say(&self, name: &str, message: &str) {
+        say!("{} {}", supervisor::prefix(self.config, self.style, name, self.width), self.style.dim(message));
+    }
+
+    /// Runs the steps of `name` that have not run with their inputs as they
+    /// are, once the services of `waits` are set up.
+    fn service(&self, name: &str, waits: &[String]) -> anyhow::Result<()> {
+        let mut state = self.lock();
+        while state.failed.is_none() && !waits.iter().all(|w| state.done.contains(w)) {
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(state); // after a failure elsewhere, `step` refuses to run
+        let service = &self.config.services[name];
+        let account = account(service)?;
+        let count = service.setup.len();
+        for (i, step) in service.setup.iter().enumerate() {
+            let stamp = stamps(self.project).join(format!("{name}.{i}"));
+            let fingerprint = fingerprint(self.project, step)?;
+            let created = step.creates.as_ref().is_none_or(|p| self.project.path(p).exists());
+            if created && files::read_optional(&stamp)?.as_deref() == Some(fingerprint.as_str()) {
+                continue;
+            }
+            self.step(name, (i + 1, count), step, account.as_ref())?;
+            files::write_atomic(&stamp, &fingerprint)?;
+        }
+        self.lock().done.insert(name.to_owned());
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Runs step `i` of `count` of `name`, its output prefixed, unless the
+    /// set-up of another service failed.
+    fn step(
+        &self,
+        name: &str,
+        (i, count): (usize, usize),
+        step: &Step,
+        account: Option<&Account>,
+    ) -> anyhow::Result<()> {
+        let line = step.command.join(" ");
+        let (program, args) = step.command.split_first().context("empty set-up command")?;
+        let ids = account.map(|a| (a.uid, a.gid));
+        let (mark, (var, marked)) = process::new_mark();
+        let (reader, writer) = std::io::pipe().context("creating a pipe for set-up output")?;
+        let dir = step_dir(self.project, step);
+        let expression = duct::cmd(process::program_in(&dir, program), args)
+            .dir(&dir)
+            .env("PATH", self.path)
+            .env(var, marked)
+            .stdin_null()
+            // duct applies the outer redirection first: stdout to the pipe, then stderr to stdout.
+            .stderr_to_stdout()
+            .stdout_file(writer)
+            .unchecked()
+            .before_spawn(move |command| {
+                if let Some((uid, gid)) = ids {
+                    command.uid(uid).gid(gid);
+                }
+                process::term_with_runner(command);
+                Ok(())
+            });
+        // Started and listed at once: a failure elsewhere stops what is listed.
+        let handle = {
+            let mut state = self.lock();
+            if let Some(failed) = &state.failed {
+                bail!("{name}: not set up, as the set-up of {failed} failed");
+            }
+            self.say(name, &format!("setting up ({i}/{count}): {line}"));
+            let handle = expression.start().with_context(|| format!("{name}: running {program}"))?;
+            // Our child, not yet waited for: its pid cannot be taken by another.
+            let leader = handle.pids().first().and_then(|pid| process::Stat::of(*pid as i32));
+            if let Some(leader) = leader {
+                let leader = ProcId { pid: leader.pid, start: leader.start };
+                state.running.insert(name.to_owned(), Group { leader, mark });
+            }
+            state.ran.insert(name.to_owned());
+            handle
+        };
+        drop(expression); // closes our copy of the pipe's write end
+        // Said as the lines about it are, so that they come in order.
+        let prefix = supervisor::prefix(self.config, self.style, name, self.width);
+        let copy = supervisor::copy_lines(reader, prefix, None, crate::term::say_line);
+        let started = Instant::now();
+        let status = handle.wait().map(|output| output.status);
+        let failed = {
+            let mut state = self.lock();
+            state.running.remove(name);
+            state.failed.clone()
+        };
+        // What it started may hold the pipe: its lines are waited for a moment only.
+        supervisor::copied(Some(&copy), Instant::now() + supervisor::COPY_WAIT);
+        let status = status.with_context(|| format!("{name}: running {program}"))?;
+        if status.success() {
+            self.say(name, &format!("set up ({i}/{count}) in {:.1}s", started.elapsed().as_secs_f64()));
+            return Ok(());
+        }
+        if let Some(failed) = failed {
+            self.say(name, &format!("stopped ({i}/{count}), as the set-up of {failed} failed"));
+            bail!("{name}: set-up step `{line}` stopped");
+        }
+        self.say(name, &format!("failed ({i}/{count}): {status}"));
+        bail!("{name}: set-up step `{line}` failed ({status}); see its output above")
+    }
+
+    /// After the set-up of `failed` failed: starts no more steps, and stops
+    /// those under way. Returns the services whose step still runs.
+    fn stop_all(&self, failed: &str) -> Vec<String> {
+        let running: Vec<(String, Group)> = {
+            let mut state = self.lock();
+            state.failed = Some(failed.to_owned());
+            state.running.iter().map(|(name, group)| (name.clone(), *group)).collect()
+        };
+        self.changed.notify_all();
+        std::thread::scope(|scope| {
+            let stopping: Vec<_> = (running.iter())
+                .map(|(name, group)| (name, scope.spawn(|| group.stop(self.config.services[name].stop_grace))))
+                .collect();
+            (stopping.into_iter())
+                .filter_map(|(name, stop)| {
+                    (stop.join().unwrap_or(Stopped::Survived) == Stopped::Survived).then(|| name.clone())
+                })
+                .collect()
+        })
+    }
 }
 
 /// Where each set-up step's fingerprint is kept once it ran.
@@ -349,43 +593,6 @@ impl Fnv {
             self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-}
-
-fn run_step(
-    project: &Project,
-    name: &str,
-    step: &Step,
-    account: Option<&Account>,
-    path: &OsString,
-) -> anyhow::Result<()> {
-    say!("{name}: setting up: {}", step.command.join(" "));
-    let started = Instant::now();
-    let (program, args) = step.command.split_first().context("empty set-up command")?;
-    let ids = account.map(|a| (a.uid, a.gid));
-    let dir = step_dir(project, step);
-    let status = duct::cmd(process::program_in(&dir, program), args)
-        .dir(&dir)
-        .env("PATH", path)
-        .stdin_null()
-        .stdout_to_stderr()
-        .unchecked()
-        .before_spawn(move |command| {
-            if let Some((uid, gid)) = ids {
-                command.uid(uid).gid(gid);
-            }
-            process::term_with_runner(command);
-            Ok(())
-        })
-        .run()
-        .with_context(|| format!("{name}: running {program}"))?
-        .status;
-    ensure!(
-        status.success(),
-        "{name}: set-up step `{}` failed ({status}); see its output above",
-        step.command.join(" ")
-    );
-    say!("{name}: set up in {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 #[cfg(test)]

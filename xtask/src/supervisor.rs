@@ -44,7 +44,7 @@ const LONGEST_LINE: u64 = 64 * 1024;
 /// How long a stopped service's output may take to reach the terminal and its
 /// log: a process that left its group (and is not ours to stop) may keep the
 /// pipe open.
-const COPY_WAIT: Duration = Duration::from_secs(2);
+pub const COPY_WAIT: Duration = Duration::from_secs(2);
 /// Between readiness checks: short, as start-up waits on them.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 
@@ -263,29 +263,16 @@ impl Supervisor {
     }
 
     /// Copies a service's output to the terminal, prefixed, and to its log.
-    /// The receiver returned closes when the copy has ended.
-    fn print_lines(&self, name: &str, reader: std::io::PipeReader, mut log: File) -> Receiver<()> {
-        let prefix = self.style.paint(colour_of(&self.config, name), &format!("{name:width$} |", width = self.width));
-        let (done, copied) = channel::<()>();
-        std::thread::spawn(move || {
-            let _done = done;
-            let mut reader = BufReader::new(reader);
-            let mut line = Vec::new();
-            // A line is cut at LONGEST_LINE: output without newlines must not fill the memory.
-            while matches!((&mut reader).take(LONGEST_LINE).read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                let _ = log.write_all(&line);
-                let text = String::from_utf8_lossy(&line);
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{prefix} {}", text.trim_end_matches(['\n', '\r']));
-                line.clear();
-            }
-        });
-        copied
+    /// The receiver returned closes when the copy has ended. Its lines are
+    /// written from the copy's thread: a terminal that does not read blocks
+    /// the service, rather than filling the runner's memory.
+    fn print_lines(&self, name: &str, reader: std::io::PipeReader, log: File) -> Receiver<()> {
+        let say = |line| drop(writeln!(std::io::stdout().lock(), "{line}"));
+        copy_lines(reader, prefix(&self.config, self.style, name, self.width), Some(log), say)
     }
 
     fn say(&self, name: &str, message: &str) -> String {
-        let prefix = self.style.paint(colour_of(&self.config, name), &format!("{name:width$} |", width = self.width));
-        format!("{prefix} {}", self.style.dim(message))
+        format!("{} {}", prefix(&self.config, self.style, name, self.width), self.style.dim(message))
     }
 
     /// Starts `names` (in dependency order): each once its dependencies are
@@ -613,9 +600,7 @@ impl Supervisor {
                     .cloned()
                     .collect();
                 setup::check(&self.project, &self.config, &new, &self.path)?;
-                for n in &new {
-                    setup::prepare(&self.project, &self.config, n, &self.path)?;
-                }
+                setup::prepare(&self.project, &self.config, &new, &self.path)?;
                 self.start_all(&names)?;
                 Ok(format!("{name} started"))
             }
@@ -731,8 +716,35 @@ pub fn forward_signals(sender: Sender<Event>, hurry: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `backend  |`, in the service's colour, `width` wide: what comes before
+/// each line of its output, and what is said about it.
+pub fn prefix(config: &Config, style: Style, name: &str, width: usize) -> String {
+    style.paint(colour_of(config, name), &format!("{name:width$} |"))
+}
+
+/// Copies the output of a service (or of its set-up) to its `log` and, each
+/// line after `prefix`, to `say`. The receiver returned closes when the
+/// copy has ended.
+pub fn copy_lines(reader: std::io::PipeReader, prefix: String, mut log: Option<File>, say: fn(String)) -> Receiver<()> {
+    let (done, copied) = channel::<()>();
+    std::thread::spawn(move || {
+        let _done = done;
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        // A line is cut at LONGEST_LINE: output without newlines must not fill the memory.
+        while matches!((&mut reader).take(LONGEST_LINE).read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            if let Some(log) = &mut log {
+                let _ = log.write_all(&line);
+            }
+            say(format!("{prefix} {}", String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r'])));
+            line.clear();
+        }
+    });
+    copied
+}
+
 /// Waits, until `deadline` at most, for the copy of a service's output to end.
-fn copied(copy: Option<&Receiver<()>>, deadline: Instant) {
+pub fn copied(copy: Option<&Receiver<()>>, deadline: Instant) {
     if let Some(copy) = copy {
         let _ = copy.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }

@@ -41,7 +41,7 @@ fn set_up_steps_run_once_and_again_when_their_inputs_change() {
     let c = Checkout::new(&toml);
     std::fs::write(c.path("deps.txt"), "one\n").unwrap();
     let out = c.ok(&["start"]);
-    assert!(out.contains("a: setting up: sh -c cat deps.txt"), "{out}");
+    assert!(out.contains("a | setting up (1/2): sh -c cat deps.txt"), "{out}");
     c.ok(&["restart"]);
     c.ok(&["stop"]);
     c.ok(&["start"]);
@@ -257,5 +257,80 @@ fn a_step_may_write_to_a_terminal_set_to_tostop() {
     let _ = start.kill();
     let out = text(&start.wait_with_output().unwrap());
     assert!(ended, "the start hangs:\n{out}");
-    assert!(out.contains("from-the-step") && out.contains("a: set up in"), "{out}");
+    assert!(out.contains("from-the-step") && out.contains("set up (1/1) in"), "{out}");
+}
+
+/// A shell loop that waits (30 s at most) for `file`, then fails unless it came.
+fn until(file: &str) -> String {
+    format!("i=0; until [ -f {file} ] || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done; [ -f {file} ]")
+}
+
+/// The steps of different services run at once, each with its output
+/// prefixed: here a step of `bad` fails while one of `slow` runs (with a
+/// child of its shell). `slow`'s step is stopped with all it started, the
+/// start fails naming `bad`'s step, and only the step that completed has
+/// its stamp.
+#[test]
+fn a_failing_step_stops_the_steps_of_other_services() {
+    let base = free_ports(10);
+    let slow = "sleep 300 & echo $! > sleep.pid; echo $$ > shell.pid; echo slow-started; wait";
+    let bad = format!("{}; echo bad-error >&2; exit 3", until("shell.pid"));
+    let toml = format!(
+        "{}[[services.slow.setup]]\ncommand = [\"sh\", \"-c\", \"echo quick-done\"]\n\
+         [[services.slow.setup]]\ncommand = [\"sh\", \"-c\", \"{slow}\"]\n\
+         {}[[services.bad.setup]]\ncommand = [\"sh\", \"-c\", \"{bad}\"]\n",
+        http_service("slow", base, ""),
+        http_service("bad", base + 1, ""),
+    );
+    let c = Checkout::new(&toml);
+    let out = c.fails(&["start"]);
+    let pid = |file: &str| c.read(file).and_then(|p| p.trim().parse::<i32>().ok());
+    let (sleep, shell) = (pid("sleep.pid").expect(&out), pid("shell.pid").expect(&out));
+    assert!(!alive(sleep) && !alive(shell), "slow's step runs on (sleep {sleep}, sh {shell}):\n{out}");
+    for line in [
+        "slow | quick-done",
+        "slow | set up (1/2) in",
+        "slow | setting up (2/2): sh -c sleep 300 &",
+        "slow | slow-started",
+        "slow | stopped (2/2), as the set-up of bad failed",
+        "bad  | bad-error",
+        "bad  | failed (1/1): exit status: 3",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    assert!(out.contains(&format!("error: bad: set-up step `sh -c {bad}` failed (exit status: 3)")), "{out}");
+    assert!(!out.contains("✓ set up"), "{out}");
+    assert!(c.path(".data/setup/slow.0").is_file(), "the step that completed has no stamp");
+    for stamp in ["slow.1", "bad.0"] {
+        assert!(!c.path(&format!(".data/setup/{stamp}")).exists(), "{stamp}: a step cut short has a stamp");
+    }
+    assert!(is_free(base) && is_free(base + 1) && !c.path(".pids/slow.json").exists(), "a service started:\n{out}");
+}
+
+/// `depends_on` orders the services' start, not their set-up: `late`
+/// depends on `first` but its step runs beside `first`'s (each waits for the
+/// other's); `user` runs a program `first`'s set-up makes, so its step
+/// waits until that set-up is done.
+#[test]
+fn set_up_waits_for_a_dependency_only_for_what_it_makes() {
+    let base = free_ports(10);
+    let first = format!(
+        "touch first.started; {} && sleep 0.3 && mkdir -p .data/first/bin && \
+         printf '#!/bin/sh\\\\necho made >> used.out\\\\n' > .data/first/bin/tool && chmod +x .data/first/bin/tool",
+        until("late.started")
+    );
+    let toml = format!(
+        "{}[[services.first.setup]]\ncreates = \".data/first/bin/tool\"\ncommand = [\"sh\", \"-c\", \"{first}\"]\n\
+         {}[[services.late.setup]]\ncommand = [\"sh\", \"-c\", \"touch late.started; {}\"]\n\
+         {}[[services.user.setup]]\ncommand = [\".data/first/bin/tool\"]\n",
+        http_service("first", base, ""),
+        http_service("late", base + 1, "depends_on = [\"first\"]"),
+        until("first.started"),
+        http_service("user", base + 2, "depends_on = [\"first\"]"),
+    );
+    let c = Checkout::new(&toml);
+    let out = c.ok(&["start"]);
+    assert_eq!(c.read("used.out").as_deref(), Some("made\n"), "{out}");
+    assert!(out.contains("✓ set up 3 services in"), "{out}");
+    c.ok(&["stop"]);
 }
