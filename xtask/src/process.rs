@@ -265,7 +265,7 @@ impl Group {
     /// which a signal to the group misses. Each comes with a pidfd, through
     /// which no newcomer that reuses its pid can be signalled. This reads
     /// every process's environment: only `stop` asks, never `status`.
-    fn escaped(self) -> Vec<(ProcId, Option<OwnedFd>)> {
+    fn escaped(self) -> Vec<Escaped> {
         if self.mark == 0 {
             return Vec::new(); // before marks, nothing told them from strangers
         }
@@ -295,11 +295,12 @@ impl Group {
 
     /// TERM to the whole group and to what left it, up to `grace` for them
     /// to go, then KILL. Returns what was done, for the one-line report.
+    /// Gone means that nothing carries the mark: a record may then go.
     pub fn stop(self, grace: Duration) -> Stopped {
         let Some(pgid) = Pid::from_raw(self.pgid()) else { return Stopped::NotOurs };
         let Some(listed) = self.members() else { return Stopped::NotOurs };
         // Also when the group is empty: a daemon's parent exits at once.
-        let escaped = self.escaped();
+        let mut escaped = self.escaped();
         if listed.is_empty() && escaped.is_empty() {
             return Stopped::AlreadyGone;
         }
@@ -311,8 +312,8 @@ impl Group {
         // anyone's by now: asked again before each signal, as a grace is long
         // enough for a stranger's group to get it.
         let ours_left = || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid));
-        let left = || escaped.iter().any(|(id, _)| id.is_alive()) || ours_left();
-        let signal = |signal| {
+        let left = |escaped: &[Escaped]| escaped.iter().any(|(id, _)| id.is_alive()) || ours_left();
+        let send = |signal, escaped: &[Escaped]| {
             if ours_left() {
                 let _ = rustix::process::kill_process_group(pgid, signal);
             }
@@ -320,14 +321,34 @@ impl Group {
                 let _ = rustix::process::pidfd_send_signal(fd, signal);
             }
         };
-        signal(Signal::TERM);
-        if wait_until(grace, || !left() || HURRY.load(Ordering::Relaxed)) && !left() {
-            return Stopped::Terminated;
+        let phases =
+            [(Signal::TERM, grace, Stopped::Terminated), (Signal::KILL, Duration::from_secs(5), Stopped::Killed)];
+        for (signal, limit, done) in phases {
+            let deadline = Instant::now() + limit;
+            let hurried = || signal == Signal::TERM && HURRY.load(Ordering::Relaxed);
+            send(signal, &escaped);
+            loop {
+                wait_until(deadline.saturating_duration_since(Instant::now()), || !left(&escaped) || hurried());
+                if left(&escaped) {
+                    break;
+                }
+                // What left the group after it was looked for (a daemon's
+                // second fork as the stop began, a child it forks as it
+                // stops) shows only to a new look: gone is when a look taken
+                // after all that was found had gone finds nothing.
+                escaped = self.escaped();
+                if escaped.is_empty() && !ours_left() {
+                    return done;
+                }
+                send(signal, &escaped);
+            }
         }
-        signal(Signal::KILL);
-        if wait_until(Duration::from_secs(5), || !left()) { Stopped::Killed } else { Stopped::Survived }
+        Stopped::Survived
     }
 }
+
+/// A process that left its group with the mark, and a pidfd to signal it by.
+type Escaped = (ProcId, Option<OwnedFd>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {

@@ -152,6 +152,44 @@ fn stop_reaches_the_daemon_of_a_service_whose_group_is_gone() {
     assert_all_gone(&c, &daemon, &[base]);
 }
 
+/// The classic daemon (fork, setsid, fork: the grandchild serves) that forks
+/// again while it is being stopped: told to stop, it hands its socket to a
+/// child that outlives it. What forked after the stop looked is found by the
+/// mark before the record goes; the issue's daemon forked as a stop began.
+#[test]
+fn stop_reaches_what_a_daemon_forks_while_it_stops() {
+    const DAEMON: &str = "import os, signal, socket, sys, time\n\
+        def hand_over(*_):\n    \
+            if os.fork() == 0:\n        \
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)\n        \
+                time.sleep(300)\n    \
+            os._exit(0)\n\
+        if os.fork() == 0:\n    \
+            os.setsid()\n    \
+            if os.fork() == 0:\n        \
+                signal.signal(signal.SIGTERM, hand_over)\n        \
+                server = socket.create_server(('127.0.0.1', int(sys.argv[1])))\n        \
+                while True:\n            \
+                    server.accept()[0].close()\n    \
+            os._exit(0)\n\
+        os.wait()\n\
+        time.sleep(300)\n";
+    let base = free_ports(10);
+    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"python3 daemon.py {{port}}\"\n"));
+    std::fs::write(c.path("daemon.py"), DAEMON).unwrap();
+    c.ok(&["start"]);
+    let daemon = || processes_with(&format!("daemon.py {base}")).into_iter().map(|(pid, _)| pid).collect::<Vec<_>>();
+    // The leader and its daemon, once the daemon's parent has exited.
+    assert!(wait_for(Duration::from_secs(5), || daemon().len() == 2), "{:?}", daemon());
+    c.ok(&["stop"]);
+    let left = daemon();
+    for pid in &left {
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    assert!(left.is_empty(), "what the daemon forked as it stopped runs on without a record: {left:?}");
+    assert_all_gone(&c, &[], &[base]);
+}
+
 /// A listener that left the group is still the service's (it carries the
 /// group's mark): the service becomes ready, and stops completely.
 #[test]
