@@ -314,11 +314,17 @@ impl Group {
         let ours_left = || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid));
         let left = |escaped: &[Escaped]| escaped.iter().any(|(id, _)| id.is_alive()) || ours_left();
         let send = |signal, escaped: &[Escaped]| {
+            // A stopped process (SIGSTOP, Ctrl-Z) takes a TERM only once it continues.
+            let signals = if signal == Signal::TERM { &[Signal::TERM, Signal::CONT][..] } else { &[signal] };
             if ours_left() {
-                let _ = rustix::process::kill_process_group(pgid, signal);
+                for signal in signals {
+                    let _ = rustix::process::kill_process_group(pgid, *signal);
+                }
             }
             for fd in escaped.iter().filter_map(|(_, fd)| fd.as_ref()) {
-                let _ = rustix::process::pidfd_send_signal(fd, signal);
+                for signal in signals {
+                    let _ = rustix::process::pidfd_send_signal(fd, *signal);
+                }
             }
         };
         let phases =

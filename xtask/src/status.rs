@@ -1,6 +1,8 @@
 //! `cargo xtask status`: one line per service in the seed's format, with its
 //! URL and whether it answers.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use crate::config::{Config, Service};
@@ -19,6 +21,8 @@ pub struct Line {
     pub pid: Option<i32>,
     pub url: String,
     pub healthy: bool,
+    /// Stopped by a signal (SIGSTOP, Ctrl-Z): it cannot answer, and is not asked.
+    pub suspended: bool,
 }
 
 /// What `status` shows; `healthy(service, port)` checks a running service.
@@ -28,6 +32,7 @@ pub fn lines(
     mut healthy: impl FnMut(&Service, u16) -> bool,
 ) -> anyhow::Result<Vec<Line>> {
     let records: Vec<_> = pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
+    let stopped = if records.is_empty() { BTreeSet::new() } else { procscan::stopped_groups() };
     // A running service is on its record's port, whatever .ports.json says since.
     let mut ports = ports::current(project, config)?;
     ports.extend(
@@ -40,13 +45,15 @@ pub fn lines(
             let service = &config.services[name];
             let record = records.iter().find(|r| &r.service == name);
             let port = ports[name];
+            let suspended = record.is_some_and(|r| stopped.contains(&r.pid()));
             Line {
                 service: name.clone(),
                 title: service.title(),
                 port,
                 pid: record.map(|r| r.pid()),
                 url: service.url.render(Some(name), &ports),
-                healthy: record.is_some() && healthy(service, port),
+                healthy: record.is_some() && !suspended && healthy(service, port),
+                suspended,
             }
         })
         .collect();
@@ -63,7 +70,7 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
             .map(|l| {
                 json!({
                     "service": l.service, "port": l.port, "running": l.pid.is_some(),
-                    "pid": l.pid, "url": l.url, "healthy": l.healthy,
+                    "pid": l.pid, "url": l.url, "healthy": l.healthy, "suspended": l.suspended,
                 })
             })
             .collect();
@@ -74,6 +81,10 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     for l in &lines {
         let head = format!("{} (port {}):", l.title, l.port);
         match l.pid {
+            Some(pid) if l.suspended => {
+                let how = format!("stopped by a signal: `kill -CONT -- -{pid}` resumes it");
+                say!("{head} {} (pid {pid})  {}  {}", style.yellow("⏸ Suspended"), l.url, style.yellow(&how));
+            }
             Some(pid) => {
                 let health = if l.healthy { style.green("healthy") } else { style.yellow("not answering") };
                 say!("{head} {} (pid {pid})  {}  {health}", style.green("✓ Running"), l.url);

@@ -357,6 +357,35 @@ fn stop_kills_a_service_that_ignores_term() {
     assert_all_gone(&c, &processes, &[base]);
 }
 
+/// A service stopped by a signal (SIGSTOP, Ctrl-Z) shows as such, without a
+/// health check (an HTTP one would wait for an answer that cannot come), and
+/// `stop` lets it take its TERM rather than wait out the grace to KILL it.
+#[test]
+fn a_suspended_service_shows_as_such_and_takes_its_term() {
+    let base = free_ports(10);
+    let serve = "trap 'echo terminated > term.txt; exit 0' TERM; python3 -m http.server {port} --bind 127.0.0.1 & wait";
+    let c = Checkout::new(&format!(
+        "[services.a]\nport = {base}\nstop_grace = 1\nready = {{ http = \"/\" }}\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"
+    ));
+    c.ok(&["start"]);
+    let pid = c.pid_of("a").unwrap();
+    let processes = group_members(pid);
+    assert_eq!(processes.len(), 2, "{processes:?}");
+    std::process::Command::new("kill").args(["-STOP", "--", &format!("-{pid}")]).status().unwrap();
+    let state = |p: &i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap().rsplit(')').next().unwrap()[1..2].to_owned()
+    };
+    assert!(wait_for(Duration::from_secs(5), || processes.iter().all(|p| state(p) == "T")));
+    let status = &c.status()["a"];
+    assert!(status["running"] == true && status["suspended"] == true && status["healthy"] == false, "{status}");
+    let human = c.ok(&["status"]);
+    assert!(human.contains(&format!("A (port {base}): ⏸ Suspended (pid {pid})")), "{human}");
+    assert!(human.contains(&format!("`kill -CONT -- -{pid}` resumes it")), "{human}");
+    c.ok(&["stop"]);
+    assert_eq!(c.read("term.txt").as_deref(), Some("terminated\n"), "a never got its TERM: it was killed");
+    assert_all_gone(&c, &processes, &[base]);
+}
+
 /// A member that ignores TERM and has cleared its environment (so it lacks
 /// the group's mark) is still killed after the leader has gone: it was the
 /// group's when the group was signalled.

@@ -27,6 +27,32 @@ pub fn pids() -> Vec<i32> {
     pids
 }
 
+/// The process groups in which some process is stopped by a signal
+/// (SIGSTOP, Ctrl-Z: state `T`), which answers nothing until it continues.
+/// Only the start of each stat line is read: the state and the group come
+/// after the name, which ends at the last `)` (a name is at most 64 bytes).
+pub fn stopped_groups() -> BTreeSet<i32> {
+    use std::io::Write;
+    let mut found = BTreeSet::new();
+    for pid in pids() {
+        let mut path = [0; 32];
+        let _ = write!(&mut path[..], "/proc/{pid}/stat\0");
+        let Ok(path) = CStr::from_bytes_until_nul(&path) else { continue };
+        let Ok(file) = rustix::fs::openat(CWD, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+            continue; // gone
+        };
+        let mut line = [0; 256];
+        let Ok(n) = rustix::io::read(&file, &mut line) else { continue };
+        let Some(end) = line[..n].iter().rposition(|b| *b == b')') else { continue };
+        // `STATE PPID PGRP`
+        let mut fields = line[end + 1..n].split(|b| *b == b' ').filter(|f| !f.is_empty());
+        if fields.next() == Some(b"T") {
+            found.extend(fields.nth(1).and_then(|g| std::str::from_utf8(g).ok()?.parse::<i32>().ok()));
+        }
+    }
+    found
+}
+
 /// The processes that have any of `sockets` (inodes) open, with which ones,
 /// by pid. Nothing cheaper says who holds a socket, so every process's
 /// descriptors are read, by two threads per core (they wait in the kernel more
@@ -126,6 +152,23 @@ mod tests {
         let closed_inode = std::fs::metadata(format!("/proc/self/fd/{}", closed.as_raw_fd())).unwrap().ino();
         drop(closed);
         assert!(sockets_of(me, &BTreeSet::from([closed_inode])).is_empty());
+    }
+
+    #[test]
+    fn finds_the_group_of_a_stopped_process() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep").arg("300").process_group(0).spawn().unwrap();
+        let pgid = child.id() as i32;
+        assert!(!stopped_groups().contains(&pgid));
+        let stop = std::process::Command::new("kill").args(["-STOP", &pgid.to_string()]).status().unwrap();
+        assert!(stop.success());
+        let stopped = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            stopped_groups().contains(&pgid)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(stopped, "the group of stopped process {pgid} was not found");
     }
 
     #[test]
