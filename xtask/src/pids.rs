@@ -80,6 +80,13 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
         match files::read_optional(&path) {
             Ok(None) => {} // removed meanwhile: its service stopped
             Ok(Some(text)) => match serde_json::from_str::<Record>(&text) {
+                // Found by its file's name, it would show one service on another's pid.
+                Ok(record) if path.file_stem().is_none_or(|stem| *stem != *record.service) => {
+                    let (line, col) = crate::state::locate_key(&text, "service", false);
+                    let stem = path.file_stem().unwrap_or_default().display();
+                    let at = format!("{}:{line}:{col}", path.display());
+                    unreadable.push(format!("{at}: the record of {stem} names service {:?}", record.service));
+                }
                 // Names another checkout's service: none of ours, and harmless
                 // (replaced when this checkout starts its own).
                 Ok(record) if copied(root, &record) => {}
@@ -171,6 +178,24 @@ mod tests {
         let error = check_all(dir.path()).unwrap_err().to_string();
         let place = format!("{}:1:", dir.path().join(".pids/a.json").display());
         assert!(error.starts_with(&place) && error.contains("pid 0 names no process"), "{error}");
+        assert_eq!(load_all(dir.path()), []);
+    }
+
+    /// A record is found by its file's name: one in another's file (copied
+    /// by hand, say) would show one service on another's pid.
+    #[test]
+    fn a_record_whose_file_names_another_service_is_refused_where_it_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".pids")).unwrap();
+        let text = r#"{
+  "service": "b",
+  "group": {"leader": {"pid": 4242, "start": 5}, "mark": 3},
+  "port": 8000, "command": ["x"], "supervisor": null
+}"#;
+        std::fs::write(dir.path().join(".pids/a.json"), text).unwrap();
+        let error = check_all(dir.path()).unwrap_err().to_string();
+        let place = format!("{}:2:3: ", dir.path().join(".pids/a.json").display());
+        assert!(error.starts_with(&place) && error.contains("names service \"b\""), "{error}");
         assert_eq!(load_all(dir.path()), []);
     }
 }

@@ -110,7 +110,7 @@ pub fn json_error(path: &Path, e: &serde_json::Error) -> String {
 
 /// Where `"name"` appears as a key, 1-based: its first place, or its second
 /// when `again`; (1, 1) if not found.
-fn locate_key(text: &str, name: &str, again: bool) -> (usize, usize) {
+pub fn locate_key(text: &str, name: &str, again: bool) -> (usize, usize) {
     let quoted = serde_json::to_string(name).unwrap_or_default();
     text.match_indices(&quoted).nth(usize::from(again)).map_or((1, 1), |(offset, _)| {
         let before = &text[..offset];
