@@ -18,22 +18,29 @@ impl Project {
     /// from any subfolder, and tests can point it at a temporary copy.
     /// Whatever is there by that name ends the search: one that is not a
     /// readable file (a dangling link, a folder) is an error, never a reason
-    /// to act on the checkout above, whose services a `stop` would stop.
+    /// to act on the checkout above, whose services a `stop` would stop. A
+    /// checkout whose `ports.toml` is gone still has the records of its
+    /// services (`.pids/`), from which `stop` and `status` work.
     pub fn find() -> anyhow::Result<Project> {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         for dir in cwd.ancestors() {
             let file = dir.join("ports.toml");
             match fs::symlink_metadata(&file) {
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    if !dir.join(".pids").is_dir() {
+                        continue;
+                    }
+                }
                 Err(e) => bail!("{}: {e}: cargo xtask cannot tell whether this folder is the checkout", file.display()),
-                Ok(_) => {}
-            }
-            if let Some(problem) = unreadable(&file) {
-                bail!(
-                    "{}{problem}; cargo xtask works on the checkout of the nearest ports.toml, and looks no \
-                     further: make it a readable file, or remove it",
-                    file.display()
-                );
+                Ok(_) => {
+                    if let Some(problem) = unreadable(&file) {
+                        bail!(
+                            "{}{problem}; cargo xtask works on the checkout of the nearest ports.toml, and looks no \
+                             further: make it a readable file, or remove it",
+                            file.display()
+                        );
+                    }
+                }
             }
             // The registry names checkouts in JSON, which holds only text.
             ensure!(

@@ -23,7 +23,10 @@ pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> an
 }
 
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml())?;
+    let config = match crate::config::load(&project.ports_toml()) {
+        Ok(config) => config,
+        Err(e) => return stop_from_records(project, services, &e),
+    };
     pids::check_all(&project.root)?;
     let names = to_stop(project, &config, services)?;
     let selected = |r: &pids::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
@@ -46,6 +49,32 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
     failed.extend(Supervisor::background(project, config, running(project))?.stop(&names));
     failed.extend(stop_unnamed(project, unnamed)?);
     refuse_survivors(&failed)
+}
+
+/// `stop` when ports.toml cannot be read (a merge conflict, deleted): the
+/// services its records name, all at once, as dev's guard stops them. What
+/// depends on a service is not known then: a selection stops nothing.
+fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) -> anyhow::Result<()> {
+    let why = format!("{e:#}");
+    let why = why.lines().next().unwrap_or_default();
+    pids::check_all(&project.root)?;
+    if let Some(names) = cli::selection(services) {
+        bail!(
+            "{why}\nports.toml could not be read, so what depends on {} is not known: fix it, \
+             or stop everything with `cargo xtask stop`",
+            names.join(", ")
+        );
+    }
+    say!("{why}\nports.toml could not be read: stopping what the records of .pids/ name, all at once");
+    if let Some(dev) = other_dev(project) {
+        stop_dev(dev, DEFAULT_STOP_GRACE * running(project).len() as u32)?;
+    }
+    let records = pids::load_all(&project.root);
+    if records.is_empty() {
+        say!("nothing is running");
+        return Ok(());
+    }
+    refuse_survivors(&stop_unnamed(project, records)?)
 }
 
 /// Stops the services of `left`, the records of a `dev` that is gone (its
@@ -106,19 +135,23 @@ fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::R
         if cli::selection(services).is_some() {
             refuse_selection(dev)?;
         }
-        say!("stopping `cargo xtask dev` (pid {})", dev.pid);
-        if let Some(fd) = process::pidfd(dev).context("signalling cargo xtask dev")? {
-            rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM)
-                .context("signalling cargo xtask dev")?;
-        }
-        // It stops its services one wave after another, each within its grace.
-        let graces: Duration = config.services.values().map(|s| s.stop_grace).sum();
-        let limit = graces + Duration::from_secs(60);
-        if !process::wait_until(limit, || !dev.is_alive()) {
-            bail!("`cargo xtask dev` (pid {}) did not stop within {} s", dev.pid, limit.as_secs());
-        }
+        stop_dev(dev, config.services.values().map(|s| s.stop_grace).sum())?;
     }
     reach(project, config, services)
+}
+
+/// Stops a `cargo xtask dev` in another terminal, whose services' graces add up to `graces`.
+fn stop_dev(dev: ProcId, graces: Duration) -> anyhow::Result<()> {
+    say!("stopping `cargo xtask dev` (pid {})", dev.pid);
+    if let Some(fd) = process::pidfd(dev).context("signalling cargo xtask dev")? {
+        rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM).context("signalling cargo xtask dev")?;
+    }
+    // It stops its services one wave after another, each within its grace.
+    let limit = graces + Duration::from_secs(60);
+    if !process::wait_until(limit, || !dev.is_alive()) {
+        bail!("`cargo xtask dev` (pid {}) did not stop within {} s", dev.pid, limit.as_secs());
+    }
+    Ok(())
 }
 
 /// A `cargo xtask dev` in another terminal: the one holding the dev lock,

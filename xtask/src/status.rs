@@ -31,8 +31,8 @@ pub fn lines(
     config: &Config,
     mut healthy: impl FnMut(&Service, u16) -> bool,
 ) -> anyhow::Result<Vec<Line>> {
-    let records: Vec<_> = pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect();
-    let stopped = if records.is_empty() { BTreeSet::new() } else { procscan::stopped_groups() };
+    let records = running(project);
+    let stopped = stopped_groups(&records);
     // A running service is on its record's port, whatever .ports.json says since.
     let mut ports = ports::current(project, config)?;
     ports.extend(
@@ -61,8 +61,11 @@ pub fn lines(
 }
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml())?;
     pids::check_all(&project.root)?; // rather than call a service it may name stopped
+    let config = match crate::config::load(&project.ports_toml()) {
+        Ok(config) => config,
+        Err(e) => return run_from_records(project, as_json, &e),
+    };
     let lines = lines(project, &config, |service, port| ready::check(&service.ready, port))?;
     if as_json {
         let rows: Vec<_> = lines
@@ -81,10 +84,7 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     for l in &lines {
         let head = format!("{} (port {}):", l.title, l.port);
         match l.pid {
-            Some(pid) if l.suspended => {
-                let how = format!("stopped by a signal: `kill -CONT -- -{pid}` resumes it");
-                say!("{head} {} (pid {pid})  {}  {}", style.yellow("⏸ Suspended"), l.url, style.yellow(&how));
-            }
+            Some(pid) if l.suspended => say!("{head} {}  {}  {}", suspended(style, pid), l.url, resume(style, pid)),
             Some(pid) => {
                 let health = if l.healthy { style.green("healthy") } else { style.yellow("not answering") };
                 say!("{head} {} (pid {pid})  {}  {health}", style.green("✓ Running"), l.url);
@@ -93,4 +93,59 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `status` when ports.toml cannot be read (a merge conflict, deleted):
+/// what the records say runs, without the URLs and health checks it gives.
+fn run_from_records(project: &Project, as_json: bool, e: &anyhow::Error) -> anyhow::Result<()> {
+    let why = format!("{e:#}");
+    let why = why.lines().next().unwrap_or_default();
+    // On stderr, so that `--json` output stays JSON.
+    eprintln!("warning: {why}\nports.toml could not be read: showing what the records of .pids/ say runs");
+    let records = running(project);
+    let stopped = stopped_groups(&records);
+    if as_json {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                json!({
+                    "service": r.service, "port": r.port, "running": true, "pid": r.pid(),
+                    "url": null, "healthy": null, "suspended": stopped.contains(&r.pid()),
+                })
+            })
+            .collect();
+        say!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let style = Style::stdout();
+    for r in &records {
+        let (head, pid) = (format!("{} (port {}):", r.service, r.port), r.pid());
+        match stopped.contains(&pid) {
+            true => say!("{head} {}  {}", suspended(style, pid), resume(style, pid)),
+            false => say!("{head} {} (pid {pid})", style.green("✓ Running")),
+        }
+    }
+    if records.is_empty() {
+        say!("nothing is running");
+    }
+    Ok(())
+}
+
+/// The records of the services that are running.
+fn running(project: &Project) -> Vec<pids::Record> {
+    pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
+}
+
+/// The groups of `records` with a process stopped by a signal (one look at
+/// every process, only when some service runs).
+fn stopped_groups(records: &[pids::Record]) -> BTreeSet<i32> {
+    if records.is_empty() { BTreeSet::new() } else { procscan::stopped_groups() }
+}
+
+fn suspended(style: Style, pid: i32) -> String {
+    format!("{} (pid {pid})", style.yellow("⏸ Suspended"))
+}
+
+fn resume(style: Style, pid: i32) -> String {
+    style.yellow(&format!("stopped by a signal: `kill -CONT -- -{pid}` resumes it"))
 }

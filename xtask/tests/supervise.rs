@@ -1091,6 +1091,41 @@ fn the_guard_stops_everything_even_when_ports_toml_is_gone() {
     assert!(said.contains("stopping without the dependency order"), "{said}");
 }
 
+/// With ports.toml broken (a merge conflict) or gone, `status` and `stop`
+/// work from the records alone, and say that ports.toml could not be read.
+#[test]
+fn status_and_stop_work_from_the_records_when_ports_toml_is_broken_or_gone() {
+    for broken in [true, false] {
+        let base = free_ports(10);
+        let toml = http_service("a", base, "") + &http_service("b", base + 1, "depends_on = [\"a\"]");
+        let c = Checkout::new(&toml);
+        c.ok(&["start"]);
+        let (a, b) = (c.pid_of("a").unwrap(), c.pid_of("b").unwrap());
+        let processes = service_processes(&c);
+        let (ports_toml, said) = (c.path("ports.toml"), "could not be read");
+        match broken {
+            true => std::fs::write(&ports_toml, format!("<<<<<<< HEAD\n{toml}=======\n>>>>>>> theirs\n")).unwrap(),
+            false => std::fs::remove_file(&ports_toml).unwrap(),
+        }
+        let status = c.ok(&["status"]);
+        assert!(status.contains(&format!("{}", ports_toml.display())) && status.contains(said), "{status}");
+        for (name, port, pid) in [("a", base, a), ("b", base + 1, b)] {
+            assert!(status.contains(&format!("{name} (port {port}): ✓ Running (pid {pid})")), "{status}");
+        }
+        let json = c.command(&["status", "--json"]).output().unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+        assert!(rows.len() == 2 && rows.iter().all(|r| r["running"] == true), "{rows:?}");
+        // What depends on a is not known: a selection stops nothing.
+        let out = c.fails(&["stop", "a"]);
+        assert!(out.contains(said) && out.contains("cargo xtask stop"), "{out}");
+        assert!(processes.iter().all(|p| alive(*p)), "{out}");
+        let out = c.ok(&["stop"]);
+        assert!(out.contains(said) && out.contains("a | stopped") && out.contains("b | stopped"), "{out}");
+        std::fs::write(&ports_toml, &toml).unwrap();
+        assert_all_gone(&c, &processes, &[base, base + 1]);
+    }
+}
+
 /// Tests that act as another user: `cargo xtask test` runs them as root only.
 mod needs_root {
     use super::*;
