@@ -244,6 +244,26 @@ pub fn remove_optional(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Removes folder `dir`, which a command that failed made, if nothing in it
+/// is in use: it holds only `files` (its locks, dev's guard log), and no one
+/// holds them. They are removed while held here, so that whoever waits for
+/// one takes the new one (`Lock`). The checkout is then as the command
+/// found it.
+pub fn remove_unused(dir: &Path, files: &[PathBuf]) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut held = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        match files.contains(&path).then(|| Lock::try_acquire(&path)) {
+            Some(Ok(Some(lock))) => held.push((path, lock)),
+            _ => return,
+        }
+    }
+    for (path, _) in &held {
+        let _ = fs::remove_file(path);
+    }
+    let _ = fs::remove_dir(dir); // not if someone wrote in it meanwhile
+}
+
 /// An exclusive lock on a file, held until dropped (the kernel releases it
 /// if the process dies, so a crash never leaves it stuck).
 #[must_use = "the lock is released when dropped"]
@@ -251,9 +271,13 @@ pub struct Lock(File);
 
 impl Lock {
     pub fn acquire(path: &Path) -> anyhow::Result<Lock> {
-        let file = Lock::open(path)?;
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
-        Ok(Lock(file))
+        loop {
+            let file = Lock::open(path)?;
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+            if Lock::still_at(&file, path) {
+                return Ok(Lock(file));
+            }
+        }
     }
 
     /// `acquire`, saying `waiting` first if someone else holds it.
@@ -267,22 +291,38 @@ impl Lock {
 
     /// `acquire`, or `None` at once if someone else holds it.
     pub fn try_acquire(path: &Path) -> anyhow::Result<Option<Lock>> {
-        let file = Lock::open(path)?;
-        Lock::taken(path, file.try_lock(), file)
+        Lock::try_with(path, File::try_lock)
     }
 
     /// A shared hold of it, which others may hold too, or `None` at once if
     /// someone holds it exclusively.
     pub fn try_acquire_shared(path: &Path) -> anyhow::Result<Option<Lock>> {
-        let file = Lock::open(path)?;
-        Lock::taken(path, file.try_lock_shared(), file)
+        Lock::try_with(path, File::try_lock_shared)
     }
 
-    fn taken(path: &Path, tried: Result<(), fs::TryLockError>, file: File) -> anyhow::Result<Option<Lock>> {
-        match tried {
-            Ok(()) => Ok(Some(Lock(file))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    fn try_with(path: &Path, lock: fn(&File) -> Result<(), fs::TryLockError>) -> anyhow::Result<Option<Lock>> {
+        loop {
+            let file = Lock::open(path)?;
+            match lock(&file) {
+                Ok(()) if Lock::still_at(&file, path) => return Ok(Some(Lock(file))),
+                Ok(()) => {} // its file went meanwhile: again, on the one there now
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+    }
+
+    /// Whether `path` still names the locked `file`. A command that fails
+    /// removes the lock files it made (`remove_unused`), and a lock on a file
+    /// that no path names any more keeps no one out: it is taken again, on
+    /// the file there now.
+    fn still_at(file: &File, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(held), Ok(named)) => (held.dev(), held.ino()) == (named.dev(), named.ino()),
+            _ => false,
         }
     }
 
@@ -416,6 +456,44 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join("a.json")).unwrap(), "old");
         assert_eq!(names(&dir), ["a.json", "not-a-folder"], "a temporary file was left");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// One who waited for a lock whose file was removed meanwhile (by a
+    /// failed command, `remove_unused`) takes it again, on the file there
+    /// now: a lock on a removed file would keep no one out.
+    #[test]
+    fn a_lock_whose_file_went_while_waited_for_is_taken_on_the_new_one() {
+        let dir = folder("relock");
+        let path = dir.join("launch.lock");
+        let first = Lock::acquire(&path).unwrap();
+        let waiting = std::thread::spawn({
+            let path = path.clone();
+            move || Lock::acquire(&path).unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200)); // it waits on the file
+        fs::remove_file(&path).unwrap();
+        drop(first);
+        let second = waiting.join().unwrap();
+        assert!(Lock::try_acquire(&path).unwrap().is_none(), "two hold the lock at once");
+        drop(second);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_is_taken_back_only_if_nothing_in_it_is_in_use() {
+        let dir = folder("unused");
+        let (lock, log) = (dir.join("dev.lock"), dir.join("guard.log"));
+        fs::write(&log, "").unwrap();
+        let held = Lock::acquire(&lock).unwrap();
+        remove_unused(&dir, &[lock.clone(), log.clone()]);
+        assert_eq!(names(&dir), ["dev.lock", "guard.log"], "a lock in use went");
+        drop(held);
+        fs::write(dir.join("a.json"), "{}").unwrap();
+        remove_unused(&dir, &[lock.clone(), log.clone()]);
+        assert_eq!(names(&dir), ["a.json", "dev.lock", "guard.log"], "a folder with a record went");
+        fs::remove_file(dir.join("a.json")).unwrap();
+        remove_unused(&dir, &[lock, log]);
+        assert!(!dir.exists());
     }
 
     /// What only root may do here: make a file immutable.

@@ -67,7 +67,10 @@ fn try_main() -> anyhow::Result<()> {
     {
         cli::check_selection(services)?;
     }
-    match cli.command {
+    // A command that fails leaves the checkout as it found it: the folders
+    // it made for its locks go too.
+    let missing: Vec<_> = project.scaffolding().into_iter().filter(|(dir, _)| !dir.exists()).collect();
+    let result = match cli.command {
         Command::Ports(args) => args.run(&project),
         Command::Status { json } => status::run(&project, json),
         Command::Dev { services, conflicts } => dev::run(&project, &services, conflicts),
@@ -81,5 +84,11 @@ fn try_main() -> anyhow::Result<()> {
         Command::Guard { runner_pid, runner_start } => {
             guard::run(&project, ProcId { pid: runner_pid, start: runner_start })
         }
+    };
+    if result.is_err() {
+        for (dir, files) in &missing {
+            files::remove_unused(dir, files);
+        }
     }
+    result
 }

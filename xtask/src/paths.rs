@@ -84,6 +84,14 @@ impl Project {
     pub fn dev_lock(&self) -> PathBuf {
         self.pids_dir().join("dev.lock")
     }
+    /// The runner's folders in the checkout, each with the files a command
+    /// makes there before it knows whether it fails (its locks, dev's guard
+    /// log): taken back if it fails, when it made the folder
+    /// (`files::remove_unused`).
+    pub fn scaffolding(&self) -> [(PathBuf, Vec<PathBuf>); 2] {
+        let locks = vec![self.dev_lock(), self.launch_lock(), self.lock_file()];
+        [(self.pids_dir(), locks), (self.logs_dir(), vec![self.guard_log()])]
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join(".logs")
     }

@@ -236,6 +236,23 @@ fn no_port_left_names_the_service_it_was_given_to() {
     }
 }
 
+/// A command that fails for want of a port says that nothing was changed:
+/// it leaves the checkout as it found it, without even the folders of its
+/// locks (and of dev's guard log).
+#[test]
+fn a_command_that_finds_no_port_leaves_the_checkout_as_it_was() {
+    let base = free_ports(20);
+    let c = Checkout::new(&two_services(base));
+    // Held by this process, the runner's parent, which is never killed.
+    let _held: Vec<_> = (base..base + 5).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
+    for args in [&["ports", "allocate"][..], &["start", "--no-kill"], &["dev", "--no-kill"]] {
+        let out = c.fails(args);
+        assert!(out.contains("no free port for api") && out.contains("nothing was changed"), "{args:?}:\n{out}");
+        let made: Vec<_> = std::fs::read_dir(c.dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(made, ["ports.toml"], "{args:?}:\n{out}");
+    }
+}
+
 #[test]
 fn ports_shows_who_holds_each_port() {
     let base = free_ports(20);
