@@ -265,26 +265,62 @@ impl Group {
     /// which a signal to the group misses. Each comes with a pidfd, through
     /// which no newcomer that reuses its pid can be signalled. This reads
     /// every process's environment: only `stop` asks, never `status`.
+    /// Looked at again, a moment later, while a look that finds none saw a
+    /// process end before it could be read: it may have forked what that
+    /// look missed, as a daemon's first child forks the second and exits.
     fn escaped(self) -> Vec<Escaped> {
+        let mut ended = BTreeSet::new();
+        for _ in 0..10 {
+            match self.look_for_escaped(&mut ended) {
+                (found, whole) if whole || !found.is_empty() => return found,
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        self.look_for_escaped(&mut ended).0
+    }
+
+    /// One look for `escaped`, and whether it is whole: whether every
+    /// process that may be ours was read while it ran, or had ended before
+    /// the look began (a zombie in `ended`, seen by an earlier look; a parent
+    /// may reap it late).
+    fn look_for_escaped(self, ended: &mut BTreeSet<ProcId>) -> (Vec<Escaped>, bool) {
         if self.mark == 0 {
-            return Vec::new(); // before marks, nothing told them from strangers
+            return (Vec::new(), true); // before marks, nothing told them from strangers
         }
         let (me, ancestors, uid) = (std::process::id() as i32, ancestors(), crate::users::current_uid());
         let may_signal = |pid: i32| uid == 0 || std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
-        all_pids()
-            .into_iter()
-            .filter_map(Stat::of)
-            .filter(|s| s.pgrp != self.pgid() && !s.kernel && s.pid != 1 && s.pid != me && !ancestors.contains(&s.pid))
-            .filter_map(|s| s.id().filter(|id| id.start >= self.leader.start))
-            .filter(|id| may_signal(id.pid) && self.marks(id.pid))
+        let (mut found, mut whole) = (Vec::new(), true);
+        for pid in all_pids() {
+            let Some(stat) = Stat::of(pid) else {
+                whole = false; // ended since the list was made
+                continue;
+            };
+            let others = stat.pgrp == self.pgid() || stat.kernel || pid == 1 || pid == me || ancestors.contains(&pid);
+            if others || stat.start < self.leader.start {
+                continue;
+            }
+            // A zombie may have forked as this look began, unless an earlier
+            // look saw it ended already.
+            let Some(id) = stat.id() else {
+                whole &= !ended.insert(ProcId { pid, start: stat.start });
+                continue;
+            };
+            if !may_signal(pid) {
+                continue;
+            }
+            if !self.marks(pid) {
+                whole &= id.is_alive(); // it may have ended, having forked, as it was read
+                continue;
+            }
             // Without a pidfd (the system refuses them) one is waited for but
             // not signalled: it then survives the stop, which says so.
-            .filter_map(|id| match pidfd(id) {
-                Ok(None) => None, // gone
-                Ok(Some(fd)) => Some((id, Some(fd))),
-                Err(_) => Some((id, None)),
-            })
-            .collect()
+            match pidfd(id) {
+                Ok(None) => whole = false, // gone
+                Ok(Some(fd)) => found.push((id, Some(fd))),
+                Err(_) => found.push((id, None)),
+            }
+        }
+        (found, whole)
     }
 
     /// While the leader lives the group is ours (its id cannot be reused);
@@ -298,11 +334,17 @@ impl Group {
     /// Gone means that nothing carries the mark: a record may then go.
     pub fn stop(self, grace: Duration) -> Stopped {
         let Some(pgid) = Pid::from_raw(self.pgid()) else { return Stopped::NotOurs };
-        let Some(listed) = self.members() else { return Stopped::NotOurs };
+        // `None`: the group is not ours (its id is someone else's now, or it
+        // holds this runner), and is never signalled. What carries the mark
+        // outside it is ours all the same: a daemon's first child, listed in
+        // the group, may have left it and ended before its mark was read.
+        let listed = self.members();
         // Also when the group is empty: a daemon's parent exits at once.
         let mut escaped = self.escaped();
-        if listed.is_empty() && escaped.is_empty() {
-            return Stopped::AlreadyGone;
+        match &listed {
+            None if escaped.is_empty() => return Stopped::NotOurs,
+            Some(members) if members.is_empty() && escaped.is_empty() => return Stopped::AlreadyGone,
+            _ => {}
         }
         // Waited for and signalled from here on: the group while one of the
         // members listed now, or one that shows the mark, is in it. Once the
@@ -311,7 +353,10 @@ impl Group {
         // in the group, its id is no one else's. Without them, the id may be
         // anyone's by now: asked again before each signal, as a grace is long
         // enough for a stranger's group to get it.
-        let ours_left = || group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid));
+        let ours_left = || {
+            let Some(listed) = &listed else { return false };
+            group_members(self.pgid()).iter().any(|m| listed.contains(m) || self.marks(m.pid))
+        };
         let left = |escaped: &[Escaped]| escaped.iter().any(|(id, _)| id.is_alive()) || ours_left();
         let send = |signal, escaped: &[Escaped]| {
             // A stopped process (SIGSTOP, Ctrl-Z) takes a TERM only once it continues.
@@ -667,6 +712,8 @@ mod tests {
         // A record from before marks cannot tell it from a stranger's.
         assert_eq!(Group { mark: 0, ..ours }.members(), None);
         assert!(!Group { mark: 0, ..ours }.has(group_members(ours.pgid())[0], ours.pgid()));
+        assert_eq!(ours.stop(Duration::from_secs(5)), Stopped::Terminated);
+        assert_eq!(ours.members(), Some(vec![]));
 
         // A stranger whose group got the id of a leader of ours that exited
         // (here: an older start time in the record), the way a daemon's first
@@ -689,9 +736,34 @@ mod tests {
         }
         assert!(sleeper.is_alive(), "a stale record stopped a stranger");
         let _ = rustix::process::kill_process_group(Pid::from_raw(pgid).unwrap(), Signal::KILL);
+    }
 
-        assert_eq!(ours.stop(Duration::from_secs(5)), Stopped::Terminated);
-        assert_eq!(ours.members(), Some(vec![]));
+    #[test]
+    fn what_carries_the_mark_is_stopped_when_the_group_is_no_longer_ours() {
+        // A stranger's group, whose leader has exited; its sleep runs on.
+        let mut stranger = std::process::Command::new("sh");
+        stranger.args(["-c", "sleep 300 & read _"]).process_group(0).stdin(std::process::Stdio::piped());
+        let mut stranger = stranger.spawn().unwrap();
+        let leader = ProcId::of(stranger.id() as i32).unwrap();
+        drop(stranger.stdin.take());
+        stranger.wait().unwrap();
+        assert!(wait_until(Duration::from_secs(5), || group_members(leader.pid).len() == 1));
+        let sleeper = group_members(leader.pid)[0];
+        // A daemon of ours, in a session of its own.
+        let argv = ["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"].map(String::from);
+        let spec = Spec { argv: &argv, cwd: Path::new("."), env: &[], account: None };
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (handle, ours) = spawn(&spec, writer, |_| Ok(())).unwrap();
+        handle.wait().unwrap();
+        let daemon = ProcId::of(std::io::read_to_string(reader).unwrap().trim().parse().unwrap()).unwrap();
+        assert!(wait_until(Duration::from_secs(5), || super::argv(daemon.pid) == ["sleep", "300"]));
+        // Its record, as if its group's id had since gone to the stranger.
+        let record = Group { leader: ProcId { pid: leader.pid, start: leader.start - 1 }, mark: ours.mark };
+        assert_eq!(record.members(), None);
+        assert_eq!(record.stop(Duration::from_secs(5)), Stopped::Terminated);
+        assert!(!daemon.is_alive(), "what carries the mark runs on");
+        assert!(sleeper.is_alive(), "the stranger's group was signalled");
+        let _ = rustix::process::kill_process_group(Pid::from_raw(leader.pid).unwrap(), Signal::KILL);
     }
 
     #[test]

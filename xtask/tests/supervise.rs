@@ -190,6 +190,43 @@ fn stop_reaches_what_a_daemon_forks_while_it_stops() {
     assert_all_gone(&c, &[], &[base]);
 }
 
+/// The classic daemon as it starts: its first process exits at once, and the
+/// stop that follows looks for what left the group while the first child,
+/// in a session of its own, forks the second and exits. A look that lists
+/// the first child, gone when it is read, and not the second, born after the
+/// list, is not taken for the last. Here the look is made slow (processes
+/// without an environment are read a few times, as one in the middle of an
+/// exec), as on a machine with many processes.
+#[test]
+fn a_daemon_forking_its_second_child_as_a_look_lists_its_first_is_stopped() {
+    const DAEMON: &str = "import os, subprocess, sys, time\n\
+        for _ in range(60):\n    \
+            subprocess.Popen(['env', '-i', 'sleep', sys.argv[2]], start_new_session=True)\n\
+        if os.fork() == 0:\n    \
+            os.setsid()\n    \
+            time.sleep(0.2)\n    \
+            if os.fork() == 0:\n        \
+                time.sleep(300)\n    \
+            os._exit(0)\n";
+    let base = free_ports(10);
+    let slow = format!("3{base}");
+    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"python3 daemon.py {base} {slow}\"\n"));
+    std::fs::write(c.path("daemon.py"), DAEMON).unwrap();
+    let out = c.fails(&["start"]);
+    let kill = |needle: &str| {
+        let left: Vec<i32> = processes_with(needle).into_iter().map(|(pid, _)| pid).collect();
+        for pid in &left {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        left
+    };
+    kill(&format!("sleep {slow}"));
+    let left = kill(&format!("daemon.py {base}"));
+    assert!(out.contains("a exited (exit status: 0) before it was ready"), "{out}");
+    assert!(left.is_empty(), "the daemon runs on without a record: {left:?}\n{out}");
+    assert!(!c.path(".pids/a.json").exists(), "{out}");
+}
+
 /// A listener that left the group is still the service's (it carries the
 /// group's mark): the service becomes ready, and stops completely.
 #[test]
