@@ -23,7 +23,7 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     let root = crate::users::current_uid() == 0;
     let skip: &[&str] = if root { &[] } else { &["--skip", NEEDS_ROOT] };
     say!("==> cargo test, the stack's end-to-end tests included");
-    cmd!(sh, "cargo test --workspace -- --include-ignored {skip...}").run().context("tests failed")?;
+    cmd!(sh, "cargo test --workspace --no-fail-fast -- --include-ignored {skip...}").run().context("tests failed")?;
     if !root {
         // Said last, where it is seen: these passed by not running.
         let listed = cmd!(sh, "cargo test --workspace --quiet -- --list --include-ignored").quiet().read()?;

@@ -562,15 +562,12 @@ fn a_failed_write_changes_no_file() {
 #[test]
 fn a_registry_that_cannot_be_written_changes_no_file() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let base = free_ports(20);
     let c = Checkout::new(&two_services(base));
     // Root writes anywhere: run as nobody, who owns the checkout and the state folder.
+    let runner = RunnerCopy::new();
     let run = |args: &[&str]| {
-        let mut command = c.command(args);
-        if is_root() {
-            command.uid(NOBODY).gid(NOBODY);
-        }
+        let mut command = if is_root() { c.command_as_nobody(&runner, args) } else { c.command(args) };
         command.output().unwrap()
     };
     if is_root() {

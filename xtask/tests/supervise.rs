@@ -1178,9 +1178,8 @@ mod needs_root {
         c.ok(&["start"]);
         let pid = c.pid_of("a").unwrap();
         std::fs::set_permissions(c.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let mut stop = c.command(&["stop"]);
-        std::os::unix::process::CommandExt::uid(&mut stop, NOBODY);
-        std::os::unix::process::CommandExt::gid(&mut stop, NOBODY);
+        let runner = RunnerCopy::new();
+        let mut stop = c.command_as_nobody(&runner, &["stop"]);
         let output = stop.output().unwrap();
         let out = text(&output);
         assert!(!output.status.success(), "{out}");

@@ -547,8 +547,8 @@ fn a_copied_checkout_leaves_the_originals_services_alone() {
 /// above: commands there fail naming it, and the checkout's services run on.
 #[test]
 fn a_ports_toml_that_is_no_readable_file_is_an_error_not_the_checkout_above() {
-    use std::os::unix::process::CommandExt;
     let base = free_ports(10);
+    let runner = RunnerCopy::new();
     let c = Checkout::new(&http_service("api", base, ""));
     c.ok(&["start"]);
     let pid = c.pid_of("api").unwrap();
@@ -568,13 +568,15 @@ fn a_ports_toml_that_is_no_readable_file_is_an_error_not_the_checkout_above() {
         std::fs::create_dir(&sub).unwrap();
         make();
         for args in [&["stop"][..], &["status"], &["ports", "allocate"]] {
-            let mut command = c.command(args);
-            command.current_dir(&sub);
-            if is_root() && problem.contains("Permission") {
+            let as_nobody = is_root() && problem.contains("Permission");
+            let mut command = if as_nobody {
                 // Root reads any file: ask as nobody, who may enter the checkout.
                 std::os::unix::fs::chown(c.dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-                command.uid(NOBODY).gid(NOBODY);
-            }
+                c.command_as_nobody(&runner, args)
+            } else {
+                c.command(args)
+            };
+            command.current_dir(&sub);
             let output = command.output().unwrap();
             let out = text(&output);
             assert!(!output.status.success(), "{args:?} from a folder whose ports.toml {problem}:\n{out}");

@@ -59,6 +59,18 @@ impl Checkout {
         }
     }
 
+    /// `command` as nobody, from a copy of the runner nobody may run: the
+    /// build's own is under the repository's target/, which may be in a folder
+    /// nobody may enter (root's home is 0700 on Debian).
+    pub fn command_as_nobody(&self, runner: &RunnerCopy, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(runner.path());
+        command.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        self.settle_env(&mut command);
+        command.uid(NOBODY).gid(NOBODY);
+        command
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
@@ -275,6 +287,23 @@ pub const MAIN_THREAD_ENDS_FIRST: &str = "import ctypes, socket, sys, threading\
     server = socket.create_server(('127.0.0.1', int(sys.argv[1])))\n\
     threading.Thread(target=lambda: [c.close() for c, _ in iter(server.accept, None)]).start()\n\
     ctypes.CDLL(None).pthread_exit(None)\n";
+
+/// A copy of the runner in a folder any user may enter.
+pub struct RunnerCopy(TempDir);
+
+impl RunnerCopy {
+    pub fn new() -> RunnerCopy {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new().unwrap();
+        std::fs::copy(XTASK, dir.path().join("xtask")).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        RunnerCopy(dir)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.0.path().join("xtask")
+    }
+}
 
 /// The `nobody` account: another user whose processes the runner must not kill.
 pub const NOBODY: u32 = 65534;
