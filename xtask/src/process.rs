@@ -1,5 +1,7 @@
-//! Processes: identity that survives pid reuse, services spawned in their own
-//! process group, and stopping a group (TERM, a grace period, then KILL).
+//! Processes: services spawned in their own process group, and stopping a
+//! group (TERM, a grace period, then KILL). Who a process is (its pid and
+//! start time, which survive pid reuse together) is read by `procscan`, shared
+//! with the tests' harness, and re-exported here.
 //!
 //! Signalling the group reaches what the service forked (`next dev`'s server,
 //! `uvicorn --reload`'s worker, a shell's background job): killing only the
@@ -21,124 +23,7 @@ use anyhow::Context;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 
-/// A process named by its pid and its start time (clock ticks after boot):
-/// a later process that reuses the pid has another start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ProcId {
-    #[serde(deserialize_with = "positive")]
-    pub pid: i32,
-    pub start: u64,
-}
-
-/// A pid read from a file is positive: to kill(), 0 and -1 name the caller's
-/// own group and every process.
-fn positive<'de, D: serde::Deserializer<'de>>(from: D) -> Result<i32, D::Error> {
-    let pid = i32::deserialize(from)?;
-    match pid {
-        1.. => Ok(pid),
-        _ => Err(serde::de::Error::custom(format!("pid {pid} names no process: a pid is positive"))),
-    }
-}
-
-impl ProcId {
-    pub fn of(pid: i32) -> Option<ProcId> {
-        Stat::of(pid)?.id()
-    }
-
-    pub fn myself() -> ProcId {
-        ProcId::of(std::process::id() as i32).expect("/proc describes this process")
-    }
-
-    /// The same process is still running (not a zombie, not a newcomer with the same pid).
-    pub fn is_alive(self) -> bool {
-        ProcId::of(self.pid) == Some(self)
-    }
-}
-
-/// The fields of `/proc/PID/stat` the runner reads (proc(5)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    pub pid: i32,
-    /// The executable's name, at most 15 bytes.
-    pub comm: String,
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-    /// CPU time in user and kernel mode, in clock ticks.
-    pub utime: u64,
-    pub stime: u64,
-    pub threads: u64,
-    /// Clock ticks after boot.
-    pub start: u64,
-    /// A kernel thread (PF_KTHREAD): it has no environment, and is no service's.
-    pub kernel: bool,
-}
-
-impl Stat {
-    pub fn of(pid: i32) -> Option<Stat> {
-        Stat::parse(&read_proc(&format!("/proc/{pid}/stat")).ok()?)
-    }
-
-    /// `PID (COMM) STATE PPID PGRP ...`: the name may hold any bytes,
-    /// spaces and parentheses too, so it ends at the last `)`.
-    fn parse(bytes: &[u8]) -> Option<Stat> {
-        let end = bytes.iter().rposition(|b| *b == b')')?;
-        let head = String::from_utf8_lossy(&bytes[..end]);
-        let (pid, comm) = head.split_once(" (")?;
-        // Up to the start time, the 20th field after the name: the other 30 are not needed.
-        let fields: Vec<&str> =
-            std::str::from_utf8(&bytes[end + 1..]).ok()?.split_ascii_whitespace().take(20).collect();
-        let number = |i: usize| fields.get(i)?.parse().ok();
-        Some(Stat {
-            pid: pid.parse().ok()?,
-            comm: comm.to_owned(),
-            state: fields.first()?.chars().next()?,
-            ppid: fields.get(1)?.parse().ok()?,
-            pgrp: fields.get(2)?.parse().ok()?,
-            utime: number(11)?,
-            stime: number(12)?,
-            threads: number(17)?,
-            start: number(19)?,
-            kernel: number(6)? & 0x0020_0000 != 0,
-        })
-    }
-
-    /// Who it is, unless it has exited. A zombie whose other threads still
-    /// run has not: its main thread ended first (it called `pthread_exit`, or
-    /// it was the first to die of a signal) and the others hold its files,
-    /// its ports too, until the last of them ends.
-    pub fn id(&self) -> Option<ProcId> {
-        (self.state != 'Z' || self.threads > 1).then_some(ProcId { pid: self.pid, start: self.start })
-    }
-}
-
-/// A process's command line, word by word (empty for a kernel thread, or
-/// one that is gone).
-pub fn argv(pid: i32) -> Vec<String> {
-    let bytes = read_process_file(pid, "cmdline").unwrap_or_default();
-    bytes.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
-}
-
-/// `/proc/PID/NAME` of a file that describes the whole process (its command
-/// line, its environment). A process whose main thread has ended refuses to
-/// give them there, but gives them through any thread still running.
-fn read_process_file(pid: i32, name: &str) -> io::Result<Vec<u8>> {
-    read_proc(&format!("/proc/{pid}/{name}")).or_else(|error| {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten();
-        let mut through =
-            tasks.map(|task| read_proc(&format!("/proc/{pid}/task/{}/{name}", task.file_name().display())));
-        through.find(Result::is_ok).unwrap_or(Err(error))
-    })
-}
-
-/// A file of `/proc`. They report a size of 0, from which `std::fs::read`
-/// would read in small growing steps, each a system call; a stat line, and
-/// most command lines, fit in one read of 4 KiB.
-fn read_proc(path: &str) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(4096);
-    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
+pub use procscan::{ProcId, Stat, argv, group_members};
 
 /// Marks close-on-exec every descriptor this program inherited beyond
 /// stdin, stdout and stderr (an IDE's or a CI runner's pipes), so that no
@@ -170,11 +55,6 @@ pub fn all_pids() -> Vec<i32> {
     procscan::pids()
 }
 
-/// The live (non-zombie) members of a process group.
-pub fn group_members(pgid: i32) -> Vec<ProcId> {
-    all_pids().into_iter().filter_map(Stat::of).filter(|s| s.pgrp == pgid).filter_map(|s| s.id()).collect()
-}
-
 /// The environment variable that marks every process of a group we start.
 const MARK: &str = "XTASK_GROUP";
 
@@ -192,7 +72,7 @@ pub fn mark_of(pid: i32) -> Option<u64> {
     // moment (measured: a few hundred µs): asked again, a few times.
     let mut tries = 0;
     let environ = loop {
-        match read_process_file(pid, "environ") {
+        match procscan::process_file(pid, "environ") {
             Ok(bytes) if bytes.is_empty() && tries < 5 => tries += 1,
             read => break read.unwrap_or_default(),
         }
@@ -598,36 +478,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stat_line_whose_name_holds_parentheses_or_any_bytes() {
-        let line = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 9 0 0 0 7 3 0 0 20 0 1 0 123456 2269184 129 0";
-        let want = Stat {
-            pid: 4242,
-            comm: "a) b (c)".into(),
-            state: 'S',
-            ppid: 1,
-            pgrp: 4242,
-            utime: 7,
-            stime: 3,
-            threads: 1,
-            start: 123456,
-            kernel: false,
-        };
-        assert_eq!(Stat::parse(line), Some(want));
-        assert_eq!(Stat::parse(b"4242 (cut short) S 1"), None);
-        // A name is bytes, cut at 15 of them: maybe in the middle of a character.
-        let cut = b"77 (srv-\xc3) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0 0";
-        assert_eq!(Stat::parse(cut).map(|s| (s.comm, s.start)), Some(("srv-\u{fffd}".into(), 99)));
-        let kthreadd = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 12 0";
-        assert_eq!(Stat::parse(kthreadd).map(|s| s.kernel), Some(true));
-        let me = Stat::of(std::process::id() as i32).unwrap();
-        assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
-    }
-
-    #[test]
-    fn a_reused_pid_is_not_the_same_process() {
-        let me = ProcId::myself();
-        assert!(me.is_alive());
-        assert!(!ProcId { start: me.start + 1, ..me }.is_alive());
+    fn ancestors_end_at_pid_1() {
         assert!(ancestors().contains(&1) || ancestors().is_empty());
     }
 
