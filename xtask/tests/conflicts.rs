@@ -1,9 +1,10 @@
 //! Who holds a service's preferred port, and what the runner may do about
 //! it (DESIGN.md section 6), through `start` in every mode.
 
-mod common;
+use harness::*;
 
-use common::*;
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 fn one_service(base: u16) -> String {
     http_service("api", base, "")
@@ -12,7 +13,7 @@ fn one_service(base: u16) -> String {
 #[test]
 fn non_interactive_kills_a_process_of_the_same_user() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let out = c.ok(&["start"]); // stdin is not a terminal
     assert!(out.contains(&format!("api: killed pid {} (", squatter.pid())), "{out}");
@@ -26,7 +27,7 @@ fn non_interactive_kills_a_process_of_the_same_user() {
 #[test]
 fn non_interactive_kills_a_holder_whose_main_thread_has_ended() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     let squatter = Squatter::main_thread_ended(base);
     let out = c.ok(&["start"]);
     assert!(out.contains(&format!("api: killed pid {} (python3", squatter.pid())), "{out}");
@@ -37,7 +38,7 @@ fn non_interactive_kills_a_holder_whose_main_thread_has_ended() {
 #[test]
 fn no_kill_always_moves() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let out = c.ok(&["start", "--no-kill"]);
     assert!(out.contains(&format!("api: port {base} is held by pid {}", squatter.pid())), "{out}");
@@ -50,7 +51,7 @@ fn no_kill_always_moves() {
 #[test]
 fn the_prompt_names_the_holder_and_yes_kills_it() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let (ok, out) = run_in_terminal(&c, "start", "y\n", &[]);
     assert!(ok, "{out}");
@@ -68,7 +69,7 @@ fn the_prompt_names_the_holder_and_yes_kills_it() {
 fn the_prompt_defaults_to_no_and_moves() {
     for answer in ["n\n", "\n"] {
         let base = free_ports(10);
-        let c = Checkout::new(&one_service(base));
+        let c = Checkout::new(XTASK, &one_service(base));
         let squatter = Squatter::start(base, "127.0.0.1", None);
         let (ok, out) = run_in_terminal(&c, "start", answer, &[]);
         assert!(ok, "{out}");
@@ -82,7 +83,7 @@ fn the_prompt_defaults_to_no_and_moves() {
 #[test]
 fn force_mode_kills_without_asking_even_on_a_terminal() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let (ok, out) = run_in_terminal(&c, "start", "", &[("FORCE_MODE", "true")]);
     assert!(ok, "{out}");
@@ -95,7 +96,7 @@ fn force_mode_kills_without_asking_even_on_a_terminal() {
 #[test]
 fn an_ancestor_of_the_runner_is_never_killed() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     // This test process holds the port and is the runner's parent: a kill
     // would end the test itself.
     let _listener = std::net::TcpListener::bind(("127.0.0.1", base)).unwrap();
@@ -106,11 +107,10 @@ fn an_ancestor_of_the_runner_is_never_killed() {
 
 /// api and web, each with a window of 3 ports.
 fn api_and_web(base: u16) -> Checkout {
-    Checkout::new(&format!(
-        "[ports]\nattempts = 3\n{}{}",
-        http_service("api", base, ""),
-        http_service("web", base + 10, "")
-    ))
+    Checkout::new(
+        XTASK,
+        &format!("[ports]\nattempts = 3\n{}{}", http_service("api", base, ""), http_service("web", base + 10, "")),
+    )
 }
 
 /// Holds api's whole window (of `api_and_web`) in this test process, the
@@ -136,7 +136,7 @@ fn no_holder_is_killed_when_some_service_would_get_no_port_anyway() {
 #[test]
 fn nobody_is_killed_for_a_port_below_the_range() {
     let base = free_ports(20);
-    let c = Checkout::new(&format!("[ports]\nrange = [{}, {}]\n{}", base + 10, base + 19, one_service(base)));
+    let c = Checkout::new(XTASK, &format!("[ports]\nrange = [{}, {}]\n{}", base + 10, base + 19, one_service(base)));
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let out = c.ok(&["start", "--force"]);
     assert!(alive(squatter.pid()), "killed for a port it would not use:\n{out}");
@@ -179,7 +179,7 @@ impl SharedListener {
         let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         assert!(wait_for(std::time::Duration::from_secs(10), listening), "nothing listens on {port}");
         let pid = parent.id() as i32;
-        let child = group_members(pid).into_iter().find(|p| *p != pid).expect("the child runs");
+        let child = group_members(pid).into_iter().find(|m| m.pid != pid).expect("the child runs").pid;
         SharedListener { parent, child }
     }
 
@@ -198,7 +198,7 @@ impl Drop for SharedListener {
 #[test]
 fn the_prompt_names_every_holder_it_would_kill() {
     let base = free_ports(10);
-    let c = Checkout::new(&one_service(base));
+    let c = Checkout::new(XTASK, &one_service(base));
     let holders = SharedListener::start(base);
     let (ok, out) = run_in_terminal(&c, "start", "y\n", &[]);
     assert!(ok, "{out}");
@@ -217,7 +217,7 @@ fn the_prompt_names_every_holder_it_would_kill() {
 #[test]
 fn a_port_held_by_another_service_of_this_checkout_is_never_freed() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     c.ok(&["ports", "set", "a", &(base + 5).to_string()]);
     c.ok(&["start"]);
     let a = c.pid_of("a").unwrap();
@@ -235,7 +235,7 @@ fn a_port_held_by_another_service_of_this_checkout_is_never_freed() {
 #[test]
 fn the_old_instance_of_a_renamed_service_is_stopped() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("api", base, ""));
+    let c = Checkout::new(XTASK, &http_service("api", base, ""));
     c.ok(&["start"]);
     let api = c.pid_of("api").unwrap();
     std::fs::write(c.path("ports.toml"), http_service("backend", base, "")).unwrap();
@@ -262,7 +262,7 @@ mod needs_root {
     fn another_users_process_is_never_killed() {
         assert!(is_root(), "this test needs root");
         let base = free_ports(10);
-        let c = Checkout::new(&one_service(base));
+        let c = Checkout::new(XTASK, &one_service(base));
         let squatter = Squatter::start(base, "127.0.0.1", Some(NOBODY));
         let out = c.command(&["start"]).env("FORCE_MODE", "true").output().unwrap();
         let out = text(&out);
@@ -317,7 +317,7 @@ mod needs_root {
     #[ignore = "needs root: `cargo xtask test` runs it as root"]
     fn an_unwritable_checkout_is_refused_before_any_kill() {
         let base = free_ports(10);
-        let c = Checkout::new(&one_service(base));
+        let c = Checkout::new(XTASK, &one_service(base));
         let nobody = AsNobody::new();
         read_only(c.dir.path());
         // Its own records and logs, from when it could write there.
@@ -351,7 +351,7 @@ mod needs_root {
         let toml = format!(
             "[services.api]\nport = {base}\ncommand = \"/usr/bin/python3 -m http.server {{port}} --bind 127.0.0.1\"\n"
         );
-        let c = Checkout::new(&toml);
+        let c = Checkout::new(XTASK, &toml);
         let nobody = AsNobody::new();
         let (elsewhere, inside) = (nobody.world.path().join("generated"), c.path("generated"));
         for dir in [&elsewhere, &elsewhere.join(".pids"), &elsewhere.join(".logs"), &inside] {

@@ -2,14 +2,15 @@
 //! Host or Origin, a reserved port per checkout, and actions that do what
 //! the CLI does. (The page itself is driven in Chromium by the stack test.)
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use harness::*;
+
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 /// `xtask ui` (or `dev`) in the background of the test, with its address.
 struct Served {
@@ -71,7 +72,7 @@ fn two_services(base: u16) -> String {
 #[test]
 fn the_api_needs_the_token_a_loopback_host_and_no_other_origin() {
     let base = free_ports(10);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["start"]);
     let ui = Served::start(&c, "ui");
     let host = ui.host();
@@ -107,7 +108,7 @@ fn the_api_needs_the_token_a_loopback_host_and_no_other_origin() {
 #[test]
 fn actions_do_what_the_cli_does() {
     let base = free_ports(10);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["start"]);
     let ui = Served::start(&c, "ui");
     let (a, b) = (c.pid_of("a").unwrap(), c.pid_of("b").unwrap());
@@ -148,7 +149,7 @@ fn actions_do_what_the_cli_does() {
 #[test]
 fn dev_serves_the_dashboard_and_takes_its_actions() {
     let base = free_ports(10);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let dev = Served::start(&c, "dev");
     assert!(wait_for(Duration::from_secs(30), || c.status().values().all(|s| s["healthy"] == true)));
     let (_, state) = dev.api("GET", "/api/state", "");
@@ -168,8 +169,8 @@ fn dev_serves_the_dashboard_and_takes_its_actions() {
 fn each_checkout_gets_its_own_dashboard_port() {
     let state = tempfile::TempDir::new().unwrap();
     let base = free_ports(10);
-    let one = Checkout::sharing(&two_services(base), state.path());
-    let two = Checkout::sharing(&two_services(base), state.path());
+    let one = Checkout::sharing(XTASK, &two_services(base), state.path());
+    let two = Checkout::sharing(XTASK, &two_services(base), state.path());
     let (ui1, ui2) = (Served::start(&one, "ui"), Served::start(&two, "ui"));
     assert_ne!(ui1.port, ui2.port);
     let port1 = ui1.port;
@@ -192,7 +193,7 @@ fn the_dashboard_moves_past_the_kernels_ephemeral_range() {
         eprintln!("skipped: this machine has no ephemeral range with room on both sides");
         return;
     };
-    let c = Checkout::new(&two_services(free_ports(10)));
+    let c = Checkout::new(XTASK, &two_services(free_ports(10)));
     // Its last port, just below the range, is now held by someone else.
     let root = std::fs::canonicalize(c.dir.path()).unwrap();
     let registry = serde_json::json!({ "checkouts": { root.to_str().unwrap(): { "ports": {}, "dashboard": lo - 1 } } });
@@ -209,7 +210,7 @@ fn the_dashboard_moves_past_the_kernels_ephemeral_range() {
 /// dashboard is the runner's own, not a stranger to kill (FORCE_MODE).
 #[test]
 fn a_service_on_the_dashboards_port_moves() {
-    let c = Checkout::new(&http_service("a", free_ports(5), ""));
+    let c = Checkout::new(XTASK, &http_service("a", free_ports(5), ""));
     let ui = Served::start(&c, "ui");
     std::fs::write(c.path("ports.toml"), http_service("a", ui.port, "")).unwrap();
     let alone = STARTING.write().unwrap_or_else(|e| e.into_inner());
@@ -250,7 +251,7 @@ fn interrupt(served: &Served) {
 #[test]
 fn ctrl_c_during_an_action_of_dev_stops_dev() {
     let base = free_ports(10);
-    let c = Checkout::new(&(http_service("a", base, "") + &slow_service("slow", base + 1, "")));
+    let c = Checkout::new(XTASK, &(http_service("a", base, "") + &slow_service("slow", base + 1, "")));
     let mut dev = Served::start(&c, "dev");
     assert!(wait_for(Duration::from_secs(30), || c.status().values().all(|s| s["healthy"] == true)));
     let slow = c.pid_of("slow").unwrap();
@@ -273,7 +274,7 @@ fn ctrl_c_in_ui_stops_no_service_and_lets_the_action_under_way_finish() {
     let toml = slow_service("slow", base, "")
         + &http_service("b", base + 1, "depends_on = [\"slow\"]")
         + &http_service("k", base + 2, "");
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     c.ok(&["start", "k"]);
     let mut ui = Served::start(&c, "ui");
     let start = act_later(&ui, "/api/services/b/start");
@@ -303,7 +304,7 @@ fn dev_of(c: &Checkout, args: &[&str]) -> Served {
 fn start_from_the_dashboard_of_dev_sets_the_service_up() {
     let base = free_ports(10);
     let web = "dirs = [\".data/web\"]\n[[services.web.setup]]\ncommand = [\"touch\", \".data/web/set-up\"]";
-    let c = Checkout::new(&(http_service("other", base, "") + &http_service("web", base + 1, web)));
+    let c = Checkout::new(XTASK, &(http_service("other", base, "") + &http_service("web", base + 1, web)));
     let dev = dev_of(&c, &["other"]);
     let (code, reply) = dev.api("POST", "/api/services/web/start", "");
     assert_eq!(code, 200, "{reply}");
@@ -315,7 +316,7 @@ fn start_from_the_dashboard_of_dev_sets_the_service_up() {
 #[test]
 fn set_port_in_dev_says_where_the_service_really_went() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     let dev = Served::start(&c, "dev");
     assert!(wait_for(Duration::from_secs(30), || c.status()["a"]["healthy"] == true));
     let holder = Squatter::start(base + 5, "127.0.0.1", None);
@@ -332,7 +333,7 @@ fn set_port_in_dev_says_where_the_service_really_went() {
 #[test]
 fn a_start_beside_dev_is_refused_and_its_dashboard_starts_instead() {
     let base = free_ports(10);
-    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let c = Checkout::new(XTASK, &(http_service("a", base, "") + &http_service("b", base + 1, "")));
     let dev = dev_of(&c, &["a"]);
     let (code, reply) = dev.api("POST", "/api/services/a/stop", "");
     assert_eq!(code, 200, "{reply}");
@@ -351,7 +352,7 @@ fn a_start_beside_dev_is_refused_and_its_dashboard_starts_instead() {
 #[test]
 fn the_dashboard_of_dev_restarts_and_moves_a_background_service() {
     let base = free_ports(10);
-    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let c = Checkout::new(XTASK, &(http_service("a", base, "") + &http_service("b", base + 1, "")));
     c.ok(&["start", "b"]);
     let b = c.pid_of("b").unwrap();
     let dev = dev_of(&c, &["a"]);
@@ -370,7 +371,7 @@ fn the_dashboard_of_dev_restarts_and_moves_a_background_service() {
 #[test]
 fn a_second_dev_is_refused_even_while_the_first_runs_nothing() {
     let base = free_ports(10);
-    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let c = Checkout::new(XTASK, &(http_service("a", base, "") + &http_service("b", base + 1, "")));
     let first = dev_of(&c, &["a"]);
     let (code, reply) = first.api("POST", "/api/services/a/stop", "");
     assert_eq!(code, 200, "{reply}");
@@ -387,7 +388,7 @@ fn a_second_dev_is_refused_even_while_the_first_runs_nothing() {
 /// A dashboard that ends leaves the record of one that took its place.
 #[test]
 fn a_dashboard_that_ends_leaves_anothers_record() {
-    let c = Checkout::new(&http_service("a", free_ports(5), ""));
+    let c = Checkout::new(XTASK, &http_service("a", free_ports(5), ""));
     let ui = Served::start(&c, "ui");
     let dev = Served::start(&c, "dev");
     ui.stop();
@@ -402,7 +403,7 @@ fn a_dashboard_that_ends_leaves_anothers_record() {
 #[test]
 fn a_dev_that_runs_no_service_is_found_by_restart_and_stop() {
     let base = free_ports(10);
-    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let c = Checkout::new(XTASK, &(http_service("a", base, "") + &http_service("b", base + 1, "")));
     c.ok(&["start", "b"]);
     let b = c.pid_of("b").unwrap();
     let mut dev = dev_of(&c, &["a"]);
@@ -420,7 +421,7 @@ fn a_dev_that_runs_no_service_is_found_by_restart_and_stop() {
 #[test]
 fn only_its_user_may_read_the_dashboards_token() {
     use std::os::unix::fs::PermissionsExt;
-    let c = Checkout::new(&http_service("a", free_ports(5), ""));
+    let c = Checkout::new(XTASK, &http_service("a", free_ports(5), ""));
     let ui = Served::start(&c, "ui");
     let mode = std::fs::metadata(c.path(".pids/dashboard")).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "others may read the token: mode {mode:o}");

@@ -1,11 +1,12 @@
 //! The runner's core through its command line: ports.toml errors,
 //! allocation, .ports.json and .env.runtime, who holds a port.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::*;
+use harness::*;
+
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 fn two_services(base: u16) -> String {
     format!(
@@ -18,7 +19,7 @@ fn two_services(base: u16) -> String {
 #[test]
 fn first_run_writes_the_preferred_ports_in_the_seed_formats() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["ports", "allocate"]);
     assert_eq!(c.read(".ports.json").unwrap(), format!("{{\n  \"api\": {base},\n  \"web\": {}\n}}\n", base + 10));
     assert_eq!(
@@ -35,7 +36,7 @@ fn first_run_writes_the_preferred_ports_in_the_seed_formats() {
 #[test]
 fn a_listener_on_any_one_address_moves_the_service() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     for host in ["127.0.0.1", "0.0.0.0", "::1", "::"] {
         let Ok(listener) = std::net::TcpListener::bind((host, base)) else { continue }; // no IPv6 here
         let _ = std::fs::remove_file(c.path(".ports.json"));
@@ -50,7 +51,7 @@ fn a_listener_on_any_one_address_moves_the_service() {
 #[test]
 fn hand_edits_are_honoured_and_kept_as_written() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let edited = format!("{{\"api\": {},   \"web\": {}}}", base + 3, base + 10);
     std::fs::write(c.path(".ports.json"), &edited).unwrap();
     c.ok(&["ports", "allocate"]);
@@ -61,7 +62,7 @@ fn hand_edits_are_honoured_and_kept_as_written() {
 #[test]
 fn invalid_ports_json_is_an_error_and_changes_nothing() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     for bad in
         ["{\"api\": 8000,", "{\"apx\": \"8000\"}", "{\"api\": \"8000\"}", "[1]", "{\"api\": 8000, \"api\": 8001}"]
     {
@@ -78,7 +79,7 @@ fn invalid_ports_json_is_an_error_and_changes_nothing() {
 #[test]
 fn an_entry_of_a_renamed_service_is_noted_and_dropped() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let stale = format!("{{\n  \"api\": {},\n  \"web\": {}\n}}\n", base + 3, base + 10);
     std::fs::write(c.path(".ports.json"), &stale).unwrap();
     std::fs::write(c.path("ports.toml"), two_services(base).replace("api", "api2")).unwrap();
@@ -118,7 +119,7 @@ fn bad_ports_toml_names_the_place_and_writes_nothing() {
         ),
     ];
     for (text, needle) in cases {
-        let c = Checkout::new(&text);
+        let c = Checkout::new(XTASK, &text);
         for args in [&["ports", "allocate"][..], &["start"], &["dev"], &["ports"]] {
             let out = c.fails(args);
             assert!(out.contains("ports.toml:") && out.contains(needle), "{args:?} {needle}:\n{out}");
@@ -140,7 +141,7 @@ fn a_ports_toml_without_services_is_an_error_and_writes_nothing() {
     for (text, place) in
         [("", "1:1"), ("# the services, one day\n", "1:1"), ("[ports]\nattempts = 5\n[services]\n", "3:1")]
     {
-        let c = Checkout::new(text);
+        let c = Checkout::new(XTASK, text);
         for args in [&["ports", "allocate"][..], &["start"], &["dev"]] {
             let out = c.fails(args);
             let want = format!("{}:{place}: no services: name at least one", c.path("ports.toml").display());
@@ -169,7 +170,7 @@ fn a_link_out_of_the_checkout_is_refused_and_changes_nothing() {
     // A process `start` would kill for api's port (this user's, no one asked).
     let squatter = Squatter::start(base, "127.0.0.1", None);
     for (name, text) in cases {
-        let c = Checkout::new(&two_services(base));
+        let c = Checkout::new(XTASK, &two_services(base));
         std::fs::write(&outside, &text).unwrap();
         std::os::unix::fs::symlink(&outside, c.path(name)).unwrap();
         for args in [&["ports", "allocate"][..], &["start"], &["ports", "set", "web", &(base + 12).to_string()]] {
@@ -191,7 +192,7 @@ fn a_link_out_of_the_checkout_is_refused_and_changes_nothing() {
     }
     // Inside the checkout, a link is written through and stays a link.
     drop(squatter);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     std::fs::create_dir(c.path("generated")).unwrap();
     std::os::unix::fs::symlink("generated/env.runtime", c.path(".env.runtime")).unwrap();
     c.ok(&["ports", "allocate"]);
@@ -202,7 +203,7 @@ fn a_link_out_of_the_checkout_is_refused_and_changes_nothing() {
 #[test]
 fn no_free_port_fails_naming_service_range_and_holders() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let squatters: Vec<_> = (base..base + 5).map(|p| Squatter::start(p, "127.0.0.1", None)).collect();
     let out = c.fails(&["ports", "allocate"]);
     assert!(out.contains(&format!("no free port for api: tried {base}-{}", base + 4)), "{out}");
@@ -217,11 +218,14 @@ fn no_free_port_fails_naming_service_range_and_holders() {
 #[test]
 fn no_port_left_names_the_service_it_was_given_to() {
     let base = free_ports(20);
-    let c = Checkout::new(&format!(
-        "[ports]\nattempts = 1\n{}{}",
-        http_service("api", base, ""),
-        http_service("web", base + 10, "depends_on = [\"api\"]")
-    ));
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[ports]\nattempts = 1\n{}{}",
+            http_service("api", base, ""),
+            http_service("web", base + 10, "depends_on = [\"api\"]")
+        ),
+    );
     let hand_edit = format!("{{\"web\": {base}}}");
     std::fs::write(c.path(".ports.json"), &hand_edit).unwrap();
     for args in [&["ports", "allocate"][..], &["start"]] {
@@ -242,7 +246,7 @@ fn no_port_left_names_the_service_it_was_given_to() {
 #[test]
 fn a_command_that_finds_no_port_leaves_the_checkout_as_it_was() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     // Held by this process, the runner's parent, which is never killed.
     let _held: Vec<_> = (base..base + 5).map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
     for args in [&["ports", "allocate"][..], &["start", "--no-kill"], &["dev", "--no-kill"]] {
@@ -256,7 +260,7 @@ fn a_command_that_finds_no_port_leaves_the_checkout_as_it_was() {
 #[test]
 fn ports_shows_who_holds_each_port() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let squatter = Squatter::start(base + 10, "127.0.0.1", None);
     let out = c.ok(&["ports"]);
     assert!(out.contains("not allocated yet"), "{out}");
@@ -277,7 +281,7 @@ fn ports_shows_who_holds_each_port() {
 #[test]
 fn ports_who_names_the_holders_and_whose_services_they_are() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["start", "api"]);
     let api = c.pid_of("api").unwrap();
     let squatter = Squatter::start(base + 5, "127.0.0.1", None);
@@ -301,7 +305,7 @@ fn ports_who_names_the_holders_and_whose_services_they_are() {
 #[test]
 fn eight_concurrent_allocations_leave_whole_consistent_files() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let _squatter = Squatter::start(base, "127.0.0.1", None);
     // Allocations racing with port changes, so that the files keep changing.
     let children: Vec<_> = (0..8u16)
@@ -349,7 +353,7 @@ fn eight_concurrent_allocations_leave_whole_consistent_files() {
 #[test]
 fn set_pins_a_port_and_reset_forgets() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["ports", "set", "api", &(base + 7).to_string()]);
     assert_eq!(c.ports()["api"], base + 7);
     assert!(c.read(".env.runtime").unwrap().contains(&format!("API=http://127.0.0.1:{}\n", base + 7)));
@@ -367,8 +371,10 @@ fn set_pins_a_port_and_reset_forgets() {
 #[test]
 fn set_refuses_a_port_outside_the_range_and_changes_nothing() {
     let base = free_ports(20);
-    let c =
-        Checkout::new(&two_services(base).replace("[ports]\n", &format!("[ports]\nrange = [{base}, {}]\n", base + 19)));
+    let c = Checkout::new(
+        XTASK,
+        &two_services(base).replace("[ports]\n", &format!("[ports]\nrange = [{base}, {}]\n", base + 19)),
+    );
     for port in [base - 1, base + 20] {
         let out = c.fails(&["ports", "set", "api", &port.to_string()]);
         assert!(
@@ -383,13 +389,16 @@ fn set_refuses_a_port_outside_the_range_and_changes_nothing() {
 fn a_move_says_why_the_port_was_not_used() {
     let base = free_ports(20);
     // api's port is held, so api takes web's; web moves because api has it, not because it is busy.
-    let c = Checkout::new(&format!(
-        "[ports]\nrange = [{}, {}]\n{}{}",
-        base + 1,
-        base + 19,
-        http_service("api", base + 1, ""),
-        http_service("web", base + 2, "depends_on = [\"api\"]")
-    ));
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[ports]\nrange = [{}, {}]\n{}{}",
+            base + 1,
+            base + 19,
+            http_service("api", base + 1, ""),
+            http_service("web", base + 2, "depends_on = [\"api\"]")
+        ),
+    );
     let _squatter = Squatter::start(base + 1, "127.0.0.1", None);
     let out = c.ok(&["ports", "allocate"]);
     assert!(out.contains(&format!("web: port {} is given to api; using {}", base + 2, base + 3)), "{out}");
@@ -411,7 +420,7 @@ fn a_move_goes_past_the_kernels_ephemeral_range() {
     };
     let chosen = (lo + 1000..hi).find(|p| is_free(*p)).expect("a free port in the ephemeral range");
     let services = format!("{}{}", http_service("api", lo - 1, ""), http_service("web", chosen, ""));
-    let c = Checkout::new(&format!("[ports]\nattempts = 5\n{services}"));
+    let c = Checkout::new(XTASK, &format!("[ports]\nattempts = 5\n{services}"));
     assert!(is_free(lo - 1), "port {} is busy: this test needs it", lo - 1);
     let squatter = Squatter::start(lo - 1, "127.0.0.1", None);
     let out = c.ok(&["ports", "allocate"]);
@@ -439,7 +448,10 @@ fn a_move_goes_past_the_kernels_ephemeral_range() {
     assert_eq!(json["services"][1]["why_moved"], serde_json::Value::Null);
 
     // A range that ends inside the ephemeral one leaves api no other port: it says so and writes nothing.
-    let c = Checkout::new(&format!("[ports]\nrange = [{}, {}]\n{}", lo - 1, lo + 100, http_service("api", lo - 1, "")));
+    let c = Checkout::new(
+        XTASK,
+        &format!("[ports]\nrange = [{}, {}]\n{}", lo - 1, lo + 100, http_service("api", lo - 1, "")),
+    );
     let out = c.fails(&["ports", "allocate"]);
     let want = format!(
         "no free port for api: tried {}, and the rest of the range of ports.toml is in the kernel's ephemeral \
@@ -453,7 +465,7 @@ fn a_move_goes_past_the_kernels_ephemeral_range() {
 #[test]
 fn status_says_stopped_before_anything_runs() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     let out = c.ok(&["status"]);
     assert!(out.contains(&format!("Api (port {base}): ✗ Stopped")), "{out}");
     assert_eq!(c.status()["web"]["running"], false);
@@ -462,7 +474,7 @@ fn status_says_stopped_before_anything_runs() {
 #[test]
 fn a_hand_edit_for_a_running_service_is_not_applied_silently() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("web", base, ""));
+    let c = Checkout::new(XTASK, &http_service("web", base, ""));
     c.ok(&["start"]);
     std::fs::write(c.path(".ports.json"), format!("{{\"web\": {}}}\n", base + 3)).unwrap();
     let status = c.status();
@@ -481,7 +493,7 @@ fn a_hand_edit_for_a_running_service_is_not_applied_silently() {
 #[test]
 fn set_refuses_a_restart_that_would_fail_and_changes_nothing() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["start"]);
     let (before, pid) = (c.read(".ports.json").unwrap(), c.pid_of("api").unwrap());
     std::fs::write(
@@ -500,7 +512,7 @@ fn set_refuses_a_restart_that_would_fail_and_changes_nothing() {
 #[test]
 fn a_checkout_path_that_is_not_utf8_is_refused() {
     use std::os::unix::ffi::OsStrExt;
-    let c = Checkout::new(&two_services(free_ports(20)));
+    let c = Checkout::new(XTASK, &two_services(free_ports(20)));
     let odd = c.dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
     std::fs::create_dir(&odd).unwrap();
     std::fs::copy(c.path("ports.toml"), odd.join("ports.toml")).unwrap();
@@ -515,7 +527,7 @@ fn a_checkout_path_that_is_not_utf8_is_refused() {
 #[test]
 fn ports_shows_the_holder_of_a_port_given_twice() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     std::fs::write(c.path(".ports.json"), format!("{{\"api\": {base}, \"web\": {base}}}")).unwrap();
     let _squatter = Squatter::start(base, "127.0.0.1", None);
     let shown: serde_json::Value = serde_json::from_str(&c.ok(&["ports", "--json"])).unwrap();
@@ -529,7 +541,7 @@ fn ports_shows_the_holder_of_a_port_given_twice() {
 #[test]
 fn a_broken_record_is_refused_by_start_and_stop() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["start"]);
     let pid = c.pid_of("api").unwrap();
     let record = c.path(".pids/api.json");
@@ -547,7 +559,7 @@ fn a_broken_record_is_refused_by_start_and_stop() {
 #[test]
 fn a_failed_write_changes_no_file() {
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["ports", "allocate"]);
     let before = c.read(".ports.json").unwrap();
     std::fs::remove_file(c.path(".env.runtime")).unwrap();
@@ -563,9 +575,9 @@ fn a_failed_write_changes_no_file() {
 fn a_registry_that_cannot_be_written_changes_no_file() {
     use std::os::unix::fs::PermissionsExt;
     let base = free_ports(20);
-    let c = Checkout::new(&two_services(base));
+    let c = Checkout::new(XTASK, &two_services(base));
     // Root writes anywhere: run as nobody, who owns the checkout and the state folder.
-    let runner = RunnerCopy::new();
+    let runner = RunnerCopy::new(XTASK);
     let run = |args: &[&str]| {
         let mut command = if is_root() { c.command_as_nobody(&runner, args) } else { c.command(args) };
         command.output().unwrap()

@@ -2,12 +2,13 @@
 //! how to install them, folders are made, and set-up steps run again only
 //! when their inputs change.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use harness::*;
+
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 #[test]
 fn a_missing_program_says_what_to_install() {
@@ -19,7 +20,7 @@ fn a_missing_program_says_what_to_install() {
          [[services.tool.setup]]\ncommand = [\"no-such-step-7\", \"init\"]\n",
         base + 1
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let out = c.fails(&["start"]);
     assert!(out.contains("no-such-db: install it with `apt-get install no-such-db`"), "{out}");
     let place = format!("{}:8:11", c.path("ports.toml").display());
@@ -38,7 +39,7 @@ fn set_up_steps_run_once_and_again_when_their_inputs_change() {
          [[services.a.setup]]\ncreates = \".data/a/db\"\ncommand = [\"sh\", \"-c\", \"echo init >> .data/a/db\"]\n",
         http_service("a", base, "")
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     std::fs::write(c.path("deps.txt"), "one\n").unwrap();
     let out = c.ok(&["start"]);
     assert!(out.contains("a | setting up (1/2): sh -c cat deps.txt"), "{out}");
@@ -62,7 +63,7 @@ fn a_failing_step_stops_the_start_with_its_output() {
         "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"echo resolver-error-5 >&2; exit 2\"]\n",
         http_service("a", base, "")
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let out = c.fails(&["start"]);
     assert!(
         out.contains("resolver-error-5")
@@ -78,7 +79,7 @@ fn a_failing_step_stops_the_start_with_its_output() {
 fn a_path_that_leaves_the_checkout_is_refused() {
     let base = free_ports(10);
     let name = format!("outside-{}-{base}", std::process::id());
-    let c = Checkout::new(&http_service("a", base, &format!("dirs = [\"../{name}\"]\nuser = \"nobody\"")));
+    let c = Checkout::new(XTASK, &http_service("a", base, &format!("dirs = [\"../{name}\"]\nuser = \"nobody\"")));
     let outside = c.dir.path().parent().unwrap().join(&name);
     let output = c.run(&["start"]);
     let (out, made) = (text(&output), outside.exists());
@@ -95,7 +96,7 @@ fn a_path_that_leaves_the_checkout_is_refused() {
 #[test]
 fn set_up_inputs_and_dirs_are_checked_before_a_restart_stops_anything() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     c.ok(&["start"]);
     let pid = c.pid_of("a").unwrap();
     let step = "[[services.a.setup]]\ninputs = [\"deps.txt\"]\ncommand = \"true\"\n";
@@ -131,7 +132,7 @@ fn set_up_inputs_and_dirs_are_checked_before_a_restart_stops_anything() {
 fn a_program_path_that_is_not_there_is_refused_before_any_kill() {
     let base = free_ports(10);
     let toml = |extra: &str| format!("[services.a]\nport = {base}\ncommand = \"./bin/serve {{port}}\"\n{extra}");
-    let c = Checkout::new(&toml(""));
+    let c = Checkout::new(XTASK, &toml(""));
     let squatter = Squatter::start(base, "127.0.0.1", None);
     let refused = |extra: &str, says: &str| {
         std::fs::write(c.path("ports.toml"), toml(extra)).unwrap();
@@ -164,7 +165,7 @@ fn programs_set_up_may_make_are_not_refused_before_it_runs() {
         base + 1,
         base + 2
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     std::fs::write(c.path("make.sh"), make).unwrap();
     c.ok(&["start"]);
     c.ok(&["stop"]);
@@ -172,7 +173,7 @@ fn programs_set_up_may_make_are_not_refused_before_it_runs() {
         "[services.app]\nport = {base}\ncommand = \"./build/app {{port}}\"\n\
          [[services.app.setup]]\ninputs = [\"make.sh\"]\ncommand = [\"sh\", \"make.sh\"]\n"
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     std::fs::write(c.path("make.sh"), make).unwrap();
     c.ok(&["start"]);
     c.ok(&["stop"]);
@@ -184,7 +185,7 @@ fn programs_set_up_may_make_are_not_refused_before_it_runs() {
 fn a_step_named_by_its_path_runs_from_a_subfolder_too() {
     let base = free_ports(10);
     let step = "[[services.a.setup]]\ncommand = [\"tools/prepare\"]";
-    let c = Checkout::new(&http_service("a", base, step));
+    let c = Checkout::new(XTASK, &http_service("a", base, step));
     std::fs::create_dir(c.path("tools")).unwrap();
     std::fs::write(c.path("tools/prepare"), "#!/bin/sh\ntouch prepared\n").unwrap();
     std::fs::set_permissions(c.path("tools/prepare"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -201,7 +202,7 @@ fn a_step_named_by_its_path_runs_from_a_subfolder_too() {
 fn a_step_runs_in_its_cwd() {
     let base = free_ports(10);
     let step = "[[services.a.setup]]\ncwd = \"web\"\ncommand = [\"./prepare\"]";
-    let c = Checkout::new(&http_service("a", base, step));
+    let c = Checkout::new(XTASK, &http_service("a", base, step));
     std::fs::create_dir(c.path("web")).unwrap();
     std::fs::write(c.path("web/prepare"), "#!/bin/sh\npwd > prepared\n").unwrap();
     std::fs::set_permissions(c.path("web/prepare"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -225,7 +226,7 @@ fn a_step_ends_with_a_runner_killed_meanwhile() {
         "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"echo $$ > step.pid; exec sleep 300\"]\n",
         http_service("a", base, "")
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let mut start = c.command(&["start"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let step = || c.read("step.pid").and_then(|p| p.trim().parse::<i32>().ok());
     assert!(wait_for(Duration::from_secs(30), || step().is_some_and(alive)), "the step did not start");
@@ -242,7 +243,7 @@ fn a_step_ends_with_a_runner_killed_meanwhile() {
 fn a_step_may_write_to_a_terminal_set_to_tostop() {
     let base = free_ports(10);
     let step = "[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"echo from-the-step >&2\"]";
-    let c = Checkout::new(&http_service("a", base, step));
+    let c = Checkout::new(XTASK, &http_service("a", base, step));
     let line = format!("stty tostop; {XTASK} start");
     let mut start = std::process::Command::new("script")
         .args(["-qec", &line, "/dev/null"])
@@ -282,7 +283,7 @@ fn a_failing_step_stops_the_steps_of_other_services() {
         http_service("slow", base, ""),
         http_service("bad", base + 1, ""),
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let out = c.fails(&["start"]);
     let pid = |file: &str| c.read(file).and_then(|p| p.trim().parse::<i32>().ok());
     let (sleep, shell) = (pid("sleep.pid").expect(&out), pid("shell.pid").expect(&out));
@@ -328,7 +329,7 @@ fn set_up_waits_for_a_dependency_only_for_what_it_makes() {
         until("first.started"),
         http_service("user", base + 2, "depends_on = [\"first\"]"),
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let out = c.ok(&["start"]);
     assert_eq!(c.read("used.out").as_deref(), Some("made\n"), "{out}");
     assert!(out.contains("✓ set up 3 services in"), "{out}");

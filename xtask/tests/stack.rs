@@ -6,14 +6,15 @@
 //! Ignored by plain `cargo test` (it needs postgres, redis-server, node and
 //! chromium, and takes a minute); `cargo xtask test` runs it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use harness::*;
+
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -41,7 +42,7 @@ fn env_runtime(c: &Checkout) -> BTreeMap<String, String> {
 #[test]
 #[ignore = "needs postgres, redis-server, node and chromium: run by `cargo xtask test`"]
 fn the_stack_comes_up_around_held_ports_and_the_browser_sees_the_round_trip() {
-    let c = Checkout::new(&std::fs::read_to_string(repo().join("ports.toml")).unwrap());
+    let c = Checkout::new(XTASK, &std::fs::read_to_string(repo().join("ports.toml")).unwrap());
     copy_checkout(c.dir.path());
     // postgres runs as its own account when we are root: it must reach the checkout.
     std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -132,8 +133,8 @@ fn the_stack_comes_up_around_held_ports_and_the_browser_sees_the_round_trip() {
     let ports = c.ports();
 
     // Stop everything: no process left, every port free.
-    let processes: Vec<i32> =
-        c.status().values().filter_map(|s| s["pid"].as_i64()).flat_map(|g| group_members(g as i32)).collect();
+    let groups = c.status().into_values().filter_map(|s| s["pid"].as_i64());
+    let processes: Vec<i32> = groups.flat_map(|g| group_members(g as i32)).map(|m| m.pid).collect();
     assert!(processes.len() > 4, "the services' children are not in their groups: {processes:?}");
     c.ok(&["stop", "all"]);
     let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();

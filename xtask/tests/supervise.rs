@@ -1,13 +1,14 @@
 //! Running services: start/stop/restart, dev and its signals, process
 //! groups, leftovers of a killed runner, port races and port propagation.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::*;
+use harness::*;
+
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -23,7 +24,8 @@ fn stack(base: u16) -> String {
 
 /// Every process of every running service, by process group.
 fn service_processes(c: &Checkout) -> Vec<i32> {
-    c.status().values().filter_map(|s| s["pid"].as_i64()).flat_map(|pgid| group_members(pgid as i32)).collect()
+    let groups = c.status().into_values().filter_map(|s| s["pid"].as_i64());
+    groups.flat_map(|pgid| group_members(pgid as i32)).map(|m| m.pid).collect()
 }
 
 fn assert_all_gone(c: &Checkout, processes: &[i32], ports: &[u16]) {
@@ -61,7 +63,7 @@ fn wait_running(c: &Checkout, n: usize) {
 #[test]
 fn start_then_stop_leaves_no_process_and_frees_every_port() {
     let base = free_ports(30);
-    let c = Checkout::new(&stack(base));
+    let c = Checkout::new(XTASK, &stack(base));
     let out = c.ok(&["start"]);
     assert!(out.contains("3 services ready"), "{out}");
     let status = c.status();
@@ -81,7 +83,7 @@ fn start_then_stop_leaves_no_process_and_frees_every_port() {
 #[test]
 fn a_service_whose_main_thread_ended_first_still_runs_until_stopped() {
     let base = free_ports(10);
-    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"python3 serve.py {{port}}\"\n"));
+    let c = Checkout::new(XTASK, &format!("[services.a]\nport = {base}\ncommand = \"python3 serve.py {{port}}\"\n"));
     std::fs::write(c.path("serve.py"), MAIN_THREAD_ENDS_FIRST).unwrap();
     c.ok(&["start"]);
     let pid = c.pid_of("a").unwrap();
@@ -99,10 +101,10 @@ fn a_service_whose_main_thread_ended_first_still_runs_until_stopped() {
 fn stop_reaches_a_member_that_cleared_its_environment_after_the_leader_died() {
     let base = free_ports(10);
     let command = "sh -c 'env -i sleep 300 & sleep 300 & exec python3 -m http.server {port} --bind 127.0.0.1'";
-    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"{command}\"\n"));
+    let c = Checkout::new(XTASK, &format!("[services.a]\nport = {base}\ncommand = \"{command}\"\n"));
     c.ok(&["start"]);
     let leader = c.pid_of("a").unwrap();
-    let processes = group_members(leader);
+    let processes: Vec<i32> = group_members(leader).into_iter().map(|m| m.pid).collect();
     assert_eq!(processes.len(), 3, "{processes:?}");
     std::process::Command::new("kill").args(["-KILL", &leader.to_string()]).status().unwrap();
     assert!(wait_for(Duration::from_secs(5), || !alive(leader)));
@@ -118,10 +120,13 @@ fn stop_reaches_a_member_that_cleared_its_environment_after_the_leader_died() {
 fn stop_reaches_a_process_that_left_the_group() {
     let base = free_ports(10);
     let sleeper = format!("sleep 1{base}");
-    let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\n\
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[services.a]\nport = {base}\n\
          command = [\"sh\", \"-c\", \"setsid {sleeper} & exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n"
-    ));
+        ),
+    );
     c.ok(&["start"]);
     let group = service_processes(&c);
     let escaped = || processes_with(&sleeper).into_iter().map(|(pid, _)| pid).collect::<Vec<_>>();
@@ -138,10 +143,13 @@ fn stop_reaches_a_process_that_left_the_group() {
 #[test]
 fn stop_reaches_the_daemon_of_a_service_whose_group_is_gone() {
     let base = free_ports(10);
-    let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\n\
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[services.a]\nport = {base}\n\
          command = [\"sh\", \"-c\", \"setsid python3 -m http.server {{port}} --bind 127.0.0.1 & sleep 2\"]\n"
-    ));
+        ),
+    );
     c.ok(&["start"]);
     let pid = c.pid_of("a").unwrap();
     assert!(wait_for(LONG, || !alive(pid)), "the service's shell did not exit");
@@ -175,7 +183,7 @@ fn stop_reaches_what_a_daemon_forks_while_it_stops() {
         os.wait()\n\
         time.sleep(300)\n";
     let base = free_ports(10);
-    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"python3 daemon.py {{port}}\"\n"));
+    let c = Checkout::new(XTASK, &format!("[services.a]\nport = {base}\ncommand = \"python3 daemon.py {{port}}\"\n"));
     std::fs::write(c.path("daemon.py"), DAEMON).unwrap();
     c.ok(&["start"]);
     let daemon = || processes_with(&format!("daemon.py {base}")).into_iter().map(|(pid, _)| pid).collect::<Vec<_>>();
@@ -210,7 +218,8 @@ fn a_daemon_forking_its_second_child_as_a_look_lists_its_first_is_stopped() {
             os._exit(0)\n";
     let base = free_ports(10);
     let slow = format!("3{base}");
-    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = \"python3 daemon.py {base} {slow}\"\n"));
+    let c =
+        Checkout::new(XTASK, &format!("[services.a]\nport = {base}\ncommand = \"python3 daemon.py {base} {slow}\"\n"));
     std::fs::write(c.path("daemon.py"), DAEMON).unwrap();
     let out = c.fails(&["start"]);
     let kill = |needle: &str| {
@@ -232,10 +241,13 @@ fn a_daemon_forking_its_second_child_as_a_look_lists_its_first_is_stopped() {
 #[test]
 fn a_service_whose_listener_left_the_group_becomes_ready_and_stops() {
     let base = free_ports(10);
-    let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\n\
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[services.a]\nport = {base}\n\
          command = [\"sh\", \"-c\", \"setsid python3 -m http.server {{port}} --bind 127.0.0.1 & exec sleep 1{base}\"]\n"
-    ));
+        ),
+    );
     let out = c.ok(&["start"]);
     assert!(out.contains("1 service ready"), "{out}");
     assert_eq!(c.status()["a"]["healthy"], true);
@@ -251,7 +263,7 @@ fn a_service_whose_listener_left_the_group_becomes_ready_and_stops() {
 #[test]
 fn a_start_runs_while_another_command_looks_for_a_dev() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     std::fs::create_dir(c.path(".pids")).unwrap();
     let looking = std::fs::File::create(c.path(".pids/dev.lock")).unwrap();
     looking.lock_shared().unwrap();
@@ -262,7 +274,7 @@ fn a_start_runs_while_another_command_looks_for_a_dev() {
 #[test]
 fn two_starts_at_once_start_a_service_once() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     let spawn = || c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let both = [spawn(), spawn()].map(|p| p.wait_with_output().unwrap());
     assert!(both.iter().all(|o| o.status.success()), "{:?}", both.each_ref().map(text));
@@ -276,7 +288,7 @@ fn two_starts_at_once_start_a_service_once() {
 #[test]
 fn dev_refusing_leaves_the_background_services_running() {
     let base = free_ports(20);
-    let c = Checkout::new(&format!("{}{}", http_service("a", base, ""), http_service("b", base + 10, "")));
+    let c = Checkout::new(XTASK, &format!("{}{}", http_service("a", base, ""), http_service("b", base + 10, "")));
     c.ok(&["start", "a"]);
     let a = c.pid_of("a").unwrap();
     // b is run by a dev in another terminal; a's record comes first.
@@ -302,11 +314,14 @@ fn a_ready_service_that_exits_while_others_start_fails_the_start() {
     let base = free_ports(10);
     // a serves until the file `go` appears; b starts long after.
     let a = "python3 -m http.server {port} --bind 127.0.0.1 & until [ -e go ]; do sleep 0.1; done; kill $!; exit 3";
-    let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{a}\"]\n\
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{a}\"]\n\
          [services.b]\nport = {}\ncommand = \"sh -c 'sleep 60; exec python3 -m http.server {{port}} --bind 127.0.0.1'\"\n",
-        base + 1
-    ));
+            base + 1
+        ),
+    );
     let mut start = c.command(&["start"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Ready for the runner, not merely answering: until it saw so, a's exit
     // is one before it was ready.
@@ -325,7 +340,7 @@ fn a_ready_service_that_exits_while_others_start_fails_the_start() {
 #[test]
 fn a_service_whose_record_cannot_be_written_is_not_left_running() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     std::fs::create_dir_all(c.path(".pids/a.json")).unwrap();
     let out = c.fails(&["start"]);
     assert!(out.contains(".pids/a.json"), "{out}");
@@ -337,7 +352,8 @@ fn a_service_whose_record_cannot_be_written_is_not_left_running() {
 fn dev_holds_no_whole_line_of_output_without_newlines() {
     let base = free_ports(10);
     let flood = "import sys, time; sys.stdout.write('x' * 50_000_000); sys.stdout.flush(); time.sleep(60)";
-    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = [\"python3\", \"-c\", \"{flood}\"]\n"));
+    let c =
+        Checkout::new(XTASK, &format!("[services.a]\nport = {base}\ncommand = [\"python3\", \"-c\", \"{flood}\"]\n"));
     let (mut dev, _) = spawn_dev(&c, &[]);
     // All but the last piece, which waits for more output or the end.
     let logged = || std::fs::metadata(c.path(".logs/a.log")).is_ok_and(|m| m.len() >= 49_000_000);
@@ -355,7 +371,7 @@ fn dev_holds_no_whole_line_of_output_without_newlines() {
 #[test]
 fn ports_set_under_another_dev_changes_nothing() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 1);
     let before = (c.read(".ports.json"), c.read(".env.runtime"));
@@ -369,7 +385,7 @@ fn ports_set_under_another_dev_changes_nothing() {
 #[test]
 fn start_leaves_a_service_that_already_runs_alone() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     c.ok(&["start"]);
     let (pid, processes) = (c.pid_of("a").unwrap(), service_processes(&c));
     let out = c.ok(&["start"]);
@@ -387,7 +403,7 @@ fn stop_kills_a_service_that_ignores_term() {
         "[services.stubborn]\nport = {base}\nstop_grace = 0.5\n\
          command = [\"sh\", \"-c\", \"trap '' TERM; python3 -m http.server {{port}} --bind 127.0.0.1\"]\n"
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     c.ok(&["start"]);
     let processes = service_processes(&c);
     c.ok(&["stop"]);
@@ -401,12 +417,15 @@ fn stop_kills_a_service_that_ignores_term() {
 fn a_suspended_service_shows_as_such_and_takes_its_term() {
     let base = free_ports(10);
     let serve = "trap 'echo terminated > term.txt; exit 0' TERM; python3 -m http.server {port} --bind 127.0.0.1 & wait";
-    let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\nstop_grace = 1\nready = {{ http = \"/\" }}\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"
-    ));
+    let c = Checkout::new(
+        XTASK,
+        &format!(
+            "[services.a]\nport = {base}\nstop_grace = 1\nready = {{ http = \"/\" }}\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"
+        ),
+    );
     c.ok(&["start"]);
     let pid = c.pid_of("a").unwrap();
-    let processes = group_members(pid);
+    let processes: Vec<i32> = group_members(pid).into_iter().map(|m| m.pid).collect();
     assert_eq!(processes.len(), 2, "{processes:?}");
     std::process::Command::new("kill").args(["-STOP", "--", &format!("-{pid}")]).status().unwrap();
     let state = |p: &i32| {
@@ -436,7 +455,7 @@ stop_grace = 0.5
 command = ['sh', '-c', '''env -i sh -c 'trap "" TERM; exec sleep 300' & exec python3 -m http.server {{port}} --bind 127.0.0.1''']
 "#
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     c.ok(&["start"]);
     let processes = service_processes(&c);
     assert_eq!(processes.len(), 2, "{processes:?}");
@@ -452,7 +471,7 @@ fn a_second_ctrl_c_cuts_the_grace_short() {
         "[services.stubborn]\nport = {base}\nstop_grace = 60\n\
          command = [\"sh\", \"-c\", \"trap '' TERM; python3 -m http.server {{port}} --bind 127.0.0.1\"]\n"
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 1);
     let processes = service_processes(&c);
@@ -479,9 +498,10 @@ fn a_second_ctrl_c_works_without_a_terminal_and_a_second_sigterm_does_not_hurry(
     let serve = format!(
         "trap 'sleep 3; echo graceful-exit; exit 0' TERM; python3 -m http.server {base} --bind 127.0.0.1 & wait"
     );
-    let c = Checkout::new(&format!(
-        "[services.a]\nport = {base}\nstop_grace = 60\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"
-    ));
+    let c = Checkout::new(
+        XTASK,
+        &format!("[services.a]\nport = {base}\nstop_grace = 60\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"),
+    );
     let signal =
         |dev: &Child, s: &str| std::process::Command::new("kill").args([s, &dev.id().to_string()]).status().unwrap();
     // Two SIGTERMs a second and more apart: the service still exits its own way.
@@ -525,7 +545,7 @@ fn two_signals_at_once_leave_the_grace_be() {
     let serve = format!(
         "trap 'sleep 1; echo graceful-exit; exit 0' TERM; python3 -m http.server {base} --bind 127.0.0.1 & wait"
     );
-    let c = Checkout::new(&format!("[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"));
+    let c = Checkout::new(XTASK, &format!("[services.a]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{serve}\"]\n"));
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 1);
     for _ in 0..2 {
@@ -542,11 +562,10 @@ fn two_signals_at_once_leave_the_grace_be() {
 #[test]
 fn leftovers_ports_count_as_freed_before_they_are_stopped() {
     let base = free_ports(10);
-    let c = Checkout::new(&format!(
-        "[ports]\nattempts = 1\n{}{}",
-        http_service("a", base, ""),
-        http_service("b", base + 1, "")
-    ));
+    let c = Checkout::new(
+        XTASK,
+        &format!("[ports]\nattempts = 1\n{}{}", http_service("a", base, ""), http_service("b", base + 1, "")),
+    );
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 2);
     std::process::Command::new("kill").args(["-KILL", &guard_of(&dev).to_string()]).status().unwrap();
@@ -565,7 +584,7 @@ fn leftovers_ports_count_as_freed_before_they_are_stopped() {
 #[test]
 fn a_service_gets_no_descriptor_the_runner_inherited() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     // The runner is started with 42 open, as an IDE or a CI runner may leave a pipe.
     let output = std::process::Command::new("bash")
         .args(["-c", r#"exec 42</dev/null; exec "$@""#, "bash", XTASK, "start"])
@@ -589,7 +608,7 @@ fn a_service_gets_no_descriptor_the_runner_inherited() {
 fn a_command_that_cannot_run_says_why_and_leaves_no_record() {
     use std::os::unix::fs::PermissionsExt;
     let base = free_ports(10);
-    let c = Checkout::new(&format!("[services.bad]\nport = {base}\ncommand = [\"./bad\", \"{{port}}\"]\n"));
+    let c = Checkout::new(XTASK, &format!("[services.bad]\nport = {base}\ncommand = [\"./bad\", \"{{port}}\"]\n"));
     // There to run, but its interpreter is not: exec fails, after the fork.
     std::fs::write(c.path("bad"), "#!/no/such/interpreter\n").unwrap();
     std::fs::set_permissions(c.path("bad"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -619,7 +638,7 @@ fn a_service_that_exits_at_once_fails_start_with_its_last_lines() {
         http_service("a", base, ""),
         base + 1
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let out = c.fails(&["start"]);
     assert!(out.contains("broken exited (exit status: 3) before it was ready"), "{out}");
     assert!(out.contains("config missing-42"), "its output is not shown:\n{out}");
@@ -633,7 +652,8 @@ fn a_service_that_exits_at_once_fails_start_with_its_last_lines() {
 fn dev_shows_all_the_output_and_the_real_last_lines_of_a_service_that_fails() {
     let base = free_ports(10);
     let command = "seq 1 20000; echo final-error-55 >&2; exit 1";
-    let c = Checkout::new(&format!("[services.noisy]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"));
+    let c =
+        Checkout::new(XTASK, &format!("[services.noisy]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"));
     let output = c.command(&["dev"]).output().unwrap();
     let out = text(&output);
     assert!(!output.status.success(), "{out}");
@@ -653,7 +673,8 @@ fn dev_shows_all_the_output_and_the_real_last_lines_of_a_service_that_fails() {
 fn dev_stops_on_a_signal_while_nobody_reads_its_output() {
     let base = free_ports(10);
     let command = format!("python3 -m http.server {base} --bind 127.0.0.1 & yes noise");
-    let c = Checkout::new(&format!("[services.noisy]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"));
+    let c =
+        Checkout::new(XTASK, &format!("[services.noisy]\nport = {base}\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"));
     let dev = c.command(&["dev"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut dev = Running(dev);
     let record = c.path(".pids/noisy.json");
@@ -669,7 +690,7 @@ fn dev_stops_on_a_signal_while_nobody_reads_its_output() {
 fn dev_stops_everything_on_sigint_sigterm_and_sighup() {
     for signal in ["INT", "TERM", "HUP"] {
         let base = free_ports(30);
-        let c = Checkout::new(&stack(base));
+        let c = Checkout::new(XTASK, &stack(base));
         let (mut dev, _) = spawn_dev(&c, &[]);
         wait_running(&c, 3);
         let processes = service_processes(&c);
@@ -689,7 +710,7 @@ fn dev_stops_everything_on_sigint_sigterm_and_sighup() {
 #[test]
 fn dev_prefixes_each_line_and_writes_the_logs() {
     let base = free_ports(30);
-    let c = Checkout::new(&stack(base));
+    let c = Checkout::new(XTASK, &stack(base));
     let (mut dev, _) = spawn_dev(&c, &["a"]);
     wait_running(&c, 1);
     std::process::Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
@@ -709,7 +730,7 @@ fn a_service_that_exits_later_is_reported_with_its_last_lines() {
         http_service("a", base, ""),
         base + 1
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let (mut dev, log) = spawn_dev(&c, &[]);
     let reported = wait_for(LONG, || std::fs::read_to_string(&log).unwrap().contains("lost-connection-77"));
     let out = std::fs::read_to_string(&log).unwrap();
@@ -734,10 +755,10 @@ fn a_service_whose_leader_exits_leaves_nothing_of_its_group_running() {
         http_service("a", base, ""),
         base + 1
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 2);
-    let group = group_members(c.pid_of("forked").unwrap());
+    let group: Vec<i32> = group_members(c.pid_of("forked").unwrap()).into_iter().map(|m| m.pid).collect();
     assert!(group.len() >= 2, "the server is not in the leader's group: {group:?}");
     std::fs::write(c.path("leave"), "").unwrap();
     let exited = wait_for(LONG, || c.read("dev.out").unwrap().contains("forked exited unexpectedly"));
@@ -768,7 +789,7 @@ fn guard_of(dev: &Child) -> i32 {
 /// every process of its services.
 fn dev_running_the_stack() -> (u16, Checkout, Child, Vec<i32>) {
     let base = free_ports(30);
-    let c = Checkout::new(&stack(base));
+    let c = Checkout::new(XTASK, &stack(base));
     let (dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 3);
     let old = service_processes(&c);
@@ -805,7 +826,7 @@ fn the_guard_stops_everything_even_when_ports_toml_no_longer_reads() {
 #[test]
 fn a_runner_that_stops_on_its_own_leaves_its_guard_nothing_to_do() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     let (mut dev, _) = spawn_dev(&c, &[]);
     wait_running(&c, 1);
     let guard = guard_of(&dev);
@@ -840,7 +861,7 @@ fn after_the_runner_and_its_guard_are_killed_the_next_run_stops_the_leftovers_an
 #[test]
 fn dev_takes_over_services_started_in_the_background() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     c.ok(&["start"]);
     let old = c.pid_of("a").unwrap();
     let (mut dev, _) = spawn_dev(&c, &[]);
@@ -855,7 +876,7 @@ fn dev_takes_over_services_started_in_the_background() {
 #[test]
 fn restart_gives_a_new_process_on_the_same_port() {
     let base = free_ports(30);
-    let c = Checkout::new(&stack(base));
+    let c = Checkout::new(XTASK, &stack(base));
     c.ok(&["start"]);
     let (a, cc) = (c.pid_of("a").unwrap(), c.pid_of("c").unwrap());
     c.ok(&["restart", "a"]);
@@ -868,7 +889,7 @@ fn restart_gives_a_new_process_on_the_same_port() {
 #[test]
 fn a_record_with_a_reused_pid_is_never_taken_for_ours() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     let mut stranger = std::process::Command::new("sleep").arg("300").spawn().unwrap();
     let pid = stranger.id();
     std::fs::create_dir_all(c.path(".pids")).unwrap();
@@ -901,7 +922,7 @@ fn a_start_that_cannot_work_kills_nothing_and_writes_nothing() {
     }
     for (service, error) in cases {
         let base = free_ports(10);
-        let c = Checkout::new(&format!("[services.a]\nport = {base}\n{service}"));
+        let c = Checkout::new(XTASK, &format!("[services.a]\nport = {base}\n{service}"));
         let holder = Squatter::start(base, "127.0.0.1", None);
         let output = c.command(&["start"]).env("FORCE_MODE", "1").output().unwrap();
         let out = text(&output);
@@ -929,7 +950,7 @@ fn a_port_taken_between_check_and_bind_moves_the_service() {
         base + 1,
         base + 5,
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let out = c.run(&["start"]);
     let squatters = processes_with(&format!("http.server {} ", base + 1));
     for (pid, _) in &squatters {
@@ -952,7 +973,7 @@ fn a_port_change_restarts_the_services_that_refer_to_it() {
         base + 1,
         http_service("bystander", base + 2, ""),
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     c.ok(&["start"]);
     let (user, bystander) = (c.pid_of("user").unwrap(), c.pid_of("bystander").unwrap());
     let out = c.ok(&["ports", "set", "a", &(base + 7).to_string()]);
@@ -970,7 +991,7 @@ fn a_port_change_restarts_the_services_that_refer_to_it() {
 #[test]
 fn logs_shows_each_service() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("a", base, ""));
+    let c = Checkout::new(XTASK, &http_service("a", base, ""));
     c.ok(&["start"]);
     let out = c.ok(&["logs", "a"]);
     assert!(out.contains("==> a") && out.contains("Serving HTTP"), "{out}");
@@ -1002,7 +1023,7 @@ fn a_python_services_printed_lines_show_while_it_runs() {
     };
     let toml =
         service("a", base, "", "") + &service("b", base + 1, ", flush=True", "env = { PYTHONUNBUFFERED = \"\" }");
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     c.ok(&["start"]);
     let out = c.ok(&["logs"]);
     assert!(out.contains("unbuffered: '1'"), "a's printed line is not in its log while it runs:\n{out}");
@@ -1012,7 +1033,7 @@ fn a_python_services_printed_lines_show_while_it_runs() {
 #[test]
 fn logs_of_a_service_that_never_ran_says_where_its_log_would_be() {
     // Never started: the ports are not used.
-    let c = Checkout::new(&format!("{}{}", http_service("a", 20000, ""), http_service("b", 20010, "")));
+    let c = Checkout::new(XTASK, &format!("{}{}", http_service("a", 20000, ""), http_service("b", 20010, "")));
     let out = c.ok(&["logs", "a"]);
     assert!(out.contains("==> a (") && out.contains(".logs/a.log) <==\n  (no log yet)"), "{out}");
     assert!(!out.contains("==> b"), "{out}");
@@ -1037,7 +1058,7 @@ fn a_restart_that_cannot_work_stops_nothing() {
     // Started in the background, and run by a `dev` in another terminal.
     for in_dev in [false, true] {
         let base = free_ports(10);
-        let c = Checkout::new(&http_service("a", base, ""));
+        let c = Checkout::new(XTASK, &http_service("a", base, ""));
         let dev = in_dev.then(|| spawn_dev(&c, &[]).0);
         match dev {
             Some(_) => wait_running(&c, 1),
@@ -1061,7 +1082,7 @@ fn a_restart_that_cannot_work_stops_nothing() {
 #[test]
 fn dev_leaves_a_background_service_that_ports_toml_no_longer_names_to_stop() {
     let base = free_ports(10);
-    let c = Checkout::new(&http_service("api", base, ""));
+    let c = Checkout::new(XTASK, &http_service("api", base, ""));
     c.ok(&["start"]);
     let api = c.pid_of("api").unwrap();
     std::fs::write(c.path("ports.toml"), http_service("backend", base + 5, "")).unwrap();
@@ -1086,7 +1107,7 @@ fn a_start_fails_when_a_dependency_exits_after_it_was_ready() {
         base + 10,
         http_service("c", base + 20, "depends_on = [\"a\", \"b\"]"),
     );
-    let c = Checkout::new(&toml);
+    let c = Checkout::new(XTASK, &toml);
     let (mut dev, log) = spawn_dev(&c, &[]);
     let ended = wait_for(LONG, || dev.try_wait().unwrap().is_some());
     let out = std::fs::read_to_string(&log).unwrap();
@@ -1100,7 +1121,7 @@ fn a_start_fails_when_a_dependency_exits_after_it_was_ready() {
 #[test]
 fn ctrl_c_in_dev_leaves_running_what_runs_in_the_background() {
     let base = free_ports(10);
-    let c = Checkout::new(&(http_service("a", base, "") + &http_service("b", base + 1, "")));
+    let c = Checkout::new(XTASK, &(http_service("a", base, "") + &http_service("b", base + 1, "")));
     c.ok(&["start", "a"]);
     let a = c.pid_of("a").unwrap();
     let (mut dev, log) = spawn_dev(&c, &["b"]);
@@ -1135,7 +1156,7 @@ fn status_and_stop_work_from_the_records_when_ports_toml_is_broken_or_gone() {
     for broken in [true, false] {
         let base = free_ports(10);
         let toml = http_service("a", base, "") + &http_service("b", base + 1, "depends_on = [\"a\"]");
-        let c = Checkout::new(&toml);
+        let c = Checkout::new(XTASK, &toml);
         c.ok(&["start"]);
         let (a, b) = (c.pid_of("a").unwrap(), c.pid_of("b").unwrap());
         let processes = service_processes(&c);
@@ -1174,11 +1195,11 @@ mod needs_root {
     fn a_service_that_cannot_be_stopped_keeps_its_record() {
         assert!(is_root(), "this test needs root: it starts a service as root and stops it as another user");
         let base = free_ports(10);
-        let c = Checkout::new(&http_service("a", base, "stop_grace = 0.2"));
+        let c = Checkout::new(XTASK, &http_service("a", base, "stop_grace = 0.2"));
         c.ok(&["start"]);
         let pid = c.pid_of("a").unwrap();
         std::fs::set_permissions(c.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let runner = RunnerCopy::new();
+        let runner = RunnerCopy::new(XTASK);
         let mut stop = c.command_as_nobody(&runner, &["stop"]);
         let output = stop.output().unwrap();
         let out = text(&output);

@@ -1,14 +1,15 @@
 //! Several checkouts (git worktrees) on one machine: the user-level registry
 //! keeps their ports disjoint and stable, and no checkout kills another's services.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use harness::*;
+
+/// The runner under test, as cargo built it for these tests.
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 use tempfile::TempDir;
 
 /// Three services: api on `base`, web on `base + 10`, worker on `base + 20`.
@@ -25,8 +26,8 @@ fn three_services(base: u16) -> String {
 /// so it outlives them: their Drop stops their services).
 fn two_worktrees(base: u16) -> (TempDir, Checkout, Checkout) {
     let state = TempDir::new().unwrap();
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let a = Checkout::sharing(XTASK, &three_services(base), state.path());
+    let b = Checkout::sharing(XTASK, &three_services(base), state.path());
     (state, a, b)
 }
 
@@ -237,8 +238,8 @@ fn what_left_the_group_of_another_checkouts_service_is_not_killed() {
          >/dev/null 2>&1 & exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n",
         base + 10
     );
-    let b = Checkout::sharing(&escaping, state.path());
-    let a = Checkout::sharing(&http_service("api", base, ""), state.path());
+    let b = Checkout::sharing(XTASK, &escaping, state.path());
+    let a = Checkout::sharing(XTASK, &http_service("api", base, ""), state.path());
     b.ok(&["start"]);
     assert!(wait_for(Duration::from_secs(10), || !is_free(base)), "B's api never served port {base}");
     let [(escaped, _)] = processes_with(&format!("http.server {base} ")).try_into().unwrap();
@@ -277,7 +278,7 @@ fn reset_releases_the_reservations() {
 fn deleted_checkouts_are_pruned_and_ports_all_lists_the_others() {
     let base = free_ports(30);
     let (state, a, b) = two_worktrees(base);
-    let gone = Checkout::sharing(&three_services(base), state.path());
+    let gone = Checkout::sharing(XTASK, &three_services(base), state.path());
     gone.ok(&["ports", "allocate"]);
     a.ok(&["ports", "allocate"]);
     b.ok(&["ports", "allocate"]);
@@ -336,7 +337,8 @@ fn ports_all_leaves_the_registry_as_written() {
 fn concurrent_allocations_in_several_checkouts_are_disjoint() {
     let base = free_ports(30);
     let state = TempDir::new().unwrap();
-    let checkouts: Vec<Checkout> = (0..3).map(|_| Checkout::sharing(&three_services(base), state.path())).collect();
+    let checkouts: Vec<Checkout> =
+        (0..3).map(|_| Checkout::sharing(XTASK, &three_services(base), state.path())).collect();
     for round in 0..3 {
         let children: Vec<_> = checkouts
             .iter()
@@ -372,7 +374,7 @@ fn concurrent_allocations_in_several_checkouts_are_disjoint() {
 fn the_registry_lives_under_xdg_state_home_or_home() {
     let base = free_ports(30);
     let (home, state) = (TempDir::new().unwrap(), TempDir::new().unwrap());
-    let c = Checkout::sharing(&three_services(base), state.path());
+    let c = Checkout::sharing(XTASK, &three_services(base), state.path());
     for args in [&["ports", "allocate"][..], &["ports", "--all"], &["ports", "reset"], &["ports", "allocate"]] {
         let output = c.command(args).env("HOME", home.path()).output().unwrap();
         assert!(output.status.success(), "{}", text(&output));
@@ -420,8 +422,8 @@ fn a_port_reserved_by_another_checkout_is_never_freed_by_a_kill() {
 fn a_relative_xdg_state_home_is_ignored() {
     let base = free_ports(30);
     let (home, state) = (TempDir::new().unwrap(), TempDir::new().unwrap());
-    let a = Checkout::sharing(&three_services(base), state.path());
-    let b = Checkout::sharing(&three_services(base), state.path());
+    let a = Checkout::sharing(XTASK, &three_services(base), state.path());
+    let b = Checkout::sharing(XTASK, &three_services(base), state.path());
     for c in [&a, &b] {
         let mut command = c.command(&["ports", "allocate"]);
         let output = command.env("XDG_STATE_HOME", "state").env("HOME", home.path()).output().unwrap();
@@ -439,7 +441,7 @@ fn a_slow_kill_does_not_make_a_service_another_checkout_started_meanwhile_a_stra
     let base = free_ports(10);
     let state = TempDir::new().unwrap();
     let toml = format!("[ports]\nattempts = 5\n{}{}", http_service("s1", base, ""), http_service("s2", base + 1, ""));
-    let (a, b) = (Checkout::sharing(&toml, state.path()), Checkout::sharing(&toml, state.path()));
+    let (a, b) = (Checkout::sharing(XTASK, &toml, state.path()), Checkout::sharing(XTASK, &toml, state.path()));
     let serve = format!("trap '' TERM; exec python3 -m http.server {base} --bind 127.0.0.1");
     let mut stubborn = std::process::Command::new("sh")
         .args(["-c", &serve])
@@ -548,8 +550,8 @@ fn a_copied_checkout_leaves_the_originals_services_alone() {
 #[test]
 fn a_ports_toml_that_is_no_readable_file_is_an_error_not_the_checkout_above() {
     let base = free_ports(10);
-    let runner = RunnerCopy::new();
-    let c = Checkout::new(&http_service("api", base, ""));
+    let runner = RunnerCopy::new(XTASK);
+    let c = Checkout::new(XTASK, &http_service("api", base, ""));
     c.ok(&["start"]);
     let pid = c.pid_of("api").unwrap();
     let sub = c.path("sub");
