@@ -3,36 +3,12 @@
 //! services find each other, starts them in dependency order, and stops them
 //! all, leaving nothing behind. See DESIGN.md for the contract.
 
-// Configuration and allocation: pure, with their thin IO.
-mod alloc;
+// Layers, each importing only from those above it here (ARCHITECTURE.md).
+mod engine;
+mod model;
+mod system;
+// Front ends: the command line (a module per command), the dashboard.
 mod cli;
-mod config;
-mod envfile;
-mod registry;
-mod state;
-// The machine: files, processes, who holds a port.
-mod files;
-mod holder;
-mod paths;
-mod pids;
-mod process;
-mod ready;
-mod term;
-mod users;
-// Running services.
-mod conflict;
-mod guard;
-mod launch;
-mod setup;
-mod supervisor;
-// Commands.
-mod bench;
-mod dev;
-mod logs;
-mod ports;
-mod start;
-mod status;
-mod test;
 #[cfg(test)]
 mod tidy;
 mod ui;
@@ -40,8 +16,12 @@ mod ui;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::paths::Project;
-use crate::process::ProcId;
+use crate::cli::{bench, dev, guard, test};
+use crate::engine::{control as start, snapshot as status};
+use crate::system::logfile as logs;
+use crate::system::paths::Project;
+use crate::system::process::{self, ProcId};
+use crate::system::{files, term};
 
 fn main() {
     process::keep_inherited_descriptors();

@@ -6,16 +6,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::alloc;
 use crate::cli::Mode;
-use crate::config::Config;
-use crate::holder::{self, Action, Class, Holder, Known};
-use crate::paths::Project;
-use crate::pids;
-use crate::process::{self, Stopped};
-use crate::registry::Registry;
-use crate::term;
-use crate::term::say;
+use crate::model::alloc;
+use crate::model::config::Config;
+use crate::system::holder::{self, Action, Class, Holder, Known};
+use crate::system::paths::Project;
+use crate::system::process::{self, Stopped};
+use crate::system::records;
+use crate::system::registry::Registry;
+use crate::system::term;
+use crate::system::term::say;
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -87,7 +87,7 @@ pub fn resolve(
                             "is held by this checkout's earlier {who}, which could not be stopped"
                         )));
                     }
-                    pids::remove(project, name, *group)?;
+                    records::remove(project, name, *group)?;
                 }
             }
             say!("{service}: port {port} was held by this checkout's earlier {who}; stopped it");

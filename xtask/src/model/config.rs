@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::alloc::MIN_PORT;
+use crate::model::alloc::MIN_PORT;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

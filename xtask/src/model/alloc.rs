@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
-use crate::config::Config;
+use crate::model::config::Config;
 
 /// The lowest port handed out: below it binding needs privileges.
 pub const MIN_PORT: u16 = 1024;
@@ -280,7 +280,7 @@ pub fn is_free(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::model::config;
 
     fn config(attempts: u16, services: &[(&str, u16, &[&str])]) -> Config {
         let mut text = format!("[ports]\nattempts = {attempts}\n");

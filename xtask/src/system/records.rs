@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::files;
-use crate::paths::Project;
-use crate::process::{Group, ProcId};
+use crate::system::files;
+use crate::system::paths::Project;
+use crate::system::process::{Group, ProcId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -82,7 +82,7 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
             Ok(Some(text)) => match serde_json::from_str::<Record>(&text) {
                 // Found by its file's name, it would show one service on another's pid.
                 Ok(record) if path.file_stem().is_none_or(|stem| *stem != *record.service) => {
-                    let (line, col) = crate::state::locate_key(&text, "service", false);
+                    let (line, col) = crate::model::book::locate_key(&text, "service", false);
                     let stem = path.file_stem().unwrap_or_default().display();
                     let at = format!("{}:{line}:{col}", path.display());
                     unreadable.push(format!("{at}: the record of {stem} names service {:?}", record.service));
@@ -91,7 +91,7 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
                 // (replaced when this checkout starts its own).
                 Ok(record) if copied(root, &record) => {}
                 Ok(record) => records.push(record),
-                Err(e) => unreadable.push(crate::state::json_error(&path, &e)),
+                Err(e) => unreadable.push(crate::model::book::json_error(&path, &e)),
             },
             Err(e) => unreadable.push(format!("{e:#}")),
         }

@@ -167,7 +167,7 @@ impl Group {
         if self.mark == 0 {
             return (Vec::new(), true); // before marks, nothing told them from strangers
         }
-        let (me, ancestors, uid) = (std::process::id() as i32, ancestors(), crate::users::current_uid());
+        let (me, ancestors, uid) = (std::process::id() as i32, ancestors(), crate::system::users::current_uid());
         let may_signal = |pid: i32| uid == 0 || std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
         let (mut found, mut whole) = (Vec::new(), true);
         for pid in all_pids() {
@@ -645,7 +645,7 @@ mod tests {
         #[ignore = "needs root: `cargo xtask test` runs it as root"]
         fn a_group_id_reused_during_the_grace_is_not_signalled() {
             const NEXT_PID: &str = "/proc/sys/kernel/ns_last_pid";
-            assert!(crate::users::current_uid() == 0, "this test needs root, to choose the next pid");
+            assert!(crate::system::users::current_uid() == 0, "this test needs root, to choose the next pid");
             // The leader ends at TERM; what left the group with the mark ignores
             // it, so the stop waits out its grace.
             let script = "setsid sh -c \"trap '' TERM; exec sleep 300\" >/dev/null 2>&1 & echo $!; exec sleep 300";

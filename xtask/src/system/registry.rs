@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::files::{self, Lock};
-use crate::paths;
-use crate::pids;
-use crate::process::Group;
-use crate::state::{self, Ports};
+use crate::model::book::{self, Ports};
+use crate::system::files::{self, Lock};
+use crate::system::paths;
+use crate::system::process::Group;
+use crate::system::records;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +67,7 @@ impl Entries {
 /// still running whatever became of it (`git stash -u`, an old commit).
 /// Forgotten, those would be taken for strangers' processes and killed.
 fn is_live(root: &Path) -> bool {
-    root.join("ports.toml").is_file() || pids::load_all(root).iter().any(|r| r.group.is_running())
+    root.join("ports.toml").is_file() || records::load_all(root).iter().any(|r| r.group.is_running())
 }
 
 /// The registry, locked for as long as this value lives.
@@ -90,7 +90,7 @@ impl Registry {
                 Err(e) => bail!(
                     "{}\nthis file is the registry of every checkout's ports: fix it, or delete it \
                      (each checkout registers again on its next run)",
-                    state::json_error(&path, &e)
+                    book::json_error(&path, &e)
                 ),
             },
             _ => Entries::default(),
@@ -119,7 +119,7 @@ impl Registry {
     /// The service groups of the other checkouts, from their `.pids/`.
     pub fn others_groups(&self, me: &Path) -> Vec<(PathBuf, Group)> {
         let others = self.entries.checkouts.keys().filter(|p| *p != me);
-        others.flat_map(|path| pids::load_all(path).into_iter().map(move |r| (path.clone(), r.group))).collect()
+        others.flat_map(|path| records::load_all(path).into_iter().map(move |r| (path.clone(), r.group))).collect()
     }
 
     /// Which checkout reserves `port`, if another one does.

@@ -3,10 +3,10 @@
 //! dependents first. If dev itself is killed, its guard stops them.
 
 use crate::cli::ConflictFlags;
-use crate::launch;
-use crate::paths::Project;
-use crate::supervisor::Output;
-use crate::term::say;
+use crate::engine::launch;
+use crate::engine::supervisor::Output;
+use crate::system::paths::Project;
+use crate::system::term::say;
 use crate::ui;
 
 pub fn run(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {

@@ -12,10 +12,10 @@ use std::process::{Child, Command};
 
 use anyhow::Context;
 
-use crate::paths::Project;
-use crate::pids;
-use crate::process::ProcId;
-use crate::start;
+use crate::engine::control;
+use crate::system::paths::Project;
+use crate::system::process::ProcId;
+use crate::system::records;
 use crate::ui;
 
 /// What waits: a shell (a fourth of this program's memory), holding this
@@ -67,14 +67,14 @@ impl Drop for Guard {
 pub fn run(project: &Project, runner: ProcId) -> anyhow::Result<()> {
     // Nothing is ever written: this returns when the last writer is gone.
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("waiting on the runner")?;
-    let left: Vec<pids::Record> = pids::load_all(&project.root)
+    let left: Vec<records::Record> = records::load_all(&project.root)
         .into_iter()
         .filter(|r| r.supervisor == Some(runner) && r.group.is_running())
         .collect();
     if !left.is_empty() {
         let names: Vec<&str> = left.iter().map(|r| r.service.as_str()).collect();
         println!("cargo xtask dev (pid {}) is gone without stopping {}: stopping them", runner.pid, names.join(", "));
-        start::stop_left(project, left)?;
+        control::stop_left(project, left)?;
     }
     ui::forget(project, runner)
 }

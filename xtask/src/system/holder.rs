@@ -10,11 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::cli::Mode;
-use crate::paths::Project;
-use crate::pids;
-use crate::process::{self, Group, ProcId, Stat};
-use crate::registry::Registry;
-use crate::users;
+use crate::system::paths::Project;
+use crate::system::process::{self, Group, ProcId, Stat};
+use crate::system::records;
+use crate::system::registry::Registry;
+use crate::system::users;
 
 /// A process holding a listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +231,7 @@ mod sock_diag {
             let from_proc = super::super::proc_net_listening(&std::fs::read_to_string("/proc/net/tcp").unwrap());
             let (inode, entry) = from_proc.iter().find(|(_, (p, _))| *p == port).unwrap();
             assert_eq!(ours.get(inode), Some(entry));
-            assert_eq!(entry.1, crate::users::current_uid());
+            assert_eq!(entry.1, crate::system::users::current_uid());
         }
     }
 }
@@ -276,7 +276,7 @@ pub struct Known {
 impl Known {
     /// Reads what is known now: our records, the other checkouts' records, our ancestry.
     pub fn gather(project: &Project, registry: &Registry) -> Known {
-        let ours = pids::load_all(&project.root).into_iter().map(|r| (r.service, r.group)).collect();
+        let ours = records::load_all(&project.root).into_iter().map(|r| (r.service, r.group)).collect();
         Known {
             uid: users::current_uid(),
             ancestors: process::ancestors(),

@@ -7,23 +7,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, ensure};
 use serde_json::json;
 
-use crate::alloc::{self, Exhausted, KernelPorts};
 use crate::cli::{ConflictFlags, PortsAction, PortsArgs};
-use crate::config::Config;
-use crate::envfile;
-use crate::files::{self, Lock};
-use crate::holder::{self, Class, Holder, Known};
-use crate::paths::Project;
-use crate::pids;
-use crate::registry::Registry;
-use crate::state::{self, Ports};
-use crate::term::Style;
-use crate::term::say;
+use crate::model::alloc::{self, Exhausted, KernelPorts};
+use crate::model::book::{self, Ports};
+use crate::model::config::Config;
+use crate::model::envfile;
+use crate::system::files::{self, Lock};
+use crate::system::holder::{self, Class, Holder, Known};
+use crate::system::paths::Project;
+use crate::system::records;
+use crate::system::registry::Registry;
+use crate::system::term::Style;
+use crate::system::term::say;
 
 impl PortsArgs {
     pub fn run(self, project: &Project) -> anyhow::Result<()> {
         // All but `who` read ports.toml: a broken one fails them before anything changes.
-        let config = || crate::config::load(&project.ports_toml());
+        let config = || crate::model::config::load(&project.ports_toml());
         match self.action {
             Some(PortsAction::Who { ports, json }) => who(project, &ports, json),
             None if self.all => config().and_then(|_| show_all(project, self.json)),
@@ -44,7 +44,7 @@ impl PortsArgs {
 
 /// Ports of this checkout's services that are running now: they keep them.
 pub fn running_ports(project: &Project) -> Ports {
-    pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).map(|r| (r.service, r.port)).collect()
+    records::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).map(|r| (r.service, r.port)).collect()
 }
 
 /// Allocates a port for every service and writes `.ports.json`,
@@ -61,7 +61,7 @@ pub fn allocate_and_write(
 ) -> anyhow::Result<Ports> {
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
-    let allocated = state::load(&project.ports_json(), config)?;
+    let allocated = book::load(&project.ports_json(), config)?;
     for (name, port) in running.iter().filter(|(name, port)| allocated.get(*name).is_some_and(|p| p != *port)) {
         say!(
             "{name}: keeps port {port} while it runs, not the {} of .ports.json: to move it, `cargo xtask ports set {name} PORT`",
@@ -84,7 +84,7 @@ pub fn check_allocatable(
 ) -> anyhow::Result<()> {
     let registry = Registry::open()?;
     let mut current = config.preferred_ports();
-    current.extend(state::load(&project.ports_json(), config)?);
+    current.extend(book::load(&project.ports_json(), config)?);
     let reserved = registry.entries.reserved_by_others(&project.root);
     let usable = |port| freeable.contains(&port) || alloc::is_free(port);
     match alloc::allocate(config, &current, running, &reserved, &KernelPorts::read(), usable) {
@@ -145,7 +145,7 @@ fn write(project: &Project, config: &Config, registry: &mut Registry, ports: &Po
     // The registry lives outside the checkout, by design; these two must not.
     files::check_inside(&project.root, &[project.ports_json(), project.env_runtime()])?;
     let mut writes = Vec::new();
-    writes.extend(state::pending_write(&project.ports_json(), config, ports)?);
+    writes.extend(book::pending_write(&project.ports_json(), config, ports)?);
     writes.extend(envfile::pending_write(&project.env_runtime(), config, ports));
     registry.entries.mine(&project.root).ports = ports.clone();
     writes.push(registry.pending_write());
@@ -214,7 +214,7 @@ struct Row {
 }
 
 fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> {
-    let current = state::load(&project.ports_json(), config)?;
+    let current = book::load(&project.ports_json(), config)?;
     let allocated = !current.is_empty();
     let ports: Ports = config.preferred_ports().into_iter().chain(current).collect();
     let holders = classified_holders(project, &ports.values().copied().collect())?;
@@ -332,7 +332,7 @@ fn whose(holder: &Holder, class: &Class) -> String {
 fn holder_json(holder: &Holder, class: &Class) -> serde_json::Value {
     json!({
         "pid": holder.id.map(|id| id.pid),
-        "user": crate::users::name_of(holder.uid),
+        "user": crate::system::users::name_of(holder.uid),
         "command": holder.command,
         "ours": matches!(class, Class::Ours(_)),
         "service": match class { Class::Ours(service) => Some(service.clone()), _ => None },
@@ -372,15 +372,15 @@ pub fn set(project: &Project, config: &Config, service: &str, port: u16, flags: 
     let restart: Vec<String> = users_of(config, service).into_iter().filter(|n| running.contains_key(n)).collect();
     if !restart.is_empty() {
         // What would keep them from starting again, before the new port is written.
-        crate::start::check_restartable(project)?;
-        crate::launch::check(project, config, &restart, &crate::setup::search_path(config))?;
+        crate::engine::control::check_restartable(project)?;
+        crate::engine::launch::check(project, config, &restart, &crate::engine::setup::search_path(config))?;
     }
     pin(project, config, service, port)?;
     if restart.is_empty() {
         return Ok(());
     }
     say!("restarting {} with the new port", restart.join(", "));
-    crate::start::restart(project, &restart, flags)
+    crate::engine::control::restart(project, &restart, flags)
 }
 
 /// A service and the services whose command or environment uses its port,
@@ -451,6 +451,6 @@ fn reset(project: &Project) -> anyhow::Result<()> {
 /// Every service's port now: its allocation, else its preferred one.
 pub fn current(project: &Project, config: &Config) -> anyhow::Result<BTreeMap<String, u16>> {
     let mut ports = config.preferred_ports();
-    ports.extend(state::load(&project.ports_json(), config)?);
+    ports.extend(book::load(&project.ports_json(), config)?);
     Ok(ports)
 }

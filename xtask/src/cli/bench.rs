@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::Context;
 use xshell::{Shell, cmd};
 
-use crate::paths::Project;
+use crate::system::paths::Project;
 
 pub fn run(project: &Project, runs: usize, json: Option<&Path>) -> anyhow::Result<()> {
     let runner = std::env::current_exe().context("finding the runner's own binary")?;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::ensure;
 
-use crate::paths::Project;
-use crate::term::say;
+use crate::system::paths::Project;
+use crate::system::term::say;
 
 pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml())?;
+    let config = crate::model::config::load(&project.ports_toml())?;
     let names: Vec<String> = match service {
         Some(name) => {
             ensure!(

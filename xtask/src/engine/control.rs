@@ -6,14 +6,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::cli::{self, ConflictFlags};
-use crate::config::{Config, DEFAULT_STOP_GRACE};
-use crate::launch;
-use crate::paths::Project;
-use crate::pids;
-use crate::process::{self, ProcId, Stopped};
-use crate::setup;
-use crate::supervisor::{Output, Supervisor, refuse_survivors};
-use crate::term::say;
+use crate::engine::launch;
+use crate::engine::setup;
+use crate::engine::supervisor::{Output, Supervisor, refuse_survivors};
+use crate::model::config::{Config, DEFAULT_STOP_GRACE};
+use crate::system::paths::Project;
+use crate::system::process::{self, ProcId, Stopped};
+use crate::system::records;
+use crate::system::term::say;
 
 pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
     let sup = launch::up(project, services, flags, Output::Files)?;
@@ -23,22 +23,22 @@ pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> an
 }
 
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
-    let config = match crate::config::load(&project.ports_toml()) {
+    let config = match crate::model::config::load(&project.ports_toml()) {
         Ok(config) => config,
         Err(e) => return stop_from_records(project, services, &e),
     };
-    pids::check_all(&project.root)?;
+    records::check_all(&project.root)?;
     let names = to_stop(project, &config, services)?;
-    let selected = |r: &pids::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
+    let selected = |r: &records::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
     let mut failed = Vec::new();
-    for record in pids::load_all(&project.root).iter().filter(|r| selected(r) && !r.group.is_running()) {
+    for record in records::load_all(&project.root).iter().filter(|r| selected(r) && !r.group.is_running()) {
         if let Err(e) = launch::retire(project, &config, record) {
             say!("{e:#}");
             failed.push(record.service.clone());
         }
     }
     // A stop of everything also reaches what `ports.toml` no longer names (renamed, removed).
-    let unnamed: Vec<pids::Record> = match cli::selection(services) {
+    let unnamed: Vec<records::Record> = match cli::selection(services) {
         None => running(project).into_iter().filter(|r| !config.services.contains_key(&r.service)).collect(),
         Some(_) => Vec::new(),
     };
@@ -57,7 +57,7 @@ pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
 fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) -> anyhow::Result<()> {
     let why = format!("{e:#}");
     let why = why.lines().next().unwrap_or_default();
-    pids::check_all(&project.root)?;
+    records::check_all(&project.root)?;
     if let Some(names) = cli::selection(services) {
         bail!(
             "{why}\nports.toml could not be read, so what depends on {} is not known: fix it, \
@@ -69,7 +69,7 @@ fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) 
     if let Some(dev) = other_dev(project) {
         stop_dev(dev, DEFAULT_STOP_GRACE * running(project).len() as u32)?;
     }
-    let records = pids::load_all(&project.root);
+    let records = records::load_all(&project.root);
     if records.is_empty() {
         say!("nothing is running");
         return Ok(());
@@ -80,9 +80,9 @@ fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) 
 /// Stops the services of `left`, the records of a `dev` that is gone (its
 /// guard calls this): dependents first, as `ports.toml` says; what it no
 /// longer names, or all of it when it cannot be read, after that.
-pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml());
-    let named = |r: &pids::Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
+pub fn stop_left(project: &Project, left: Vec<records::Record>) -> anyhow::Result<()> {
+    let config = crate::model::config::load(&project.ports_toml());
+    let named = |r: &records::Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
     let (known, unknown): (Vec<_>, Vec<_>) = left.into_iter().partition(named);
     match config {
         Ok(config) => {
@@ -97,7 +97,7 @@ pub fn stop_left(project: &Project, left: Vec<pids::Record>) -> anyhow::Result<(
 
 /// Stops services that `ports.toml` does not name (or cannot say the order
 /// of), all at once with the default grace. Returns those that still run.
-fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result<Vec<String>> {
+fn stop_unnamed(project: &Project, records: Vec<records::Record>) -> anyhow::Result<Vec<String>> {
     let mut failed = Vec::new();
     let stopped: Vec<Stopped> = std::thread::scope(|scope| {
         let stopping: Vec<_> = records.iter().map(|r| scope.spawn(|| r.group.stop(DEFAULT_STOP_GRACE))).collect();
@@ -109,14 +109,14 @@ fn stop_unnamed(project: &Project, records: Vec<pids::Record>) -> anyhow::Result
             failed.push(record.service); // its record stays, for a later stop
             continue;
         }
-        pids::remove(project, &record.service, record.group)?;
+        records::remove(project, &record.service, record.group)?;
         say!("{} | stopped", record.service);
     }
     Ok(failed)
 }
 
 pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
-    let config = crate::config::load(&project.ports_toml())?;
+    let config = crate::model::config::load(&project.ports_toml())?;
     let mut names = launch::selected(&config, services)?;
     names.extend(reach(project, &config, services)?);
     let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
@@ -192,6 +192,6 @@ fn reach(project: &Project, config: &Config, services: &[String]) -> anyhow::Res
 }
 
 /// The records of the services that are running.
-fn running(project: &Project) -> Vec<pids::Record> {
-    pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
+fn running(project: &Project) -> Vec<records::Record> {
+    records::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
 }

@@ -1,4 +1,10 @@
-//! The command line: clap types and their typed meaning. No IO here.
+//! The command line: clap types and their typed meaning, and a module per
+//! command, each owning its `run`.
+
+pub mod bench;
+pub mod dev;
+pub mod guard;
+pub mod test;
 
 use std::path::PathBuf;
 

@@ -18,19 +18,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
-use crate::alloc;
 use crate::cli::ConflictFlags;
-use crate::files;
-use crate::logs;
-use crate::paths::Project;
-use crate::ports;
-use crate::process::ProcId;
-use crate::ready;
-use crate::registry::Registry;
-use crate::start;
-use crate::status;
-use crate::supervisor::{self, Action, Event};
-use crate::term::say;
+use crate::engine::allocation;
+use crate::engine::control;
+use crate::engine::snapshot;
+use crate::engine::supervisor::{self, Action, Event};
+use crate::model::alloc;
+use crate::system::files;
+use crate::system::logfile;
+use crate::system::paths::Project;
+use crate::system::probe;
+use crate::system::process::ProcId;
+use crate::system::registry::Registry;
+use crate::system::term::say;
 
 /// Where the dashboard's port walk starts.
 const PREFERRED_PORT: u16 = 7400;
@@ -205,9 +205,9 @@ fn answer(shared: &Shared, request: &mut Request) -> Reply {
     let path = request.url().split('?').next().unwrap_or("").to_owned();
     let method = request.method().clone();
     match (&method, path.as_str()) {
-        (Method::Get, "/") => asset(include_str!("ui/index.html"), "text/html; charset=utf-8"),
-        (Method::Get, "/style.css") => asset(include_str!("ui/style.css"), "text/css; charset=utf-8"),
-        (Method::Get, "/app.js") => asset(include_str!("ui/app.js"), "text/javascript; charset=utf-8"),
+        (Method::Get, "/") => asset(include_str!("index.html"), "text/html; charset=utf-8"),
+        (Method::Get, "/style.css") => asset(include_str!("style.css"), "text/css; charset=utf-8"),
+        (Method::Get, "/app.js") => asset(include_str!("app.js"), "text/javascript; charset=utf-8"),
         (_, api) if api.starts_with("/api/") => {
             let token = header_value(request, "X-Token").unwrap_or_default();
             if !same(&token, &shared.token) {
@@ -281,39 +281,39 @@ fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
     match action {
         Action::Start(name) => {
             // A page shown before it was started elsewhere: nothing to do, and said so.
-            if ports::running_ports(project).contains_key(name) {
+            if allocation::running_ports(project).contains_key(name) {
                 return Ok(format!("{name} is already running"));
             }
-            start::start(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} started"))
+            control::start(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} started"))
         }
-        Action::Stop(name) => start::stop(project, std::slice::from_ref(name)).map(|()| format!("{name} stopped")),
+        Action::Stop(name) => control::stop(project, std::slice::from_ref(name)).map(|()| format!("{name} stopped")),
         Action::Restart(name) => {
-            start::restart(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} restarted"))
+            control::restart(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} restarted"))
         }
         Action::SetPort(name, port) => {
-            let config = crate::config::load(&project.ports_toml())?;
-            ports::set(project, &config, name, *port, FROM_THE_PAGE)?;
-            Ok(supervisor::moved(name, *port, ports::current(project, &config)?[name]))
+            let config = crate::model::config::load(&project.ports_toml())?;
+            allocation::set(project, &config, name, *port, FROM_THE_PAGE)?;
+            Ok(supervisor::moved(name, *port, allocation::current(project, &config)?[name]))
         }
     }
 }
 
 fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     let project = &shared.project;
-    let config = crate::config::load(&project.ports_toml())?;
+    let config = crate::model::config::load(&project.ports_toml())?;
     let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
-    let healthy = |service: &crate::config::Service, port: u16| match health.get(&service.name) {
+    let healthy = |service: &crate::model::config::Service, port: u16| match health.get(&service.name) {
         Some((at, p, ok)) if *p == port && at.elapsed() < HEALTH_EVERY => *ok,
         _ => {
-            let ok = ready::check(&service.ready, port);
+            let ok = probe::check(&service.ready, port);
             health.insert(service.name.clone(), (Instant::now(), port, ok));
             ok
         }
     };
-    let services: Vec<_> = status::lines(project, &config, healthy)?
+    let services: Vec<_> = snapshot::lines(project, &config, healthy)?
         .into_iter()
         .map(|line| {
-            let log = logs::last_lines(&project.log_file(&line.service), LOG_LINES);
+            let log = logfile::last_lines(&project.log_file(&line.service), LOG_LINES);
             json!({
                 "name": line.service, "title": line.title, "port": line.port, "running": line.pid.is_some(),
                 "pid": line.pid, "healthy": line.healthy, "url": line.url,

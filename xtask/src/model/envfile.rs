@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
-use crate::state::Ports;
+use crate::model::book::Ports;
+use crate::model::config::Config;
 
 /// The variables, in file order: per service `NAME_PORT` and `NAME_URL`
 /// (services by name), then `[env]` by name.
@@ -57,7 +57,7 @@ pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> Option<(Pat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::model::config;
 
     #[test]
     fn golden() {

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use anyhow::bail;
 use serde::Deserialize;
 
-use crate::config::Config;
-use crate::files;
+use crate::model::config::Config;
+use crate::system::files;
 
 pub type Ports = BTreeMap<String, u16>;
 
@@ -155,7 +155,7 @@ pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::model::config;
 
     fn config() -> Config {
         config::parse(

@@ -8,21 +8,21 @@ use std::io::IsTerminal;
 
 use anyhow::bail;
 
-use crate::alloc;
+use crate::cli::guard;
 use crate::cli::{ConflictFlags, Mode};
-use crate::config::{Config, DEFAULT_STOP_GRACE};
-use crate::conflict;
-use crate::files::Lock;
-use crate::guard;
-use crate::paths::Project;
-use crate::pids;
-use crate::ports;
-use crate::process::{ProcId, Stopped};
-use crate::registry::Registry;
-use crate::setup;
-use crate::state::{self, Ports};
-use crate::supervisor::{self, Output, Supervisor};
-use crate::term::say;
+use crate::engine::allocation;
+use crate::engine::conflict;
+use crate::engine::setup;
+use crate::engine::supervisor::{self, Output, Supervisor};
+use crate::model::alloc;
+use crate::model::book::{self, Ports};
+use crate::model::config::{Config, DEFAULT_STOP_GRACE};
+use crate::system::files::Lock;
+use crate::system::paths::Project;
+use crate::system::process::{ProcId, Stopped};
+use crate::system::records;
+use crate::system::registry::Registry;
+use crate::system::term::say;
 
 /// Prepares `names` (already closed over their dependencies, and checked)
 /// to start. With `Output::Terminal` (dev) services that run in the
@@ -37,7 +37,7 @@ fn prepare(
 ) -> anyhow::Result<Supervisor> {
     let me = ProcId::myself();
     let (records, stale): (Vec<_>, Vec<_>) =
-        pids::load_all(&project.root).into_iter().partition(|r| r.group.is_running());
+        records::load_all(&project.root).into_iter().partition(|r| r.group.is_running());
     // Before any record is acted on: refusing halfway would leave some stopped.
     if let Some((name, dev)) = records
         .iter()
@@ -78,7 +78,7 @@ fn prepare(
             freeable.insert(port);
         }
     }
-    ports::check_allocatable(project, &config, &fixed, &freeable)?;
+    allocation::check_allocatable(project, &config, &fixed, &freeable)?;
 
     for record in stale {
         retire(project, &config, &record)?;
@@ -96,7 +96,7 @@ fn prepare(
     for (name, port) in contested(project, &config, &to_start)? {
         busy.extend(conflict::resolve(project, &name, port, mode, &config)?.map(|why| (name, why)));
     }
-    let ports = ports::allocate_and_write(project, &config, &fixed, &busy)?;
+    let ports = allocation::allocate_and_write(project, &config, &fixed, &busy)?;
 
     let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
     supervisor.kept = kept.into_iter().map(|(name, record)| (name, record.group)).collect();
@@ -107,7 +107,7 @@ fn prepare(
 /// so that their holders may be asked to go. One below the range, say, is
 /// moved past whoever holds it: nobody is killed for it.
 fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow::Result<Vec<(String, u16)>> {
-    let current = state::load(&project.ports_json(), config)?;
+    let current = book::load(&project.ports_json(), config)?;
     let as_is = |p: u16| alloc::in_range(p, config.range) && !alloc::is_browser_blocked(p);
     Ok(to_start
         .iter()
@@ -119,7 +119,7 @@ fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow:
 /// Removes the record of a service whose group has no process left, after
 /// stopping what it started in a session of its own (a daemon), which may
 /// still run: with the record gone, nothing would find it.
-pub fn retire(project: &Project, config: &Config, record: &pids::Record) -> anyhow::Result<()> {
+pub fn retire(project: &Project, config: &Config, record: &records::Record) -> anyhow::Result<()> {
     match record.group.stop(grace_of(config, &record.service)) {
         Stopped::Terminated | Stopped::Killed => {
             say!("{}: stopped what it left running (pid {} is gone)", record.service, record.pid())
@@ -127,7 +127,7 @@ pub fn retire(project: &Project, config: &Config, record: &pids::Record) -> anyh
         Stopped::Survived => bail!("{}: what it left running could not be stopped", record.service),
         Stopped::AlreadyGone | Stopped::NotOurs => {}
     }
-    pids::remove(project, &record.service, record.group)
+    records::remove(project, &record.service, record.group)
 }
 
 fn grace_of(config: &Config, service: &str) -> std::time::Duration {
@@ -172,7 +172,7 @@ pub fn running_dev(project: &Project) -> Option<ProcId> {
     if !path.exists() || Lock::try_acquire_shared(&path).ok()?.is_some() {
         return None;
     }
-    let text = crate::files::read_optional(&path).ok()??;
+    let text = crate::system::files::read_optional(&path).ok()??;
     let (pid, start) = text.trim().split_once(' ')?;
     Some(ProcId { pid: pid.parse().ok()?, start: start.parse().ok()? }).filter(|dev| dev.is_alive())
 }
@@ -183,19 +183,19 @@ pub fn running_dev(project: &Project) -> Option<ProcId> {
 pub fn check(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
     crate::cli::force_env()?;
     setup::check(project, config, names, path)?;
-    state::load(&project.ports_json(), config)?;
-    pids::check_all(&project.root)?;
+    book::load(&project.ports_json(), config)?;
+    records::check_all(&project.root)?;
     Registry::open()?;
-    crate::files::check_inside(&project.root, &[project.ports_json(), project.env_runtime()])?;
+    crate::system::files::check_inside(&project.root, &[project.ports_json(), project.env_runtime()])?;
     let files = [project.ports_json(), project.env_runtime(), Registry::file()?];
-    crate::files::check_writable(&[project.pids_dir(), project.logs_dir()], &files)
+    crate::system::files::check_writable(&[project.pids_dir(), project.logs_dir()], &files)
 }
 
 /// What `dev` and `start` share: prepare the selected services and their
 /// dependencies, then start them and wait until they are ready.
 pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
-    crate::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
-    let config = crate::config::load(&project.ports_toml())?;
+    crate::system::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
+    let config = crate::model::config::load(&project.ports_toml())?;
     let names = selected(&config, services)?;
     let path = setup::search_path(&config);
     check(project, &config, &names, &path)?;

@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::config::{Config, Service, Step};
-use crate::files;
-use crate::paths::Project;
-use crate::process::{self, Group, ProcId, Stopped};
-use crate::supervisor;
-use crate::term::{Style, say};
-use crate::users::{self, Account};
+use crate::engine::supervisor;
+use crate::model::config::{Config, Service, Step};
+use crate::system::files;
+use crate::system::paths::Project;
+use crate::system::process::{self, Group, ProcId, Stopped};
+use crate::system::term::{Style, say};
+use crate::system::users::{self, Account};
 
 /// `PATH` for services and steps: ours, then the folders `[programs]` search
 /// (Debian keeps postgres in /usr/lib/postgresql/VERSION/bin).
@@ -439,7 +439,7 @@ impl Setup<'_> {
         drop(expression); // closes our copy of the pipe's write end
         // Said as the lines about it are, so that they come in order.
         let prefix = supervisor::prefix(self.config, self.style, name, self.width);
-        let copy = supervisor::copy_lines(reader, prefix, None, crate::term::say_line);
+        let copy = supervisor::copy_lines(reader, prefix, None, crate::system::term::say_line);
         let started = Instant::now();
         let status = handle.wait().map(|output| output.status);
         let failed = {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::config::Ready;
+use crate::model::config::Ready;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 

@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::config::{Config, Service};
-use crate::paths::Project;
-use crate::pids;
-use crate::ports;
-use crate::ready;
-use crate::term::Style;
-use crate::term::say;
+use crate::engine::allocation;
+use crate::model::config::{Config, Service};
+use crate::system::paths::Project;
+use crate::system::probe;
+use crate::system::records;
+use crate::system::term::Style;
+use crate::system::term::say;
 
 /// What `status` knows of one service.
 pub struct Line {
@@ -34,7 +34,7 @@ pub fn lines(
     let records = running(project);
     let stopped = stopped_groups(&records);
     // A running service is on its record's port, whatever .ports.json says since.
-    let mut ports = ports::current(project, config)?;
+    let mut ports = allocation::current(project, config)?;
     ports.extend(
         records.iter().filter(|r| config.services.contains_key(&r.service)).map(|r| (r.service.clone(), r.port)),
     );
@@ -61,12 +61,12 @@ pub fn lines(
 }
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
-    pids::check_all(&project.root)?; // rather than call a service it may name stopped
-    let config = match crate::config::load(&project.ports_toml()) {
+    records::check_all(&project.root)?; // rather than call a service it may name stopped
+    let config = match crate::model::config::load(&project.ports_toml()) {
         Ok(config) => config,
         Err(e) => return run_from_records(project, as_json, &e),
     };
-    let lines = lines(project, &config, |service, port| ready::check(&service.ready, port))?;
+    let lines = lines(project, &config, |service, port| probe::check(&service.ready, port))?;
     if as_json {
         let rows: Vec<_> = lines
             .iter()
@@ -132,13 +132,13 @@ fn run_from_records(project: &Project, as_json: bool, e: &anyhow::Error) -> anyh
 }
 
 /// The records of the services that are running.
-fn running(project: &Project) -> Vec<pids::Record> {
-    pids::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
+fn running(project: &Project) -> Vec<records::Record> {
+    records::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
 }
 
 /// The groups of `records` with a process stopped by a signal (one look at
 /// every process, only when some service runs).
-fn stopped_groups(records: &[pids::Record]) -> BTreeSet<i32> {
+fn stopped_groups(records: &[records::Record]) -> BTreeSet<i32> {
     if records.is_empty() { BTreeSet::new() } else { procscan::stopped_groups() }
 }
 

@@ -18,22 +18,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-use crate::alloc;
-use crate::config::{Config, DEFAULT_STOP_GRACE, Ready};
-use crate::envfile;
-use crate::files::Lock;
-use crate::guard::Guard;
-use crate::holder;
-use crate::logs;
-use crate::paths::Project;
-use crate::pids::{self, Record};
-use crate::ports;
-use crate::process::{self, Group, ProcId, Stopped};
-use crate::ready;
-use crate::setup;
-use crate::state::Ports;
-use crate::term::Style;
-use crate::term::say;
+use crate::cli::guard::Guard;
+use crate::engine::allocation;
+use crate::engine::setup;
+use crate::model::alloc;
+use crate::model::book::Ports;
+use crate::model::config::{Config, DEFAULT_STOP_GRACE, Ready};
+use crate::model::envfile;
+use crate::system::files::Lock;
+use crate::system::holder;
+use crate::system::logfile;
+use crate::system::paths::Project;
+use crate::system::probe;
+use crate::system::process::{self, Group, ProcId, Stopped};
+use crate::system::records::{self, Record};
+use crate::system::term::Style;
+use crate::system::term::say;
 
 /// How long a service may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -199,7 +199,7 @@ impl Supervisor {
         let (project, command, saved) = (&self.project, argv.clone(), OnceLock::new());
         let record = |group| {
             let checkout = Some(project.root.clone());
-            pids::save(project, &Record { service: name.into(), group, port, command, supervisor, checkout })?;
+            records::save(project, &Record { service: name.into(), group, port, command, supervisor, checkout })?;
             saved.get_or_init(|| group);
             Ok(())
         };
@@ -214,7 +214,7 @@ impl Supervisor {
         };
         // A record of a command that did not run (its program could not be run) goes.
         if let (Err(_), Some(group)) = (&spawned, saved.get()) {
-            let _ = pids::remove(&self.project, name, *group);
+            let _ = records::remove(&self.project, name, *group);
         }
         let (handle, group) = spawned?;
         self.generation += 1;
@@ -248,7 +248,7 @@ impl Supervisor {
                 if !matches!(polled.try_wait(), Ok(None)) {
                     return; // exited: the waiter reports it
                 }
-                if ready::check(&ready, port) && holder::held_by_group(port, pgid) {
+                if probe::check(&ready, port) && holder::held_by_group(port, pgid) {
                     let _ = sender.send(Event::Ready { service, generation });
                     return;
                 }
@@ -359,7 +359,7 @@ impl Supervisor {
                         bail!("{service} exited ({status}), and what it left running could not be stopped");
                     }
                     copied(running.copied.as_ref(), Instant::now() + COPY_WAIT);
-                    pids::remove(&self.project, &service, running.group)?;
+                    records::remove(&self.project, &service, running.group)?;
                     let tries = retries.entry(service.clone()).or_default();
                     if alloc::is_free(port) || *tries >= PORT_RETRIES {
                         let lines = self.last_lines(&service);
@@ -370,7 +370,7 @@ impl Supervisor {
                     *tries += 1;
                     say!("{}", self.say(&service, &format!("port {port} was taken before it could bind; moving")));
                     self.reallocate()?;
-                    let users: Vec<String> = ports::users_of(&self.config, &service)
+                    let users: Vec<String> = allocation::users_of(&self.config, &service)
                         .into_iter()
                         .filter(|n| self.running.contains_key(n) || self.kept.contains_key(n) || *n == service)
                         .collect();
@@ -435,13 +435,13 @@ impl Supervisor {
             }
             Stopped::AlreadyGone | Stopped::NotOurs => {}
         }
-        let _ = pids::remove(&self.project, service, gone.group);
+        let _ = records::remove(&self.project, service, gone.group);
     }
 
     /// New ports for what is not running, keeping the running services' own.
     fn reallocate(&mut self) -> anyhow::Result<()> {
         let keep: Ports = self.running.keys().chain(self.kept.keys()).map(|n| (n.clone(), self.ports[n])).collect();
-        self.ports = ports::allocate_and_write(&self.project, &self.config, &keep, &BTreeMap::new())?;
+        self.ports = allocation::allocate_and_write(&self.project, &self.config, &keep, &BTreeMap::new())?;
         Ok(())
     }
 
@@ -457,7 +457,7 @@ impl Supervisor {
 
     /// The last lines a service wrote, indented, for an error message.
     pub fn last_lines(&self, service: &str) -> String {
-        logs::indented(&logs::last_lines(&self.project.log_file(service), 15))
+        logfile::indented(&logfile::last_lines(&self.project.log_file(service), 15))
     }
 
     /// Stops services, dependents first; those that nothing left running
@@ -515,7 +515,7 @@ impl Supervisor {
                     continue;
                 }
                 if let Some(group) = self.running.remove(name).map(|r| r.group).or(self.kept.remove(name)) {
-                    let _ = pids::remove(&self.project, name, group);
+                    let _ = records::remove(&self.project, name, group);
                 }
                 say!("{}", self.say(name, "stopped"));
             }
@@ -567,7 +567,7 @@ impl Supervisor {
         let me = ProcId::myself();
         // Not what a `dev` in another terminal runs: it is that one's to stop.
         let foreign = |r: &Record| r.supervisor.is_some_and(|dev| dev != me && dev.is_alive());
-        for record in pids::load_all(&self.project.root) {
+        for record in records::load_all(&self.project.root) {
             if !self.running.contains_key(&record.service) && !foreign(&record) && record.group.is_running() {
                 self.ports.insert(record.service.clone(), record.port);
                 self.kept.insert(record.service, record.group);
@@ -622,9 +622,9 @@ impl Supervisor {
             Action::SetPort(name, port) => {
                 let _launch = self.launch_lock()?;
                 self.adopt();
-                self.ports = ports::pin(&self.project, &self.config, name, *port)?;
+                self.ports = allocation::pin(&self.project, &self.config, name, *port)?;
                 // Those running in the background too: they would go on with the old port.
-                let users: Vec<String> = ports::users_of(&self.config, name)
+                let users: Vec<String> = allocation::users_of(&self.config, name)
                     .into_iter()
                     .filter(|n| self.running.contains_key(n) || self.kept.contains_key(n))
                     .collect();

@@ -47,7 +47,7 @@ pub fn confirm(question: &str) -> bool {
 /// pipe) while services still have to be stopped.
 macro_rules! say {
     ($($arg:tt)*) => {
-        $crate::term::say_line(format!($($arg)*))
+        $crate::system::term::say_line(format!($($arg)*))
     };
 }
 pub(crate) use say;

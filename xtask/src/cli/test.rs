@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::{Context, ensure};
 use xshell::{Shell, cmd};
 
-use crate::paths::Project;
-use crate::term::say;
+use crate::system::paths::Project;
+use crate::system::term::say;
 
 /// The module every test that needs root lives in.
 const NEEDS_ROOT: &str = "needs_root::";
@@ -20,7 +20,7 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     sh.change_dir(&project.root);
     check_browser()?;
     install_browser_driver(&sh, project)?;
-    let root = crate::users::current_uid() == 0;
+    let root = crate::system::users::current_uid() == 0;
     let skip: &[&str] = if root { &[] } else { &["--skip", NEEDS_ROOT] };
     say!("==> cargo test, the stack's end-to-end tests included");
     cmd!(sh, "cargo test --workspace --no-fail-fast -- --include-ignored {skip...}").run().context("tests failed")?;

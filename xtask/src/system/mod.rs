@@ -1,0 +1,15 @@
+//! The machine: files and locks, processes and their groups, who holds a
+//! port, the records of what runs, the registry of checkouts, readiness,
+//! accounts and the terminal. Each module wraps one kind of IO; none runs
+//! an operation of the runner.
+
+pub mod files;
+pub mod holder;
+pub mod logfile;
+pub mod paths;
+pub mod probe;
+pub mod process;
+pub mod records;
+pub mod registry;
+pub mod term;
+pub mod users;
