@@ -15,10 +15,10 @@ mod ui;
 
 use clap::Parser;
 
+use crate::cli::logs;
 use crate::cli::{Cli, Command};
 use crate::cli::{bench, dev, guard, test};
 use crate::engine::{control as start, snapshot as status};
-use crate::system::logfile as logs;
 use crate::system::paths::Project;
 use crate::system::process::{self, ProcId};
 use crate::system::{files, term};

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod dev;
 pub mod guard;
+pub mod logs;
 pub mod test;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::cli::{ConflictFlags, PortsAction, PortsArgs};
 use crate::model::alloc::{self, Exhausted, KernelPorts};
 use crate::model::book::{self, Ports};
-use crate::model::config::Config;
+use crate::model::config::{Config, MIN_PORT};
 use crate::model::envfile;
 use crate::system::files::{self, Lock};
 use crate::system::holder::{self, Class, Holder, Known};
@@ -23,7 +23,7 @@ use crate::system::term::say;
 impl PortsArgs {
     pub fn run(self, project: &Project) -> anyhow::Result<()> {
         // All but `who` read ports.toml: a broken one fails them before anything changes.
-        let config = || crate::model::config::load(&project.ports_toml());
+        let config = || crate::engine::load_config(project);
         match self.action {
             Some(PortsAction::Who { ports, json }) => who(project, &ports, json),
             None if self.all => config().and_then(|_| show_all(project, self.json)),
@@ -164,8 +164,8 @@ fn why_moved(port: u16, config: &Config, registry: &Registry, project: &Project)
     if alloc::is_browser_blocked(port) {
         return "is blocked by browsers".into();
     }
-    if port < alloc::MIN_PORT {
-        return format!("is below {}", alloc::MIN_PORT);
+    if port < MIN_PORT {
+        return format!("is below {}", MIN_PORT);
     }
     if port < config.range.0 {
         return format!("is below the range of ports.toml ({}-{})", config.range.0, config.range.1);
@@ -400,12 +400,7 @@ pub fn pin(project: &Project, config: &Config, service: &str, port: u16) -> anyh
         "unknown service {service:?}: ports.toml has {}",
         config.names().join(", ")
     );
-    ensure!(
-        port >= alloc::MIN_PORT,
-        "port {port} is below {}: pick a port from {} up",
-        alloc::MIN_PORT,
-        alloc::MIN_PORT
-    );
+    ensure!(port >= MIN_PORT, "port {port} is below {}: pick a port from {} up", MIN_PORT, MIN_PORT);
     ensure!(!alloc::is_browser_blocked(port), "port {port} is blocked by browsers: pick another");
     let (lo, hi) = config.range;
     ensure!(

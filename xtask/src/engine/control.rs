@@ -23,7 +23,7 @@ pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> an
 }
 
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
-    let config = match crate::model::config::load(&project.ports_toml()) {
+    let config = match crate::engine::load_config(project) {
         Ok(config) => config,
         Err(e) => return stop_from_records(project, services, &e),
     };
@@ -81,7 +81,7 @@ fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) 
 /// guard calls this): dependents first, as `ports.toml` says; what it no
 /// longer names, or all of it when it cannot be read, after that.
 pub fn stop_left(project: &Project, left: Vec<records::Record>) -> anyhow::Result<()> {
-    let config = crate::model::config::load(&project.ports_toml());
+    let config = crate::engine::load_config(project);
     let named = |r: &records::Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
     let (known, unknown): (Vec<_>, Vec<_>) = left.into_iter().partition(named);
     match config {
@@ -116,7 +116,7 @@ fn stop_unnamed(project: &Project, records: Vec<records::Record>) -> anyhow::Res
 }
 
 pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
-    let config = crate::model::config::load(&project.ports_toml())?;
+    let config = crate::engine::load_config(project)?;
     let mut names = launch::selected(&config, services)?;
     names.extend(reach(project, &config, services)?);
     let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();

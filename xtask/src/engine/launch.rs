@@ -195,7 +195,7 @@ pub fn check(project: &Project, config: &Config, names: &[String], path: &OsStri
 /// dependencies, then start them and wait until they are ready.
 pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
     crate::system::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
-    let config = crate::model::config::load(&project.ports_toml())?;
+    let config = crate::engine::load_config(project)?;
     let names = selected(&config, services)?;
     let path = setup::search_path(&config);
     check(project, &config, &names, &path)?;

@@ -62,7 +62,7 @@ pub fn lines(
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     records::check_all(&project.root)?; // rather than call a service it may name stopped
-    let config = match crate::model::config::load(&project.ports_toml()) {
+    let config = match crate::engine::load_config(project) {
         Ok(config) => config,
         Err(e) => return run_from_records(project, as_json, &e),
     };

@@ -6,10 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
-use crate::model::config::Config;
-
-/// The lowest port handed out: below it binding needs privileges.
-pub const MIN_PORT: u16 = 1024;
+use crate::model::config::{Config, MIN_PORT};
 
 /// Ports browsers refuse to fetch from (the fetch standard's "bad ports");
 /// a dev server there could never be opened in a browser.

@@ -1,49 +1,10 @@
-//! `cargo xtask logs`: what services wrote to `.logs/`, optionally followed.
+//! The services' logs (`.logs/`): their last lines, and what is appended
+//! to them, read in bounded memory however big they grow.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
-
-use anyhow::ensure;
-
-use crate::system::paths::Project;
-use crate::system::term::say;
-
-pub fn run(project: &Project, service: Option<&str>, follow: bool, lines: usize) -> anyhow::Result<()> {
-    let config = crate::model::config::load(&project.ports_toml())?;
-    let names: Vec<String> = match service {
-        Some(name) => {
-            ensure!(
-                config.services.contains_key(name),
-                "unknown service {name:?}: ports.toml has {}",
-                config.names().join(", ")
-            );
-            vec![name.to_owned()]
-        }
-        None => config.order.clone(),
-    };
-    // Each tail ends where following starts, fixed first: a line written
-    // while the tails are shown is shown once, not lost between them.
-    let mut cursors = Vec::new();
-    for name in &names {
-        let path = project.log_file(name);
-        let cursor = Cursor::at_end(&path);
-        // Followed, an unfinished last line is shown once it ends, not here too.
-        let until = if follow { cursor.finished() } else { cursor.offset };
-        let shown = match File::open(&path) {
-            Ok(mut file) => indented(&last_lines_before(&mut file, lines, until)),
-            Err(_) => "  (no log yet)".into(),
-        };
-        say!("==> {name} ({}) <==\n{shown}", path.display());
-        cursors.push(cursor);
-    }
-    if follow {
-        follow_files(project, &names, cursors)?;
-    }
-    Ok(())
-}
 
 /// A line longer than this is shown in pieces: a service may never end its
 /// line (progress redrawn with `\r`), and a line is held whole until shown.
@@ -62,7 +23,7 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
 }
 
 /// The last `n` lines of the first `until` bytes of a log.
-fn last_lines_before(file: &mut File, n: usize, until: u64) -> Vec<String> {
+pub fn last_lines_before(file: &mut File, n: usize, until: u64) -> Vec<String> {
     // n lines of MAX_LINE, and the end of the line before them, fit in this.
     let most = (n as u64).saturating_add(1).saturating_mul(MAX_LINE as u64);
     let mut size = MAX_LINE as u64;
@@ -117,30 +78,6 @@ pub fn indented(lines: &[String]) -> String {
     lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
-/// Prints what is appended to the logs, prefixed, until interrupted. Logs are
-/// files written by services that outlive us, so this polls them.
-fn follow_files(project: &Project, names: &[String], mut cursors: Vec<Cursor>) -> anyhow::Result<()> {
-    let width = names.iter().map(String::len).max().unwrap_or(0);
-    loop {
-        let mut idle = true;
-        for (name, cursor) in names.iter().zip(cursors.iter_mut()) {
-            let Ok(mut file) = File::open(project.log_file(name)) else {
-                continue;
-            };
-            let lines = cursor.read_new(&mut file)?;
-            idle &= lines.is_empty();
-            let mut out = std::io::stdout().lock();
-            for line in lines {
-                writeln!(out, "{name:width$} | {line}")?;
-            }
-        }
-        // A burst may have been read only in part: go on at once.
-        if idle {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 /// How many bytes before its offset a cursor remembers, to notice a log that
 /// was rewritten rather than appended to.
 const TAIL: usize = 64;
@@ -151,8 +88,8 @@ const CHUNK: u64 = 1 << 20;
 
 /// How far a followed log has been read.
 #[derive(Debug, Default)]
-struct Cursor {
-    offset: u64,
+pub struct Cursor {
+    pub offset: u64,
     /// Device and inode of the file read: a restart may make a new one.
     id: Option<(u64, u64)>,
     /// The bytes just before `offset`.
@@ -164,7 +101,7 @@ struct Cursor {
 
 impl Cursor {
     /// Past what a log holds now, so that only what is appended is printed.
-    fn at_end(path: &Path) -> Cursor {
+    pub fn at_end(path: &Path) -> Cursor {
         let mut cursor = Cursor::default();
         if let Ok(mut file) = File::open(path)
             && let Ok(meta) = file.metadata()
@@ -180,14 +117,14 @@ impl Cursor {
     }
 
     /// Where the last finished line read ends.
-    fn finished(&self) -> u64 {
+    pub fn finished(&self) -> u64 {
         self.offset - self.pending.len() as u64
     }
 
     /// The lines appended since the last call, as `split` cuts them, from at
     /// most CHUNK bytes. A log that was replaced, truncated or rewritten (a
     /// service restarted) is read again from its beginning.
-    fn read_new(&mut self, file: &mut File) -> std::io::Result<Vec<String>> {
+    pub fn read_new(&mut self, file: &mut File) -> std::io::Result<Vec<String>> {
         let meta = file.metadata()?;
         let id = Some((meta.dev(), meta.ino()));
         if self.id != id || meta.len() < self.offset || !self.tail_matches(file)? {
@@ -221,6 +158,7 @@ mod tests {
     use super::*;
 
     use std::fs::OpenOptions;
+    use std::io::Write;
 
     struct Log {
         path: std::path::PathBuf,

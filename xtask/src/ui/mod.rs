@@ -291,7 +291,7 @@ fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
             control::restart(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} restarted"))
         }
         Action::SetPort(name, port) => {
-            let config = crate::model::config::load(&project.ports_toml())?;
+            let config = crate::engine::load_config(project)?;
             allocation::set(project, &config, name, *port, FROM_THE_PAGE)?;
             Ok(supervisor::moved(name, *port, allocation::current(project, &config)?[name]))
         }
@@ -300,7 +300,7 @@ fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
 
 fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     let project = &shared.project;
-    let config = crate::model::config::load(&project.ports_toml())?;
+    let config = crate::engine::load_config(project)?;
     let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
     let healthy = |service: &crate::model::config::Service, port: u16| match health.get(&service.name) {
         Some((at, p, ok)) if *p == port && at.elapsed() < HEALTH_EVERY => *ok,
