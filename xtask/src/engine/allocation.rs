@@ -15,6 +15,7 @@ use crate::model::envfile;
 use crate::system::files::{self, Lock};
 use crate::system::holder::{self, Class, Holder, Known};
 use crate::system::paths::Project;
+use crate::system::probe;
 use crate::system::records;
 use crate::system::registry::Registry;
 use crate::system::term::Style;
@@ -86,8 +87,8 @@ pub fn check_allocatable(
     let mut current = config.preferred_ports();
     current.extend(book::load(&project.ports_json(), config)?);
     let reserved = registry.entries.reserved_by_others(&project.root);
-    let usable = |port| freeable.contains(&port) || alloc::is_free(port);
-    match alloc::allocate(config, &current, running, &reserved, &KernelPorts::read(), usable) {
+    let usable = |port| freeable.contains(&port) || probe::is_free(port);
+    match alloc::allocate(config, &current, running, &reserved, &probe::kernel_ports(), usable) {
         Ok(_) => Ok(()),
         Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
     }
@@ -106,8 +107,8 @@ fn allocate_locked(
     why_busy: &BTreeMap<String, String>,
 ) -> anyhow::Result<Ports> {
     let reserved = registry.entries.reserved_by_others(&project.root);
-    let kernel = KernelPorts::read();
-    let ports = match alloc::allocate(config, current, fixed, &reserved, &kernel, alloc::is_free) {
+    let kernel = probe::kernel_ports();
+    let ports = match alloc::allocate(config, current, fixed, &reserved, &kernel, probe::is_free) {
         Ok(ports) => ports,
         Err(exhausted) => bail!(explain_exhausted(&exhausted, registry, project)),
     };
@@ -218,7 +219,7 @@ fn rows(project: &Project, config: &Config) -> anyhow::Result<(Vec<Row>, bool)> 
     let allocated = !current.is_empty();
     let ports: Ports = config.preferred_ports().into_iter().chain(current).collect();
     let holders = classified_holders(project, &ports.values().copied().collect())?;
-    let kernel = KernelPorts::read();
+    let kernel = probe::kernel_ports();
     let rows = config
         .order
         .iter()

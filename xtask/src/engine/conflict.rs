@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::cli::Mode;
-use crate::model::alloc;
 use crate::model::config::Config;
 use crate::system::holder::{self, Action, Class, Holder, Known};
 use crate::system::paths::Project;
+use crate::system::probe;
 use crate::system::process::{self, Stopped};
 use crate::system::records;
 use crate::system::registry::Registry;
@@ -73,7 +73,7 @@ pub fn resolve(
     let (holders, known, action) = match judge(project, service, port, mode, config)? {
         Judged::Reserved => return Ok(None),
         Judged::Unseen => {
-            return Ok((!alloc::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
+            return Ok((!probe::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
         }
         Judged::Held { holders, known, action } => (holders, known, action),
     };
@@ -122,6 +122,6 @@ fn kill(service: &str, port: u16, holders: &[Holder], who: &str) -> Option<Strin
 
 /// Waits a little for the kernel to release the port.
 fn freed(port: u16) -> Option<String> {
-    let free = process::wait_until(Duration::from_secs(3), || alloc::is_free(port));
+    let free = process::wait_until(Duration::from_secs(3), || probe::is_free(port));
     (!free).then(|| "is still busy".to_owned())
 }

@@ -19,6 +19,7 @@ use crate::model::book::{self, Ports};
 use crate::model::config::{Config, DEFAULT_STOP_GRACE};
 use crate::system::files::Lock;
 use crate::system::paths::Project;
+use crate::system::probe;
 use crate::system::process::{ProcId, Stopped};
 use crate::system::records;
 use crate::system::registry::Registry;
@@ -112,7 +113,7 @@ fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow:
     Ok(to_start
         .iter()
         .map(|n| (n.clone(), current.get(n).copied().unwrap_or(config.services[n].port)))
-        .filter(|(_, p)| as_is(*p) && !alloc::is_free(*p))
+        .filter(|(_, p)| as_is(*p) && !probe::is_free(*p))
         .collect())
 }
 

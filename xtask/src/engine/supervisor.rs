@@ -21,7 +21,6 @@ use anyhow::{Context, bail, ensure};
 use crate::cli::guard::Guard;
 use crate::engine::allocation;
 use crate::engine::setup;
-use crate::model::alloc;
 use crate::model::book::Ports;
 use crate::model::config::{Config, DEFAULT_STOP_GRACE, Ready};
 use crate::model::envfile;
@@ -361,7 +360,7 @@ impl Supervisor {
                     copied(running.copied.as_ref(), Instant::now() + COPY_WAIT);
                     records::remove(&self.project, &service, running.group)?;
                     let tries = retries.entry(service.clone()).or_default();
-                    if alloc::is_free(port) || *tries >= PORT_RETRIES {
+                    if probe::is_free(port) || *tries >= PORT_RETRIES {
                         let lines = self.last_lines(&service);
                         bail!("{service} exited ({status}) before it was ready; its last lines:\n{lines}");
                     }

@@ -1,10 +1,8 @@
 //! Port allocation (DESIGN.md section 5): a pure function over a probe that
-//! says whether a port is usable, and the real probe, which binds every
-//! loopback and wildcard address so that a busy port is never taken for free.
+//! says whether a port is usable (the real one is `system::probe::is_free`),
+//! and the kernel's port ranges it keeps out of, as read from their text.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
 use crate::model::config::{Config, MIN_PORT};
 
@@ -32,16 +30,6 @@ pub struct KernelPorts {
 }
 
 impl KernelPorts {
-    /// This machine's, read from /proc: a file that is missing or unreadable
-    /// (a container, another kernel) or does not parse constrains nothing.
-    pub fn read() -> KernelPorts {
-        let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
-        KernelPorts {
-            ephemeral: read("ip_local_port_range").and_then(|text| parse_port_range(&text)),
-            reserved: read("ip_local_reserved_ports").and_then(|text| parse_reserved_ports(&text)).unwrap_or_default(),
-        }
-    }
-
     pub fn is_ephemeral(&self, port: u16) -> bool {
         self.ephemeral.is_some_and(|(lo, hi)| (lo..=hi).contains(&port))
     }
@@ -254,24 +242,6 @@ fn ranges(ports: &[u16]) -> Vec<(u16, u16)> {
         }
     }
     ranges
-}
-
-/// The real probe: a port is free only if it can be bound on 127.0.0.1,
-/// 0.0.0.0, ::1 and ::. A listener on any one of them makes it busy (binding
-/// the wildcard alone can succeed beside a listener on a specific address).
-/// Addresses this machine lacks (no IPv6) are skipped.
-pub fn is_free(port: u16) -> bool {
-    let addrs: [SocketAddr; 4] = [
-        (Ipv4Addr::LOCALHOST, port).into(),
-        (Ipv4Addr::UNSPECIFIED, port).into(),
-        (Ipv6Addr::LOCALHOST, port).into(),
-        (Ipv6Addr::UNSPECIFIED, port).into(),
-    ];
-    const EAFNOSUPPORT: i32 = 97; // IPv6 compiled out of the kernel
-    addrs.iter().all(|addr| match TcpListener::bind(addr) {
-        Ok(_) => true,
-        Err(e) => addr.is_ipv6() && (e.kind() == ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)),
-    })
 }
 
 #[cfg(test)]
@@ -536,19 +506,6 @@ mod tests {
         for &(text, want) in cases {
             let want = want.map(|ports| ports.iter().copied().collect::<BTreeSet<u16>>());
             assert_eq!(parse_reserved_ports(text), want, "{text:?}");
-        }
-    }
-
-    #[test]
-    fn the_probe_sees_a_listener_on_any_one_address() {
-        for addr in ["127.0.0.1:0", "0.0.0.0:0", "[::1]:0", "[::]:0"] {
-            let Ok(listener) = TcpListener::bind(addr) else {
-                continue;
-            }; // no IPv6 here
-            let port = listener.local_addr().unwrap().port();
-            assert!(!is_free(port), "a listener on {addr} (port {port}) was reported free");
-            drop(listener);
-            assert!(is_free(port), "port {port} is still busy after closing the listener on {addr}");
         }
     }
 

@@ -1,11 +1,43 @@
-//! Is a service ready (and later: healthy)? A TCP connection to its port, or
-//! `GET path` answering 2xx, on 127.0.0.1 or ::1 (whichever it listens on).
+//! Asking the network about a port: is it free (on every address), and is
+//! the service on it ready: a TCP connection to it, or `GET path` answering
+//! 2xx, on 127.0.0.1 or ::1 (whichever it listens on). And the kernel's
+//! port ranges, which the allocation keeps out of.
 
+use std::io::ErrorKind;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use crate::model::alloc::{KernelPorts, parse_port_range, parse_reserved_ports};
 use crate::model::config::Ready;
+
+/// The real probe: a port is free only if it can be bound on 127.0.0.1,
+/// 0.0.0.0, ::1 and ::. A listener on any one of them makes it busy (binding
+/// the wildcard alone can succeed beside a listener on a specific address).
+/// Addresses this machine lacks (no IPv6) are skipped.
+pub fn is_free(port: u16) -> bool {
+    let addrs: [SocketAddr; 4] = [
+        (Ipv4Addr::LOCALHOST, port).into(),
+        (Ipv4Addr::UNSPECIFIED, port).into(),
+        (Ipv6Addr::LOCALHOST, port).into(),
+        (Ipv6Addr::UNSPECIFIED, port).into(),
+    ];
+    const EAFNOSUPPORT: i32 = 97; // IPv6 compiled out of the kernel
+    addrs.iter().all(|addr| match TcpListener::bind(addr) {
+        Ok(_) => true,
+        Err(e) => addr.is_ipv6() && (e.kind() == ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)),
+    })
+}
+
+/// This machine's kernel ports, read from /proc: a file that is missing or unreadable
+/// (a container, another kernel) or does not parse constrains nothing.
+pub fn kernel_ports() -> KernelPorts {
+    let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
+    KernelPorts {
+        ephemeral: read("ip_local_port_range").and_then(|text| parse_port_range(&text)),
+        reserved: read("ip_local_reserved_ports").and_then(|text| parse_reserved_ports(&text)).unwrap_or_default(),
+    }
+}
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -54,6 +86,19 @@ fn status_is_success(answer: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_probe_sees_a_listener_on_any_one_address() {
+        for addr in ["127.0.0.1:0", "0.0.0.0:0", "[::1]:0", "[::]:0"] {
+            let Ok(listener) = TcpListener::bind(addr) else {
+                continue;
+            }; // no IPv6 here
+            let port = listener.local_addr().unwrap().port();
+            assert!(!is_free(port), "a listener on {addr} (port {port}) was reported free");
+            drop(listener);
+            assert!(is_free(port), "port {port} is still busy after closing the listener on {addr}");
+        }
+    }
 
     #[test]
     fn reads_the_status_line() {

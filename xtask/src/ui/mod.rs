@@ -165,8 +165,8 @@ fn bind(project: &Project) -> anyhow::Result<(Server, u16)> {
     let mine = registry.entries.mine(&project.root);
     taken.extend(mine.ports.values());
     let start = mine.dashboard.unwrap_or(PREFERRED_PORT);
-    for port in alloc::walk(start, 100, (1024, 65535), &alloc::KernelPorts::read()).ports {
-        if taken.contains(&port) || alloc::is_browser_blocked(port) || !alloc::is_free(port) {
+    for port in alloc::walk(start, 100, (1024, 65535), &probe::kernel_ports()).ports {
+        if taken.contains(&port) || alloc::is_browser_blocked(port) || !probe::is_free(port) {
             continue;
         }
         if let Ok(server) = Server::http(("127.0.0.1", port)) {
