@@ -15,10 +15,7 @@ mod ui;
 
 use clap::Parser;
 
-use crate::cli::logs;
 use crate::cli::{Cli, Command};
-use crate::cli::{bench, dev, guard, test};
-use crate::engine::{control as start, snapshot as status};
 use crate::system::paths::Project;
 use crate::system::process::{self, ProcId};
 use crate::system::{files, term};
@@ -50,25 +47,37 @@ fn try_main() -> anyhow::Result<()> {
     // A command that fails leaves the checkout as it found it: the folders
     // it made for its locks go too.
     let missing: Vec<_> = project.scaffolding().into_iter().filter(|(dir, _)| !dir.exists()).collect();
-    let result = match cli.command {
-        Command::Ports(args) => args.run(&project),
-        Command::Status { json } => status::run(&project, json),
-        Command::Dev { services, conflicts } => dev::run(&project, &services, conflicts),
-        Command::Start { services, conflicts } => start::start(&project, &services, conflicts),
-        Command::Stop { services } => start::stop(&project, &services),
-        Command::Restart { services, conflicts } => start::restart(&project, &services, conflicts),
-        Command::Logs { service, follow, lines } => logs::run(&project, service.as_deref(), follow, lines),
-        Command::Test => test::run(&project),
-        Command::Bench { runs, json } => bench::run(&project, runs, json.as_deref()),
-        Command::Ui => ui::run(&project),
-        Command::Guard { runner_pid, runner_start } => {
-            guard::run(&project, ProcId { pid: runner_pid, start: runner_start })
-        }
-    };
+    let result = run(cli.command, &project);
     if result.is_err() {
         for (dir, files) in &missing {
             files::remove_unused(dir, files);
         }
     }
     result
+}
+
+/// One arm per command: each front end owns its `run`.
+fn run(command: Command, project: &Project) -> anyhow::Result<()> {
+    match command {
+        Command::Ports(args) => args.run(project),
+        Command::Status { json } => cli::status::run(project, json),
+        Command::Dev { services, conflicts } => {
+            // dev serves the dashboard beside its services.
+            let dashboard: cli::dev::Dashboard = Box::new(|events| {
+                let dashboard = ui::serve(project, ui::Control::Foreground(events))?;
+                Ok((dashboard.url.clone(), Box::new(move || dashboard.close())))
+            });
+            cli::dev::run(project, &services, conflicts.resolve()?, dashboard)
+        }
+        Command::Start { services, conflicts } => cli::start::start(project, &services, conflicts.resolve()?),
+        Command::Stop { services } => cli::start::stop(project, &services),
+        Command::Restart { services, conflicts } => cli::start::restart(project, &services, conflicts.resolve()?),
+        Command::Logs { service, follow, lines } => cli::logs::run(project, service.as_deref(), follow, lines),
+        Command::Test => cli::test::run(project),
+        Command::Bench { runs, json } => cli::bench::run(project, runs, json.as_deref()),
+        Command::Ui => ui::run(project),
+        Command::Guard { runner_pid, runner_start } => {
+            cli::guard::run(project, ProcId { pid: runner_pid, start: runner_start })
+        }
+    }
 }

@@ -5,11 +5,16 @@ pub mod bench;
 pub mod dev;
 pub mod guard;
 pub mod logs;
+pub mod ports;
+pub mod start;
+pub mod status;
 pub mod test;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::model::policy::Mode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -131,18 +136,12 @@ pub struct ConflictFlags {
     pub no_kill: bool,
 }
 
-/// How a busy preferred port is resolved (DESIGN.md section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Ask on the terminal before killing.
-    Interactive,
-    /// Kill a same-user holder without asking; move when that fails.
-    Force,
-    /// Never kill; always move.
-    NoKill,
-}
-
 impl ConflictFlags {
+    /// The mode these flags, `FORCE_MODE` and the terminal ask for.
+    pub fn resolve(self) -> anyhow::Result<Mode> {
+        Ok(self.mode(force_env()?, std::io::IsTerminal::is_terminal(&std::io::stdin())))
+    }
+
     /// `--no-kill` wins, then `--force` or `FORCE_MODE`, then whether anyone can answer a prompt.
     pub fn mode(self, force_env: bool, stdin_is_tty: bool) -> Mode {
         if self.no_kill {

@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::cli::Mode;
-use crate::model::config::Config;
-use crate::system::holder::{self, Action, Class, Holder, Known};
-use crate::system::paths::Project;
+use super::Checkout;
+use crate::model::policy::{self, Action, Class, Mode};
+use crate::system::group::Stopped;
+use crate::system::holder::{self, Holder, Known};
 use crate::system::probe;
-use crate::system::process::{self, Stopped};
+use crate::system::process::{self, Hurry};
 use crate::system::records;
 use crate::system::registry::Registry;
 use crate::system::term;
@@ -37,7 +37,8 @@ enum Judged {
 /// seconds (a grace, a question), while another checkout started a service
 /// here. Its registry entry and its record are written before its process
 /// can listen, so they are read after the lookup.
-fn judge(project: &Project, service: &str, port: u16, mode: Mode, config: &Config) -> anyhow::Result<Judged> {
+fn judge(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> anyhow::Result<Judged> {
+    let (project, config) = (&checkout.project, &checkout.config);
     let holders = holder::lookup(&BTreeSet::from([port])).remove(&port).unwrap_or_default();
     let registry = Registry::open()?;
     if registry.entries.reserved_by_others(&project.root).contains(&port) {
@@ -49,28 +50,22 @@ fn judge(project: &Project, service: &str, port: u16, mode: Mode, config: &Confi
     let known = Known::gather(project, &registry);
     let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
     let siblings = config.services.keys().map(String::as_str).filter(|s| *s != service).collect();
-    let action = holder::decide_all(&classes, &siblings, mode);
+    let action = policy::decide_all(&classes, &siblings, mode);
     Ok(Judged::Held { holders, known, action })
 }
 
 /// Whether the policy may free `port` for `service` (it would stop, kill,
 /// or ask to kill its holders), before anything is done.
-pub fn may_free(project: &Project, service: &str, port: u16, mode: Mode, config: &Config) -> anyhow::Result<bool> {
-    let judged = judge(project, service, port, mode, config)?;
+pub fn may_free(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> anyhow::Result<bool> {
+    let judged = judge(checkout, service, port, mode)?;
     Ok(matches!(judged, Judged::Held { action: Action::StopOurs | Action::Ask | Action::Kill, .. }))
 }
 
 /// Tries to free `port` for `service`. `None` when it is free now, or
 /// another checkout reserves it (the allocation moves past it and says so);
 /// else why it stays busy, for the line that says where the service moves.
-pub fn resolve(
-    project: &Project,
-    service: &str,
-    port: u16,
-    mode: Mode,
-    config: &Config,
-) -> anyhow::Result<Option<String>> {
-    let (holders, known, action) = match judge(project, service, port, mode, config)? {
+pub fn resolve(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> anyhow::Result<Option<String>> {
+    let (holders, known, action) = match judge(checkout, service, port, mode)? {
         Judged::Reserved => return Ok(None),
         Judged::Unseen => {
             return Ok((!probe::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
@@ -82,12 +77,12 @@ pub fn resolve(
         Action::StopOurs => {
             for h in &holders {
                 if let Some((name, group)) = known.ours_of(h) {
-                    if group.stop(GRACE) == Stopped::Survived {
+                    if group.stop(GRACE, &Hurry::default()) == Stopped::Survived {
                         return Ok(Some(format!(
                             "is held by this checkout's earlier {who}, which could not be stopped"
                         )));
                     }
-                    records::remove(project, name, *group)?;
+                    records::remove(&checkout.project, name, *group)?;
                 }
             }
             say!("{service}: port {port} was held by this checkout's earlier {who}; stopped it");

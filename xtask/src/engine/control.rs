@@ -1,64 +1,123 @@
-//! `cargo xtask start`, `stop` and `restart`: services in the background,
-//! recorded in `.pids/`, their output in `.logs/`.
+//! Services in the background (left by `start`, or by a `dev` that is
+//! gone), recorded in `.pids/`, their output in `.logs/`: what `start`,
+//! `stop`, `restart`, `ports set`, the dashboard of `ui` and dev's guard do
+//! to them. A `dev` in another terminal runs its own: a selection is refused
+//! beside it, and a stop of everything stops it first.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{self, ConflictFlags};
-use crate::engine::launch;
-use crate::engine::setup;
-use crate::engine::supervisor::{Output, Supervisor, refuse_survivors};
-use crate::model::config::{Config, DEFAULT_STOP_GRACE};
+use super::actions::{Selection, Services};
+use super::launch;
+use super::output::Printer;
+use super::preflight;
+use super::stopper::{self, Target, refuse_survivors};
+use super::supervisor::Output;
+use super::{Checkout, running};
+use crate::model::book::Ports;
+use crate::model::config::DEFAULT_STOP_GRACE;
+use crate::model::policy::Mode;
 use crate::system::paths::Project;
-use crate::system::process::{self, ProcId, Stopped};
-use crate::system::records;
+use crate::system::process::{self, Hurry, ProcId};
+use crate::system::records::{self, Record};
 use crate::system::term::say;
 
-pub fn start(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
-    let sup = launch::up(project, services, flags, Output::Files)?;
-    say!("running in the background: `cargo xtask status`, `cargo xtask logs`, `cargo xtask stop`");
-    sup.detach();
-    Ok(())
+/// The background services of a checkout, and how a start of them resolves
+/// conflicts on their ports.
+pub struct Background {
+    pub checkout: Checkout,
+    pub mode: Mode,
 }
 
-pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
-    let config = match crate::engine::load_config(project) {
-        Ok(config) => config,
-        Err(e) => return stop_from_records(project, services, &e),
-    };
-    records::check_all(&project.root)?;
-    let names = to_stop(project, &config, services)?;
-    let selected = |r: &records::Record| cli::selection(services).is_none_or(|s| s.contains(&r.service));
-    let mut failed = Vec::new();
-    for record in records::load_all(&project.root).iter().filter(|r| selected(r) && !r.group.is_running()) {
-        if let Err(e) = launch::retire(project, &config, record) {
-            say!("{e:#}");
-            failed.push(record.service.clone());
+impl Background {
+    pub fn new(checkout: Checkout, mode: Mode) -> Background {
+        Background { checkout, mode }
+    }
+}
+
+impl Services for Background {
+    fn checkout(&self) -> &Checkout {
+        &self.checkout
+    }
+
+    fn running(&mut self) -> Vec<String> {
+        running(&self.checkout.project).into_iter().map(|r| r.service).collect()
+    }
+
+    fn check(&mut self, names: &[String]) -> anyhow::Result<()> {
+        preflight::check(&self.checkout, names)
+    }
+
+    fn refuses(&mut self, selection: &Selection) -> anyhow::Result<()> {
+        match (other_dev(&self.checkout.project), selection) {
+            (Some(dev), Some(_)) => refuse_selection(dev),
+            _ => Ok(()),
         }
     }
-    // A stop of everything also reaches what `ports.toml` no longer names (renamed, removed).
-    let unnamed: Vec<records::Record> = match cli::selection(services) {
-        None => running(project).into_iter().filter(|r| !config.services.contains_key(&r.service)).collect(),
-        Some(_) => Vec::new(),
-    };
-    if names.is_empty() && unnamed.is_empty() {
-        say!("nothing is running");
-        return refuse_survivors(&failed);
+
+    fn stop(&mut self, selection: &Selection) -> anyhow::Result<Vec<String>> {
+        stop(&self.checkout, selection)
     }
-    failed.extend(Supervisor::background(project, config, running(project))?.stop(&names));
-    failed.extend(stop_unnamed(project, unnamed)?);
-    refuse_survivors(&failed)
+
+    fn start(&mut self, names: &[String]) -> anyhow::Result<()> {
+        let up = launch::up(&self.checkout, names, self.mode, Output::Files)?;
+        say!("running in the background: `cargo xtask status`, `cargo xtask logs`, `cargo xtask stop`");
+        up.supervisor.detach();
+        Ok(())
+    }
+
+    fn ports_changed(&mut self, ports: &Ports) {
+        self.checkout.book = ports.clone();
+    }
+}
+
+/// Stops the running services of `selection` and what depends on them, and
+/// what is left of services whose first process has gone; a stop of
+/// everything also stops a `dev` in another terminal, and what `ports.toml`
+/// no longer names (renamed, removed). Returns those that still run.
+pub fn stop(checkout: &Checkout, selection: &Selection) -> anyhow::Result<Vec<String>> {
+    let (project, config) = (&checkout.project, &checkout.config);
+    records::check_all(&project.root)?;
+    if let Some(dev) = other_dev(project) {
+        if selection.is_some() {
+            refuse_selection(dev)?;
+        }
+        stop_dev(dev, config.services.values().map(|s| s.stop_grace).sum())?;
+    }
+    let chosen = |r: &Record| selection.as_ref().is_none_or(|s| s.contains(&r.service));
+    let mut survivors = Vec::new();
+    for record in records::load_all(&project.root).iter().filter(|r| chosen(r) && !r.group.is_running()) {
+        if let Err(e) = stopper::retire(project, config, record) {
+            say!("{e:#}");
+            survivors.push(record.service.clone());
+        }
+    }
+    let names = super::reach(config, selection, &running(project))?;
+    let (named, unnamed): (Vec<Record>, Vec<Record>) = running(project)
+        .into_iter()
+        .filter(|r| names.contains(&r.service) || selection.is_none())
+        .partition(|r| config.services.contains_key(&r.service));
+    if named.is_empty() && unnamed.is_empty() {
+        say!("nothing is running");
+        return Ok(survivors);
+    }
+    let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+    let targets = named.iter().map(|r| Target::recorded(&r.service, r.group, grace(r))).collect();
+    let hurry = Hurry::default();
+    survivors.extend(stopper::stop(project, Some(config), targets, &hurry, &Printer::new(config)));
+    survivors.extend(stop_unordered(project, unnamed));
+    Ok(survivors)
 }
 
 /// `stop` when ports.toml cannot be read (a merge conflict, deleted): the
 /// services its records name, all at once, as dev's guard stops them. What
 /// depends on a service is not known then: a selection stops nothing.
-fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) -> anyhow::Result<()> {
+pub fn stop_from_records(project: &Project, selection: &Selection, e: &anyhow::Error) -> anyhow::Result<()> {
     let why = format!("{e:#}");
     let why = why.lines().next().unwrap_or_default();
     records::check_all(&project.root)?;
-    if let Some(names) = cli::selection(services) {
+    if let Some(names) = selection {
         bail!(
             "{why}\nports.toml could not be read, so what depends on {} is not known: fix it, \
              or stop everything with `cargo xtask stop`",
@@ -74,70 +133,32 @@ fn stop_from_records(project: &Project, services: &[String], e: &anyhow::Error) 
         say!("nothing is running");
         return Ok(());
     }
-    refuse_survivors(&stop_unnamed(project, records)?)
+    refuse_survivors(&stop_unordered(project, records))
 }
 
 /// Stops the services of `left`, the records of a `dev` that is gone (its
 /// guard calls this): dependents first, as `ports.toml` says; what it no
 /// longer names, or all of it when it cannot be read, after that.
-pub fn stop_left(project: &Project, left: Vec<records::Record>) -> anyhow::Result<()> {
-    let config = crate::engine::load_config(project);
-    let named = |r: &records::Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
+pub fn stop_left(project: &Project, left: Vec<Record>) {
+    let config = super::load_config(project);
+    let named = |r: &Record| config.as_ref().is_ok_and(|c| c.services.contains_key(&r.service));
     let (known, unknown): (Vec<_>, Vec<_>) = left.into_iter().partition(named);
-    match config {
+    match &config {
         Ok(config) => {
-            let names: Vec<String> =
-                config.order.iter().filter(|n| known.iter().any(|r| &r.service == *n)).cloned().collect();
-            Supervisor::background(project, config, known)?.stop(&names);
+            let targets =
+                known.iter().map(|r| Target::recorded(&r.service, r.group, config.services[&r.service].stop_grace));
+            stopper::stop(project, Some(config), targets.collect(), &Hurry::default(), &Printer::new(config));
         }
         Err(e) => say!("{e:#}: stopping without the dependency order"),
     }
-    stop_unnamed(project, unknown).map(drop)
+    stop_unordered(project, unknown);
 }
 
 /// Stops services that `ports.toml` does not name (or cannot say the order
 /// of), all at once with the default grace. Returns those that still run.
-fn stop_unnamed(project: &Project, records: Vec<records::Record>) -> anyhow::Result<Vec<String>> {
-    let mut failed = Vec::new();
-    let stopped: Vec<Stopped> = std::thread::scope(|scope| {
-        let stopping: Vec<_> = records.iter().map(|r| scope.spawn(|| r.group.stop(DEFAULT_STOP_GRACE))).collect();
-        stopping.into_iter().map(|t| t.join().unwrap_or(Stopped::Survived)).collect()
-    });
-    for (record, stopped) in records.into_iter().zip(stopped) {
-        if stopped == Stopped::Survived {
-            say!("{} | could not be stopped: pid {} still runs", record.service, record.pid());
-            failed.push(record.service); // its record stays, for a later stop
-            continue;
-        }
-        records::remove(project, &record.service, record.group)?;
-        say!("{} | stopped", record.service);
-    }
-    Ok(failed)
-}
-
-pub fn restart(project: &Project, services: &[String], flags: ConflictFlags) -> anyhow::Result<()> {
-    let config = crate::engine::load_config(project)?;
-    let mut names = launch::selected(&config, services)?;
-    names.extend(reach(project, &config, services)?);
-    let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
-    // Bad input stops nothing (not even a `dev` in another terminal): what
-    // would keep them from starting again is found first.
-    launch::check(project, &config, &names, &setup::search_path(&config))?;
-    let stopping = to_stop(project, &config, services)?;
-    refuse_survivors(&Supervisor::background(project, config.clone(), running(project))?.stop(&stopping))?;
-    start(project, &names, flags)
-}
-
-/// What a stop of `services` reaches (`reach`), after stopping a `dev` in
-/// another terminal that runs them (only as a whole).
-fn to_stop(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
-    if let Some(dev) = other_dev(project) {
-        if cli::selection(services).is_some() {
-            refuse_selection(dev)?;
-        }
-        stop_dev(dev, config.services.values().map(|s| s.stop_grace).sum())?;
-    }
-    reach(project, config, services)
+fn stop_unordered(project: &Project, records: Vec<Record>) -> Vec<String> {
+    let targets = records.iter().map(|r| Target::recorded(&r.service, r.group, DEFAULT_STOP_GRACE)).collect();
+    stopper::stop(project, None, targets, &Hurry::default(), &Printer::plain())
 }
 
 /// Stops a `cargo xtask dev` in another terminal, whose services' graces add up to `graces`.
@@ -156,9 +177,9 @@ fn stop_dev(dev: ProcId, graces: Duration) -> anyhow::Result<()> {
 
 /// A `cargo xtask dev` in another terminal: the one holding the dev lock,
 /// or one that runs services of this checkout.
-fn other_dev(project: &Project) -> Option<ProcId> {
+pub fn other_dev(project: &Project) -> Option<ProcId> {
     let of_a_service = || running(project).iter().find_map(|r| r.supervisor.filter(|dev| dev.is_alive()));
-    launch::running_dev(project).or_else(of_a_service)
+    records::running_dev(project).or_else(of_a_service)
 }
 
 /// Beside a `dev`, services are stopped and restarted there, or all at once.
@@ -168,30 +189,4 @@ fn refuse_selection(dev: ProcId) -> anyhow::Result<()> {
          there (on its dashboard), or stop everything with `cargo xtask stop`",
         dev.pid
     )
-}
-
-/// What `restart` of `services` would refuse, found before anything changes
-/// (`ports set` asks before it writes the new port).
-pub fn check_restartable(project: &Project) -> anyhow::Result<()> {
-    other_dev(project).map_or(Ok(()), refuse_selection)
-}
-
-/// The running services a stop of `services` reaches: they and what depends on them.
-fn reach(project: &Project, config: &Config, services: &[String]) -> anyhow::Result<Vec<String>> {
-    let selected = match cli::selection(services) {
-        None => config.order.clone(),
-        Some(names) => {
-            for name in names {
-                config.closure(Some(std::slice::from_ref(name)))?; // checks the name
-            }
-            config.dependents_closure(names)
-        }
-    };
-    let running: Vec<String> = running(project).into_iter().map(|r| r.service).collect();
-    Ok(selected.into_iter().filter(|n| running.contains(n)).collect())
-}
-
-/// The records of the services that are running.
-fn running(project: &Project) -> Vec<records::Record> {
-    records::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
 }

@@ -1,41 +1,75 @@
-//! What `dev`, `start` and `restart` do before starting anything: check the
-//! input, stop the leftovers of a runner that was killed, settle who may keep
-//! running, set up, resolve conflicts on the services' ports, and allocate.
+//! Bringing services up, for `dev` and `start`: check the input, take the
+//! checkout's locks, stop the leftovers of a runner that was killed, settle
+//! who may keep running, set up, resolve conflicts on the services' ports,
+//! allocate, then start them in dependency order and wait until they are
+//! ready.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
-use std::io::IsTerminal;
 
 use anyhow::bail;
 
-use crate::cli::guard;
-use crate::cli::{ConflictFlags, Mode};
-use crate::engine::allocation;
-use crate::engine::conflict;
-use crate::engine::setup;
-use crate::engine::supervisor::{self, Output, Supervisor};
+use super::guard::{self, Guard};
+use super::output::Printer;
+use super::stopper::{self, Target, refuse_survivors};
+use super::supervisor::{self, Output, Supervisor};
+use super::{Checkout, allocation, conflict, preflight, setup};
 use crate::model::alloc;
-use crate::model::book::{self, Ports};
-use crate::model::config::{Config, DEFAULT_STOP_GRACE};
+use crate::model::book::Ports;
+use crate::model::config::DEFAULT_STOP_GRACE;
+use crate::model::policy::Mode;
 use crate::system::files::Lock;
 use crate::system::paths::Project;
 use crate::system::probe;
-use crate::system::process::{ProcId, Stopped};
-use crate::system::records;
-use crate::system::registry::Registry;
+use crate::system::process::{Hurry, ProcId};
+use crate::system::records::{self, Record};
 use crate::system::term::say;
 
-/// Prepares `names` (already closed over their dependencies, and checked)
-/// to start. With `Output::Terminal` (dev) services that run in the
-/// background are taken over; with `Output::Files` (start) they keep running.
+/// Services brought up, and, for `dev`, what it holds while it runs: its
+/// guard, and its lock on the checkout.
+pub struct Up {
+    pub supervisor: Supervisor,
+    /// Held until the end: dropped, they let the guard go and the lock free.
+    pub _guard: Option<Guard>,
+    pub _dev_lock: Option<Lock>,
+}
+
+/// Starts `names` (closed over their dependencies, in order) and waits until
+/// they are ready. With `Output::Terminal` (dev) services of the selection
+/// that run in the background are taken over; with `Output::Files` (start)
+/// they keep running.
+pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> anyhow::Result<Up> {
+    crate::system::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
+    let project = &checkout.project;
+    preflight::check(checkout, names)?;
+    let dev_lock = dev_lock(project, output)?;
+    // One launch at a time in a checkout: two at once would each find a
+    // service not running, and start it twice.
+    let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
+    let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
+    // dev's services must not outlive it: its guard watches before the first starts.
+    let guard = match output {
+        Output::Terminal => Some(guard::spawn(project)?),
+        Output::Files => None,
+    };
+    let hurry = Hurry::default();
+    let (ports, kept) = prepare(checkout, names, mode, output)?;
+    let mut supervisor = Supervisor::new(checkout.clone(), ports, output, kept, hurry.clone());
+    // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; in the
+    // foreground, a second Ctrl-C cuts the graces short.
+    supervisor::forward_signals(supervisor.sender(), (output == Output::Terminal).then_some(hurry))?;
+    supervisor.start_all(names)?;
+    Ok(Up { supervisor, _guard: guard, _dev_lock: dev_lock })
+}
+
+/// Settles what must change before `names` start: returns the ports they
+/// start on, and the services that run in the background and stay.
 fn prepare(
-    project: &Project,
-    config: Config,
+    checkout: &Checkout,
     names: &[String],
     mode: Mode,
     output: Output,
-    path: &OsString,
-) -> anyhow::Result<Supervisor> {
+) -> anyhow::Result<(Ports, BTreeMap<String, Record>)> {
+    let (project, config) = (&checkout.project, &checkout.config);
     let me = ProcId::myself();
     let (records, stale): (Vec<_>, Vec<_>) =
         records::load_all(&project.root).into_iter().partition(|r| r.group.is_running());
@@ -74,70 +108,42 @@ fn prepare(
     // freed? If not, fail now, while nothing is stopped or killed.
     // What is about to be stopped frees its port too.
     let mut freeable: BTreeSet<u16> = going.iter().map(|(r, _)| r.port).collect();
-    for (name, port) in contested(project, &config, &to_start)? {
-        if conflict::may_free(project, &name, port, mode, &config)? {
+    for (name, port) in contested(checkout, &to_start) {
+        if conflict::may_free(checkout, &name, port, mode)? {
             freeable.insert(port);
         }
     }
-    allocation::check_allocatable(project, &config, &fixed, &freeable)?;
+    allocation::check_allocatable(checkout, &fixed, &freeable)?;
 
     for record in stale {
-        retire(project, &config, &record)?;
+        stopper::retire(project, config, &record)?;
     }
     // Stopped as any stop: dependents first, what depends on nothing left together.
     for (record, doing) in &going {
         say!("{}: {doing} (pid {})", record.service, record.pid());
     }
-    let names: Vec<String> = going.iter().map(|(r, _)| r.service.clone()).collect();
-    let records = going.into_iter().map(|(r, _)| r).collect();
-    supervisor::refuse_survivors(&Supervisor::background(project, config.clone(), records)?.stop(&names))?;
+    let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+    let targets = going.iter().map(|(r, _)| Target::recorded(&r.service, r.group, grace(r))).collect();
+    let printer = Printer::new(config);
+    refuse_survivors(&stopper::stop(project, Some(config), targets, &Hurry::default(), &printer))?;
     // Before any holder of a port is killed: a step that fails leaves it be.
-    setup::prepare(project, &config, &to_start, path)?;
+    setup::prepare(checkout, &to_start)?;
     let mut busy = BTreeMap::new();
-    for (name, port) in contested(project, &config, &to_start)? {
-        busy.extend(conflict::resolve(project, &name, port, mode, &config)?.map(|why| (name, why)));
+    for (name, port) in contested(checkout, &to_start) {
+        busy.extend(conflict::resolve(checkout, &name, port, mode)?.map(|why| (name, why)));
     }
-    let ports = allocation::allocate_and_write(project, &config, &fixed, &busy)?;
-
-    let mut supervisor = Supervisor::new(project.clone(), config, ports, output)?;
-    supervisor.kept = kept.into_iter().map(|(name, record)| (name, record.group)).collect();
-    Ok(supervisor)
+    let ports = allocation::allocate_and_write(checkout, &fixed, &busy)?;
+    Ok((ports, kept))
 }
 
 /// The busy ports of `to_start` that the allocation would give as they are,
 /// so that their holders may be asked to go. One below the range, say, is
 /// moved past whoever holds it: nobody is killed for it.
-fn contested(project: &Project, config: &Config, to_start: &[String]) -> anyhow::Result<Vec<(String, u16)>> {
-    let current = book::load(&project.ports_json(), config)?;
+fn contested(checkout: &Checkout, to_start: &[String]) -> Vec<(String, u16)> {
+    let config = &checkout.config;
+    let ports = checkout.ports(&Ports::new());
     let as_is = |p: u16| alloc::in_range(p, config.range) && !alloc::is_browser_blocked(p);
-    Ok(to_start
-        .iter()
-        .map(|n| (n.clone(), current.get(n).copied().unwrap_or(config.services[n].port)))
-        .filter(|(_, p)| as_is(*p) && !probe::is_free(*p))
-        .collect())
-}
-
-/// Removes the record of a service whose group has no process left, after
-/// stopping what it started in a session of its own (a daemon), which may
-/// still run: with the record gone, nothing would find it.
-pub fn retire(project: &Project, config: &Config, record: &records::Record) -> anyhow::Result<()> {
-    match record.group.stop(grace_of(config, &record.service)) {
-        Stopped::Terminated | Stopped::Killed => {
-            say!("{}: stopped what it left running (pid {} is gone)", record.service, record.pid())
-        }
-        Stopped::Survived => bail!("{}: what it left running could not be stopped", record.service),
-        Stopped::AlreadyGone | Stopped::NotOurs => {}
-    }
-    records::remove(project, &record.service, record.group)
-}
-
-fn grace_of(config: &Config, service: &str) -> std::time::Duration {
-    config.services.get(service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace)
-}
-
-/// The services to start for a selection, with their dependencies, in order.
-pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>> {
-    config.closure(crate::cli::selection(names))
+    to_start.iter().map(|n| (n.clone(), ports[n])).filter(|(_, p)| as_is(*p) && !probe::is_free(*p)).collect()
 }
 
 /// One `dev` per checkout, and no `start` or `restart` beside it (it takes
@@ -147,7 +153,7 @@ pub fn selected(config: &Config, names: &[String]) -> anyhow::Result<Vec<String>
 fn dev_lock(project: &Project, output: Output) -> anyhow::Result<Option<Lock>> {
     let path = project.dev_lock();
     let refuse = || {
-        let who = running_dev(project).map_or(String::new(), |dev| format!(" (pid {})", dev.pid));
+        let who = records::running_dev(project).map_or(String::new(), |dev| format!(" (pid {})", dev.pid));
         anyhow::anyhow!(
             "`cargo xtask dev`{who} runs this checkout in another terminal: \
              stop it first (Ctrl-C there, or `cargo xtask stop`)"
@@ -165,56 +171,4 @@ fn dev_lock(project: &Project, output: Output) -> anyhow::Result<Option<Lock>> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Err(refuse())
-}
-
-/// The `cargo xtask dev` that runs in this checkout, if one does.
-pub fn running_dev(project: &Project) -> Option<ProcId> {
-    let path = project.dev_lock();
-    if !path.exists() || Lock::try_acquire_shared(&path).ok()?.is_some() {
-        return None;
-    }
-    let text = crate::system::files::read_optional(&path).ok()??;
-    let (pid, start) = text.trim().split_once(' ')?;
-    Some(ProcId { pid: pid.parse().ok()?, start: start.parse().ok()? }).filter(|dev| dev.is_alive())
-}
-
-/// Bad input changes nothing: what would keep `names` from starting is
-/// found before anything is stopped, killed or written (ports.toml's steps
-/// and programs, `.ports.json`, the registry).
-pub fn check(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
-    crate::cli::force_env()?;
-    setup::check(project, config, names, path)?;
-    book::load(&project.ports_json(), config)?;
-    records::check_all(&project.root)?;
-    Registry::open()?;
-    crate::system::files::check_inside(&project.root, &[project.ports_json(), project.env_runtime()])?;
-    let files = [project.ports_json(), project.env_runtime(), Registry::file()?];
-    crate::system::files::check_writable(&[project.pids_dir(), project.logs_dir()], &files)
-}
-
-/// What `dev` and `start` share: prepare the selected services and their
-/// dependencies, then start them and wait until they are ready.
-pub fn up(project: &Project, services: &[String], flags: ConflictFlags, output: Output) -> anyhow::Result<Supervisor> {
-    crate::system::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
-    let config = crate::engine::load_config(project)?;
-    let names = selected(&config, services)?;
-    let path = setup::search_path(&config);
-    check(project, &config, &names, &path)?;
-    let dev = dev_lock(project, output)?;
-    // One launch at a time in a checkout: two at once would each find a
-    // service not running, and start it twice.
-    let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
-    let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
-    let mode = flags.mode(crate::cli::force_env()?, std::io::stdin().is_terminal());
-    // dev's services must not outlive it: its guard watches before the first starts.
-    let guard = match output {
-        Output::Terminal => Some(guard::spawn(project)?),
-        Output::Files => None,
-    };
-    let mut sup = prepare(project, config, &names, mode, output, &path)?;
-    sup.guard = guard;
-    sup.dev = dev;
-    supervisor::forward_signals(sup.sender(), true)?;
-    sup.start_all(&names)?;
-    Ok(sup)
 }

@@ -1,151 +1,208 @@
-//! `cargo xtask status`: one line per service in the seed's format, with its
-//! URL and whether it answers.
+//! What runs and who holds which port, as every front end shows it: `status`,
+//! `ports`, `ports who`, `ports --all`, the dashboard (and its JSON is the
+//! commands' `--json`). Read-only: a snapshot changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
-use serde_json::json;
+use serde::Serialize;
 
-use crate::engine::allocation;
-use crate::model::config::{Config, Service};
+use super::Checkout;
+use super::allocation::around_ephemeral;
+use crate::model::book::Ports;
+use crate::model::config::Service;
+use crate::model::policy::Class;
+use crate::system::holder::{self, Holder, Known};
 use crate::system::paths::Project;
 use crate::system::probe;
-use crate::system::records;
-use crate::system::term::Style;
-use crate::system::term::say;
+use crate::system::records::Record;
+use crate::system::registry::{Entries, Registry};
+use crate::system::users;
 
-/// What `status` knows of one service.
-pub struct Line {
+/// One service, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceState {
     pub service: String,
+    /// `Backend`, as the seed's status lines show it.
+    #[serde(skip)]
     pub title: String,
     pub port: u16,
+    pub running: bool,
     pub pid: Option<i32>,
-    pub url: String,
-    pub healthy: bool,
+    /// `None` when `ports.toml` could not be read: the records alone say
+    /// what runs, not how to reach it or ask it.
+    pub url: Option<String>,
+    pub healthy: Option<bool>,
     /// Stopped by a signal (SIGSTOP, Ctrl-Z): it cannot answer, and is not asked.
     pub suspended: bool,
 }
 
-/// What `status` shows; `healthy(service, port)` checks a running service.
-pub fn lines(
-    project: &Project,
-    config: &Config,
-    mut healthy: impl FnMut(&Service, u16) -> bool,
-) -> anyhow::Result<Vec<Line>> {
-    let records = running(project);
+/// Every service of the checkout, in dependency order. `healthy(service,
+/// port)` asks a running service that is not suspended.
+pub fn status(checkout: &Checkout, mut healthy: impl FnMut(&Service, u16) -> bool) -> Vec<ServiceState> {
+    let records = super::running(&checkout.project);
     let stopped = stopped_groups(&records);
-    // A running service is on its record's port, whatever .ports.json says since.
-    let mut ports = allocation::current(project, config)?;
-    ports.extend(
-        records.iter().filter(|r| config.services.contains_key(&r.service)).map(|r| (r.service.clone(), r.port)),
-    );
-    let lines = config
-        .order
-        .iter()
-        .map(|name| {
-            let service = &config.services[name];
-            let record = records.iter().find(|r| &r.service == name);
-            let port = ports[name];
-            let suspended = record.is_some_and(|r| stopped.contains(&r.pid()));
-            Line {
-                service: name.clone(),
-                title: service.title(),
-                port,
-                pid: record.map(|r| r.pid()),
-                url: service.url.render(Some(name), &ports),
-                healthy: record.is_some() && !suspended && healthy(service, port),
-                suspended,
-            }
-        })
-        .collect();
-    Ok(lines)
-}
-
-pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
-    records::check_all(&project.root)?; // rather than call a service it may name stopped
-    let config = match crate::engine::load_config(project) {
-        Ok(config) => config,
-        Err(e) => return run_from_records(project, as_json, &e),
+    // A running service is on its record's port, whatever the book says since.
+    let ports = checkout.ports(&records.iter().map(|r| (r.service.clone(), r.port)).collect());
+    let config = &checkout.config;
+    let state = |name: &String| {
+        let service = &config.services[name];
+        let record = records.iter().find(|r| &r.service == name);
+        let port = ports[name];
+        let suspended = record.is_some_and(|r| stopped.contains(&r.pid()));
+        ServiceState {
+            service: name.clone(),
+            title: service.title(),
+            port,
+            running: record.is_some(),
+            pid: record.map(Record::pid),
+            url: Some(service.url.render(Some(name), &ports)),
+            healthy: Some(record.is_some() && !suspended && healthy(service, port)),
+            suspended,
+        }
     };
-    let lines = lines(project, &config, |service, port| probe::check(&service.ready, port))?;
-    if as_json {
-        let rows: Vec<_> = lines
-            .iter()
-            .map(|l| {
-                json!({
-                    "service": l.service, "port": l.port, "running": l.pid.is_some(),
-                    "pid": l.pid, "url": l.url, "healthy": l.healthy, "suspended": l.suspended,
-                })
-            })
-            .collect();
-        say!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    let style = Style::stdout();
-    for l in &lines {
-        let head = format!("{} (port {}):", l.title, l.port);
-        match l.pid {
-            Some(pid) if l.suspended => say!("{head} {}  {}  {}", suspended(style, pid), l.url, resume(style, pid)),
-            Some(pid) => {
-                let health = if l.healthy { style.green("healthy") } else { style.yellow("not answering") };
-                say!("{head} {} (pid {pid})  {}  {health}", style.green("✓ Running"), l.url);
-            }
-            None => say!("{head} {}", style.dim("✗ Stopped")),
-        }
-    }
-    Ok(())
+    config.order.iter().map(state).collect()
 }
 
-/// `status` when ports.toml cannot be read (a merge conflict, deleted):
-/// what the records say runs, without the URLs and health checks it gives.
-fn run_from_records(project: &Project, as_json: bool, e: &anyhow::Error) -> anyhow::Result<()> {
-    let why = format!("{e:#}");
-    let why = why.lines().next().unwrap_or_default();
-    // On stderr, so that `--json` output stays JSON.
-    eprintln!("warning: {why}\nports.toml could not be read: showing what the records of .pids/ say runs");
-    let records = running(project);
+/// What the records say runs, when `ports.toml` cannot be read (a merge
+/// conflict, deleted): no URL, no health.
+pub fn status_from_records(project: &Project) -> Vec<ServiceState> {
+    let records = super::running(project);
     let stopped = stopped_groups(&records);
-    if as_json {
-        let rows: Vec<_> = records
-            .iter()
-            .map(|r| {
-                json!({
-                    "service": r.service, "port": r.port, "running": true, "pid": r.pid(),
-                    "url": null, "healthy": null, "suspended": stopped.contains(&r.pid()),
-                })
-            })
-            .collect();
-        say!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    let style = Style::stdout();
-    for r in &records {
-        let (head, pid) = (format!("{} (port {}):", r.service, r.port), r.pid());
-        match stopped.contains(&pid) {
-            true => say!("{head} {}  {}", suspended(style, pid), resume(style, pid)),
-            false => say!("{head} {} (pid {pid})", style.green("✓ Running")),
-        }
-    }
-    if records.is_empty() {
-        say!("nothing is running");
-    }
-    Ok(())
-}
-
-/// The records of the services that are running.
-fn running(project: &Project) -> Vec<records::Record> {
-    records::load_all(&project.root).into_iter().filter(|r| r.group.is_running()).collect()
+    let state = |r: &Record| ServiceState {
+        service: r.service.clone(),
+        title: r.service.clone(),
+        port: r.port,
+        running: true,
+        pid: Some(r.pid()),
+        url: None,
+        healthy: None,
+        suspended: stopped.contains(&r.pid()),
+    };
+    records.iter().map(state).collect()
 }
 
 /// The groups of `records` with a process stopped by a signal (one look at
 /// every process, only when some service runs).
-fn stopped_groups(records: &[records::Record]) -> BTreeSet<i32> {
+fn stopped_groups(records: &[Record]) -> BTreeSet<i32> {
     if records.is_empty() { BTreeSet::new() } else { procscan::stopped_groups() }
 }
 
-fn suspended(style: Style, pid: i32) -> String {
-    format!("{} (pid {pid})", style.yellow("⏸ Suspended"))
+/// A process that holds a port, and whose it is when the runner knows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    pub pid: Option<i32>,
+    pub user: String,
+    pub command: String,
+    /// One of this checkout's services.
+    pub ours: bool,
+    pub service: Option<String>,
+    /// The other checkout whose service it is.
+    pub checkout: Option<PathBuf>,
+    /// The holder in a few words, with whose it is.
+    #[serde(skip)]
+    pub said: String,
 }
 
-fn resume(style: Style, pid: i32) -> String {
-    style.yellow(&format!("stopped by a signal: `kill -CONT -- -{pid}` resumes it"))
+impl Held {
+    fn new(holder: &Holder, class: &Class) -> Held {
+        let said = match class {
+            Class::Ours(service) => format!("{holder}: this checkout's {service}"),
+            Class::OtherCheckout(path) => format!("{holder}: a service of the checkout {}", path.display()),
+            Class::Dashboard => format!("{holder}: this checkout's dashboard"),
+            Class::Unrecorded => format!("{holder}: started by cargo xtask, for a service no record names"),
+            _ => holder.to_string(),
+        };
+        Held {
+            pid: holder.id.map(|id| id.pid),
+            user: users::name_of(holder.uid),
+            command: holder.command.clone(),
+            ours: matches!(class, Class::Ours(_)),
+            service: match class {
+                Class::Ours(service) => Some(service.clone()),
+                _ => None,
+            },
+            checkout: match class {
+                Class::OtherCheckout(path) => Some(path.clone()),
+                _ => None,
+            },
+            said,
+        }
+    }
+}
+
+/// The holders of each of `ports` that has a listener, with whose each is.
+pub fn holders(project: &Project, ports: &BTreeSet<u16>) -> anyhow::Result<BTreeMap<u16, Vec<Held>>> {
+    let registry = Registry::open()?;
+    let known = Known::gather(project, &registry);
+    drop(registry);
+    let held = |hs: Vec<Holder>| hs.iter().map(|h| Held::new(h, &known.classify(h))).collect();
+    Ok(holder::lookup(ports).into_iter().map(|(port, hs)| (port, held(hs))).collect())
+}
+
+/// One service's port, as `ports` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortRow {
+    pub service: String,
+    pub port: u16,
+    pub preferred: u16,
+    /// Why `port` is not `preferred`, when the kernel's ephemeral range explains it.
+    pub why_moved: Option<String>,
+    pub free: bool,
+    pub holders: Vec<Held>,
+}
+
+/// Every service's port and who holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortsView {
+    /// Whether `.ports.json` exists: if not, these are the preferred ports.
+    pub allocated: bool,
+    pub services: Vec<PortRow>,
+}
+
+pub fn ports(checkout: &Checkout) -> anyhow::Result<PortsView> {
+    let config = &checkout.config;
+    let ports = checkout.ports(&Ports::new());
+    let held = holders(&checkout.project, &ports.values().copied().collect())?;
+    let kernel = probe::kernel_ports();
+    let row = |name: &String| {
+        let (port, preferred) = (ports[name], config.services[name].port);
+        // A hand-edited .ports.json may give two services one port.
+        let holders = held.get(&port).cloned().unwrap_or_default();
+        PortRow {
+            service: name.clone(),
+            port,
+            preferred,
+            why_moved: around_ephemeral(preferred, port, config, &kernel),
+            free: holders.is_empty(),
+            holders,
+        }
+    };
+    let services = config.order.iter().map(row).collect();
+    Ok(PortsView { allocated: !checkout.book.is_empty(), services })
+}
+
+/// One port asked about by `ports who`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Who {
+    pub port: u16,
+    pub holders: Vec<Held>,
+}
+
+/// Who holds each of `ports` (lsof's question), and whose service that is.
+pub fn who(project: &Project, ports: &[u16]) -> anyhow::Result<Vec<Who>> {
+    let held = holders(project, &ports.iter().copied().collect())?;
+    // A port may be asked twice.
+    Ok(ports.iter().map(|port| Who { port: *port, holders: held.get(port).cloned().unwrap_or_default() }).collect())
+}
+
+/// Every checkout's reservations. The registry is written only when it
+/// dropped a checkout that is gone: a listing leaves a hand-formatted one as
+/// it is.
+pub fn checkouts() -> anyhow::Result<Entries> {
+    let registry = Registry::open()?;
+    if registry.pruned {
+        registry.save()?;
+    }
+    Ok(registry.entries.clone())
 }

@@ -1,20 +1,20 @@
-//! `.ports.json`: the seed's flat map of service -> port, which users may edit
-//! by hand (DESIGN.md section 4). `parse` is pure and strict: a file we cannot
-//! read exactly is an error that names it, never something to overwrite.
+//! The port book, `.ports.json`: the seed's flat map of service -> port,
+//! which users may edit by hand (DESIGN.md section 4), and how its ports meet
+//! the preferred ones and those services run on. `parse` is strict: a file we
+//! cannot read exactly is an error that names it, never something to overwrite.
 //! An entry of a service ports.toml no longer has is the exception: a `git
 //! pull` that renames a service must not stop every command, so it is only
 //! noted, and dropped at the next write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use anyhow::bail;
 use serde::Deserialize;
 
 use crate::model::config::Config;
-use crate::system::files;
+use crate::model::json::{json_error, locate_key};
 
 pub type Ports = BTreeMap<String, u16>;
 
@@ -99,57 +99,23 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-/// A serde_json error as `path:line:col: message`, the place said once:
-/// serde_json's message repeats it, and says column 0 before a line's first
-/// character.
-pub fn json_error(path: &Path, e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    let message = message.split(" at line ").next().unwrap_or(&message);
-    format!("{}:{}:{}: {message}", path.display(), e.line(), e.column().max(1))
-}
-
-/// Where `"name"` appears as a key, 1-based: its first place, or its second
-/// when `again`; (1, 1) if not found.
-pub fn locate_key(text: &str, name: &str, again: bool) -> (usize, usize) {
-    let quoted = serde_json::to_string(name).unwrap_or_default();
-    text.match_indices(&quoted).nth(usize::from(again)).map_or((1, 1), |(offset, _)| {
-        let before = &text[..offset];
-        (before.matches('\n').count() + 1, offset - before.rfind('\n').map_or(0, |i| i + 1) + 1)
-    })
-}
-
 pub fn render(ports: &Ports) -> String {
     serde_json::to_string_pretty(ports).expect("a map of strings to numbers serialises") + "\n"
 }
 
-/// The current allocations: empty when the file does not exist yet.
-pub fn load(path: &Path, config: &Config) -> anyhow::Result<Ports> {
-    // A command reads the file several times, the dashboard on every refresh:
-    // each note is said once, on stderr so that `--json` output stays JSON.
-    static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-    let Some(text) = files::read_optional(path)? else {
-        return Ok(Ports::new());
-    };
-    let (ports, stale) = parse(&text, path, config)?;
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    for note in stale {
-        if said.insert(note.clone()) {
-            eprintln!("note: {note}");
-        }
-    }
-    Ok(ports)
+/// Whether `text`, read from `path`, already says exactly `ports`: a
+/// hand-formatted file that does is left as its author wrote it.
+pub fn says(text: &str, path: &Path, config: &Config, ports: &Ports) -> bool {
+    parse(text, path, config).is_ok_and(|(old, stale)| stale.is_empty() && &old == ports)
 }
 
-/// The write that makes the file say `ports`, for `files::write_all_atomic`:
-/// none when it already says exactly that, so a hand-formatted file is left
-/// as its author wrote it.
-pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> anyhow::Result<Option<(PathBuf, String)>> {
-    if let Some(text) = files::read_optional(path)?
-        && parse(&text, path, config).is_ok_and(|(old, stale)| stale.is_empty() && &old == ports)
-    {
-        return Ok(None);
-    }
-    Ok(Some((path.to_path_buf(), render(ports))))
+/// Every service's port now: the one it runs on, else the one the book
+/// gives it, else its preferred one. The one place these three meet.
+pub fn effective(config: &Config, book: &Ports, running: &Ports) -> Ports {
+    let mut ports = config.preferred_ports();
+    ports.extend(book.iter().map(|(name, port)| (name.clone(), *port)));
+    ports.extend(running.iter().filter(|(name, _)| config.services.contains_key(*name)).map(|(n, p)| (n.clone(), *p)));
+    ports
 }
 
 #[cfg(test)]
@@ -208,5 +174,15 @@ mod tests {
             stale[0].contains("it has backend, web") && stale[0].contains("dropped at the next write"),
             "{stale:?}"
         );
+    }
+
+    #[test]
+    fn a_running_port_beats_the_book_which_beats_the_preferred_one() {
+        let config = config();
+        let book = Ports::from([("backend".into(), 8001), ("web".into(), 3001)]);
+        let running = Ports::from([("web".into(), 3005), ("gone".into(), 9000)]);
+        let ports = effective(&config, &book, &running);
+        assert_eq!(ports, Ports::from([("backend".into(), 8001), ("web".into(), 3005)]));
+        assert_eq!(effective(&config, &Ports::new(), &Ports::new()), config.preferred_ports());
     }
 }

@@ -1,8 +1,6 @@
 //! `.env.runtime`: every service's port and URL, and the extra `[env]` lines,
 //! so each service knows where the others are (DESIGN.md section 4).
-//! `render` is pure; `pending_write` is the only IO.
-
-use std::path::{Path, PathBuf};
+//! Pure: the engine writes it, only when it would say something else.
 
 use crate::model::book::Ports;
 use crate::model::config::Config;
@@ -42,16 +40,6 @@ fn quoted(value: &str) -> String {
     } else {
         format!("'{value}'")
     }
-}
-
-/// The write that makes the file say `ports`, for `files::write_all_atomic`:
-/// none when it already says exactly that (a rewrite would wake file
-/// watchers for nothing). Generated, so whatever it holds (even bytes that
-/// are not text) is replaced.
-pub fn pending_write(path: &Path, config: &Config, ports: &Ports) -> Option<(PathBuf, String)> {
-    let text = render(config, ports);
-    let same = std::fs::read(path).is_ok_and(|old| old == text.as_bytes());
-    (!same).then(|| (path.to_path_buf(), text))
 }
 
 #[cfg(test)]
@@ -117,18 +105,5 @@ NEXT_PUBLIC_API_URL=http://127.0.0.1:8001
                 "SPACES=' x '",
             ]
         );
-    }
-
-    #[test]
-    fn rewritten_only_when_it_says_something_else() {
-        let config = config::parse("[services.a]\nport = 8000\ncommand = \"x\"\n").unwrap();
-        let ports = Ports::from([("a".into(), 8000)]);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".env.runtime");
-        assert!(pending_write(&path, &config, &ports).is_some(), "missing");
-        std::fs::write(&path, render(&config, &ports)).unwrap();
-        assert_eq!(pending_write(&path, &config, &ports), None);
-        std::fs::write(&path, b"A_PORT=8000\xff\n").unwrap();
-        assert!(pending_write(&path, &config, &ports).is_some(), "bytes that are not text");
     }
 }

@@ -6,3 +6,5 @@ pub mod alloc;
 pub mod book;
 pub mod config;
 pub mod envfile;
+pub mod json;
+pub mod policy;

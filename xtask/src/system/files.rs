@@ -234,6 +234,12 @@ pub fn read_optional(path: &Path) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// Whether the file at `path` holds exactly `text` (one that does not
+/// exist, or holds bytes that are not text, does not).
+pub fn holds(path: &Path, text: &str) -> bool {
+    fs::read(path).is_ok_and(|old| old == text.as_bytes())
+}
+
 /// Removes a file that may already be gone.
 pub fn remove_optional(path: &Path) -> anyhow::Result<()> {
     match fs::remove_file(path) {
@@ -374,6 +380,19 @@ mod tests {
         assert_eq!(error, format!("{}:2:7: not UTF-8 text: fix it, or delete the file", path.display()));
         fs::write(&path, "\u{feff}{}").unwrap();
         assert_eq!(read_optional(&path).unwrap().as_deref(), Some("{}"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn holds_only_what_it_holds_exactly() {
+        let dir = folder("holds");
+        let path = dir.join(".env.runtime");
+        assert!(!holds(&path, "A_PORT=8000\n"), "missing");
+        fs::write(&path, "A_PORT=8000\n").unwrap();
+        assert!(holds(&path, "A_PORT=8000\n"));
+        assert!(!holds(&path, "A_PORT=8001\n"));
+        fs::write(&path, b"A_PORT=8000\xff\n").unwrap();
+        assert!(!holds(&path, "A_PORT=8000\n"), "bytes that are not text");
         fs::remove_dir_all(&dir).unwrap();
     }
 

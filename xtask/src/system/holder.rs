@@ -2,18 +2,21 @@
 //!
 //! The kernel's socket tables say which listening socket is on a port and
 //! which user opened it; the processes' open files say who holds that socket.
-//! `decide` is the pure policy table; `lookup` is the IO.
+//! `lookup` finds them; `Known::classify` says what each is to this
+//! checkout, for the policy table of `model::policy`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::cli::Mode;
+use crate::model::policy::Class;
+use crate::system::group::Group;
 use crate::system::paths::Project;
-use crate::system::process::{self, Group, ProcId, Stat};
+use crate::system::process::{self, ProcId, Stat};
 use crate::system::records;
 use crate::system::registry::Registry;
+use crate::system::sockets;
 use crate::system::users;
 
 /// A process holding a listening socket.
@@ -41,7 +44,7 @@ impl fmt::Display for Holder {
 
 /// The holders of each of `ports` that has a listener (other ports are absent).
 pub fn lookup(ports: &BTreeSet<u16>) -> BTreeMap<u16, Vec<Holder>> {
-    let sockets = listening(ports);
+    let sockets = sockets::listening(ports);
     let mut found: BTreeMap<u16, Vec<Holder>> = BTreeMap::new();
     if sockets.is_empty() {
         return found;
@@ -119,7 +122,7 @@ fn held_through_threads(pid: i32, sockets: &BTreeSet<u64>) -> BTreeSet<u64> {
 /// A holder that left the group (`setsid`) is the service's when it carries
 /// the group's mark, as the leader does.
 pub fn held_by_group(port: u16, pgid: i32) -> bool {
-    let sockets = listening(&BTreeSet::from([port]));
+    let sockets = sockets::listening(&BTreeSet::from([port]));
     if sockets.is_empty() || !procscan::sockets_of(pgid, &sockets.keys().copied().collect()).is_empty() {
         return !sockets.is_empty();
     }
@@ -127,137 +130,6 @@ pub fn held_by_group(port: u16, pgid: i32) -> bool {
     let mark = process::mark_of(pgid);
     let marked = |h: &Holder| mark.is_some() && h.id.is_some_and(|id| process::mark_of(id.pid) == mark);
     holders.iter().all(|h| h.id.is_none()) || holders.iter().any(|h| h.pgid == pgid || marked(h))
-}
-
-/// Listening TCP sockets (IPv4 and IPv6) on `ports`: inode -> (port, uid).
-fn listening(ports: &BTreeSet<u16>) -> BTreeMap<u64, (u16, u32)> {
-    // The kernel's socket tables through sock_diag; /proc/net/tcp says the
-    // same, but reading it walks every bucket of the connection hash (ms).
-    sock_diag::listening()
-        .map(|all| all.into_iter().filter(|(_, (port, _))| ports.contains(port)).collect())
-        .unwrap_or_else(|_| {
-            let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(|t| std::fs::read_to_string(t).unwrap_or_default());
-            tables.iter().flat_map(|t| proc_net_listening(t)).filter(|(_, (port, _))| ports.contains(port)).collect()
-        })
-}
-
-/// The listening sockets of a `/proc/net/tcp` table: inode -> (port, uid).
-/// A row: `sl local_address rem_address st ... uid timeout inode`, the port
-/// in hex after the address, state `0A` for listening.
-fn proc_net_listening(table: &str) -> BTreeMap<u64, (u16, u32)> {
-    let row = |line: &str| {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let port = u16::from_str_radix(fields.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-        let listening = *fields.get(3)? == "0A";
-        listening.then_some((fields.get(9)?.parse().ok()?, (port, fields.get(7)?.parse().ok()?)))
-    };
-    table.lines().skip(1).filter_map(row).collect()
-}
-
-/// The kernel's sock_diag netlink interface, asked for listening TCP sockets
-/// only (linux/inet_diag.h).
-mod sock_diag {
-    use std::collections::BTreeMap;
-
-    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
-
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    const HEADER: usize = 16; // struct nlmsghdr
-    const MESSAGE: usize = 72; // struct inet_diag_msg
-    const TCP_LISTEN: u32 = 10;
-    const AF_INET: u8 = 2;
-    const AF_INET6: u8 = 10;
-    const IPPROTO_TCP: u8 = 6;
-
-    /// inode -> (port, uid) of every listening TCP socket: one request per
-    /// address family, on one socket, answered into one buffer.
-    pub fn listening() -> std::io::Result<BTreeMap<u64, (u16, u32)>> {
-        let mut found = BTreeMap::new();
-        // Close-on-exec: a service started meanwhile by another thread must not keep it.
-        let flags = SocketFlags::CLOEXEC;
-        let fd = rustix::net::socket_with(AddressFamily::NETLINK, SocketType::RAW, flags, Some(netlink::SOCK_DIAG))?;
-        let mut buffer = Vec::with_capacity(1 << 16);
-        for family in [AF_INET, AF_INET6] {
-            // nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, an empty inet_diag_sockid.
-            let mut request = Vec::with_capacity(HEADER + 56);
-            request.extend_from_slice(&((HEADER + 56) as u32).to_ne_bytes());
-            request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-            request.extend_from_slice(&NLM_F_REQUEST_DUMP.to_ne_bytes());
-            request.extend_from_slice(&[0; 8]); // sequence, port id
-            request.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
-            request.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-            request.extend_from_slice(&[0; 48]);
-            rustix::net::sendto(&fd, &request, SendFlags::empty(), &netlink::SocketAddrNetlink::new(0, 0))?;
-            'answers: loop {
-                let ((answer, _), _) = rustix::net::recv(&fd, buffer.spare_capacity_mut(), RecvFlags::empty())?;
-                let mut rest: &[u8] = answer;
-                if rest.is_empty() {
-                    break;
-                }
-                while rest.len() >= HEADER {
-                    let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-                    let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-                    if kind == NLMSG_DONE || kind == NLMSG_ERROR || len < HEADER || len > rest.len() {
-                        if kind == NLMSG_ERROR {
-                            return Err(std::io::Error::other("sock_diag refused the request"));
-                        }
-                        break 'answers;
-                    }
-                    if len >= HEADER + MESSAGE {
-                        // inet_diag_msg: sport (big-endian) at 4, uid at 64, inode at 68.
-                        let m = &rest[HEADER..len];
-                        let port = u16::from_be_bytes([m[4], m[5]]);
-                        let uid = u32::from_ne_bytes(m[64..68].try_into().unwrap());
-                        let inode = u32::from_ne_bytes(m[68..72].try_into().unwrap());
-                        found.insert(u64::from(inode), (port, uid));
-                    }
-                    rest = &rest[((len + 3) & !3).min(rest.len())..];
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn agrees_with_proc_net_tcp() {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let ours = super::listening().unwrap();
-            let from_proc = super::super::proc_net_listening(&std::fs::read_to_string("/proc/net/tcp").unwrap());
-            let (inode, entry) = from_proc.iter().find(|(_, (p, _))| *p == port).unwrap();
-            assert_eq!(ours.get(inode), Some(entry));
-            assert_eq!(entry.1, crate::system::users::current_uid());
-        }
-    }
-}
-
-/// What a holder is to this runner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Class {
-    /// A service of this checkout: the one that needs the port (an earlier
-    /// instance), or another.
-    Ours(String),
-    /// A service of another checkout, from the registry.
-    OtherCheckout(PathBuf),
-    /// The runner serving this checkout's dashboard.
-    Dashboard,
-    /// Started by a runner, for a service no record names: another
-    /// checkout's, while the registry has lost it, or one of this checkout
-    /// whose record is gone.
-    Unrecorded,
-    SameUser,
-    OtherUser(String),
-    Init,
-    Ancestor,
-    /// In the group of a service (of this or another checkout) whose first
-    /// process exited, without the group's mark: its rest, or a stranger.
-    Unsure,
-    Unknown,
 }
 
 /// What the runner knows about the processes around it.
@@ -282,7 +154,7 @@ impl Known {
             ancestors: process::ancestors(),
             ours,
             others: registry.others_groups(&project.root),
-            dashboard: crate::ui::owner(project),
+            dashboard: records::dashboard(project).map(|d| d.owner),
         }
     }
 
@@ -326,106 +198,10 @@ fn belongs(holder: &Holder, group: &Group) -> bool {
     marked || holder.id.is_some_and(|id| group.has(id, holder.pgid))
 }
 
-/// The decision for a busy preferred port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Our own earlier instance: stop it and take the port back, no question.
-    StopOurs,
-    /// Ask on the terminal whether to kill it.
-    Ask,
-    Kill,
-    /// Leave it alone and take the next free port, for this reason.
-    Move(String),
-}
-
-/// The policy table of DESIGN.md section 6, for one holder of a port a
-/// service needs. `siblings`, the checkout's other services, keep their
-/// ports; an instance of the service itself, or of one `ports.toml` no
-/// longer names (renamed, removed), is stopped.
-pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
-    match (class, mode) {
-        (Class::Ours(s), _) if siblings.contains(s.as_str()) => {
-            Action::Move(format!("it is this checkout's {s}, which keeps its port"))
-        }
-        (Class::Ours(_), _) => Action::StopOurs,
-        (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
-        (Class::Dashboard, _) => Action::Move("it is this checkout's dashboard".into()),
-        (Class::Unrecorded, _) => Action::Move(
-            "it carries the mark of a service cargo xtask started (XTASK_GROUP), which no record names: \
-             another checkout's, or a leftover whose record is gone (if so, kill it yourself)"
-                .into(),
-        ),
-        (Class::Init, _) => Action::Move("PID 1 is never killed".into()),
-        (Class::Ancestor, _) => Action::Move("it is an ancestor of this runner".into()),
-        (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
-        (Class::Unsure, _) => Action::Move("it may be what is left of a service, and may not".into()),
-        (Class::Unknown, _) => Action::Move("a process whose pid cannot be seen is never killed".into()),
-        (Class::SameUser, Mode::Interactive) => Action::Ask,
-        (Class::SameUser, Mode::Force) => Action::Kill,
-        (Class::SameUser, Mode::NoKill) => Action::Move("--no-kill".into()),
-    }
-}
-
-/// One decision for all holders of a port: the most careful of theirs.
-pub fn decide_all(classes: &[Class], siblings: &BTreeSet<&str>, mode: Mode) -> Action {
-    let actions: Vec<Action> = classes.iter().map(|c| decide(c, siblings, mode)).collect();
-    let rank = |a: &Action| match a {
-        Action::Move(_) => 3,
-        Action::Ask => 2,
-        Action::Kill => 1,
-        Action::StopOurs => 0,
-    };
-    actions.into_iter().max_by_key(rank).unwrap_or(Action::Move("nobody can be seen holding it".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
-
-    #[test]
-    fn the_policy_table() {
-        use Action::*;
-        use Mode::*;
-        let other = Class::OtherCheckout("/src/wt2".into());
-        let rows: &[(Class, [Action; 3])] = &[
-            (Class::Ours("api".into()), [StopOurs, StopOurs, StopOurs]),
-            (
-                Class::Ours("web".into()),
-                [0, 1, 2].map(|_| Move("it is this checkout's web, which keeps its port".into())),
-            ),
-            (Class::SameUser, [Ask, Kill, Move("--no-kill".into())]),
-            (other.clone(), [0, 1, 2].map(|_| Move("it is a service of the checkout /src/wt2".into()))),
-            (Class::OtherUser("bob".into()), [0, 1, 2].map(|_| Move("it belongs to user bob".into()))),
-            (Class::Init, [0, 1, 2].map(|_| Move("PID 1 is never killed".into()))),
-            (Class::Ancestor, [0, 1, 2].map(|_| Move("it is an ancestor of this runner".into()))),
-            (Class::Unsure, [0, 1, 2].map(|_| Move("it may be what is left of a service, and may not".into()))),
-            (Class::Unknown, [0, 1, 2].map(|_| Move("a process whose pid cannot be seen is never killed".into()))),
-            (Class::Dashboard, [0, 1, 2].map(|_| Move("it is this checkout's dashboard".into()))),
-            (
-                Class::Unrecorded,
-                [0, 1, 2].map(|_| {
-                    Move(
-                        "it carries the mark of a service cargo xtask started (XTASK_GROUP), which no record names: \
-             another checkout's, or a leftover whose record is gone (if so, kill it yourself)"
-                            .into(),
-                    )
-                }),
-            ),
-        ];
-        for (class, want) in rows {
-            for (mode, want) in [Interactive, Force, NoKill].into_iter().zip(want) {
-                assert_eq!(&decide(class, &BTreeSet::from(["web"]), mode), want, "{class:?} in {mode:?}");
-            }
-        }
-        // Several holders: the most careful decision wins.
-        assert_eq!(
-            decide_all(&[Class::SameUser, Class::Init], &BTreeSet::new(), Force),
-            Move("PID 1 is never killed".into())
-        );
-        assert_eq!(decide_all(&[Class::SameUser, Class::SameUser], &BTreeSet::new(), Force), Kill);
-        assert_eq!(decide_all(&[Class::Ours("a".into()), Class::SameUser], &BTreeSet::new(), Interactive), Ask);
-    }
 
     #[test]
     fn classify_by_group_pid_and_user() {

@@ -4,6 +4,7 @@
 //! an operation of the runner.
 
 pub mod files;
+pub mod group;
 pub mod holder;
 pub mod logfile;
 pub mod paths;
@@ -11,5 +12,7 @@ pub mod probe;
 pub mod process;
 pub mod records;
 pub mod registry;
+pub mod sockets;
+pub mod spawn;
 pub mod term;
 pub mod users;

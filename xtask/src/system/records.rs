@@ -1,15 +1,17 @@
 //! `.pids/`: one record per running service, enough to recognise our own
 //! processes later (the group leader's pid and start time), even after the
-//! runner itself was killed.
+//! runner itself was killed; and where the checkout's dashboard and its
+//! `dev` say who they are.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::system::files;
+use crate::system::files::{self, Lock};
+use crate::system::group::Group;
 use crate::system::paths::Project;
-use crate::system::process::{Group, ProcId};
+use crate::system::process::ProcId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -82,7 +84,7 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
             Ok(Some(text)) => match serde_json::from_str::<Record>(&text) {
                 // Found by its file's name, it would show one service on another's pid.
                 Ok(record) if path.file_stem().is_none_or(|stem| *stem != *record.service) => {
-                    let (line, col) = crate::model::book::locate_key(&text, "service", false);
+                    let (line, col) = crate::model::json::locate_key(&text, "service", false);
                     let stem = path.file_stem().unwrap_or_default().display();
                     let at = format!("{}:{line}:{col}", path.display());
                     unreadable.push(format!("{at}: the record of {stem} names service {:?}", record.service));
@@ -91,7 +93,7 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
                 // (replaced when this checkout starts its own).
                 Ok(record) if copied(root, &record) => {}
                 Ok(record) => records.push(record),
-                Err(e) => unreadable.push(crate::model::book::json_error(&path, &e)),
+                Err(e) => unreadable.push(crate::model::json::json_error(&path, &e)),
             },
             Err(e) => unreadable.push(format!("{e:#}")),
         }
@@ -116,6 +118,48 @@ fn copied(root: &Path, record: &Record) -> bool {
         .flatten()
         .and_then(|text| serde_json::from_str::<Record>(&text).ok())
         .is_some_and(|r| r.group == record.group)
+}
+
+/// Where a running dashboard can be found: `.pids/dashboard`, readable by
+/// its user only (the token in its address lets whoever reads it act).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dashboard {
+    pub url: String,
+    pub owner: ProcId,
+}
+
+pub fn save_dashboard(project: &Project, dashboard: &Dashboard) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(dashboard).expect("a dashboard record serialises");
+    files::write_private(&project.dashboard_file(), &text)
+}
+
+/// The dashboard serving this checkout now, if one does.
+pub fn dashboard(project: &Project) -> Option<Dashboard> {
+    let text = files::read_optional(&project.dashboard_file()).ok()??;
+    serde_json::from_str::<Dashboard>(&text).ok().filter(|d| d.owner.is_alive())
+}
+
+/// Removes the record of a dashboard that `owner` served (and not another's
+/// that took its place): when it ends, or when dev's guard finds it gone.
+pub fn forget_dashboard(project: &Project, owner: ProcId) -> anyhow::Result<()> {
+    let record = project.dashboard_file();
+    let text = files::read_optional(&record)?.unwrap_or_default();
+    if serde_json::from_str::<Dashboard>(&text).is_ok_and(|d| d.owner == owner) {
+        files::remove_optional(&record)?;
+    }
+    Ok(())
+}
+
+/// The `cargo xtask dev` that runs in this checkout, if one does: it holds
+/// the dev lock for as long as it runs, and says in it who it is.
+pub fn running_dev(project: &Project) -> Option<ProcId> {
+    let path = project.dev_lock();
+    if !path.exists() || Lock::try_acquire_shared(&path).ok()?.is_some() {
+        return None;
+    }
+    let text = files::read_optional(&path).ok()??;
+    let (pid, start) = text.trim().split_once(' ')?;
+    Some(ProcId { pid: pid.parse().ok()?, start: start.parse().ok()? }).filter(|dev| dev.is_alive())
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::model::book::{self, Ports};
+use crate::model::book::Ports;
 use crate::system::files::{self, Lock};
+use crate::system::group::Group;
 use crate::system::paths;
-use crate::system::process::Group;
 use crate::system::records;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ impl Registry {
                 Err(e) => bail!(
                     "{}\nthis file is the registry of every checkout's ports: fix it, or delete it \
                      (each checkout registers again on its next run)",
-                    book::json_error(&path, &e)
+                    crate::model::json::json_error(&path, &e)
                 ),
             },
             _ => Entries::default(),

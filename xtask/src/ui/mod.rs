@@ -14,21 +14,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
-use crate::cli::ConflictFlags;
-use crate::engine::allocation;
-use crate::engine::control;
+use crate::engine::Checkout;
+use crate::engine::actions::{self, Action};
+use crate::engine::control::Background;
 use crate::engine::snapshot;
-use crate::engine::supervisor::{self, Action, Event};
+use crate::engine::supervisor::{self, Event};
 use crate::model::alloc;
-use crate::system::files;
+use crate::model::policy::Mode;
 use crate::system::logfile;
 use crate::system::paths::Project;
 use crate::system::probe;
 use crate::system::process::ProcId;
+use crate::system::records::{self, Dashboard as Record};
 use crate::system::registry::Registry;
 use crate::system::term::say;
 
@@ -57,15 +58,8 @@ pub struct Dashboard {
 impl Dashboard {
     pub fn close(self) {
         self.server.unblock();
-        let _ = forget(&self.project, ProcId::myself()); // not another's that took its place
+        let _ = records::forget_dashboard(&self.project, ProcId::myself()); // not another's that took its place
     }
-}
-
-/// Where a running dashboard can be found: `.pids/dashboard`.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    url: String,
-    owner: ProcId,
 }
 
 struct Shared {
@@ -83,8 +77,7 @@ pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
     let token = token()?;
     let (server, port) = bind(project)?;
     let url = format!("http://127.0.0.1:{port}/?token={token}");
-    let text = serde_json::to_string_pretty(&Record { url: url.clone(), owner: ProcId::myself() })?;
-    files::write_private(&project.dashboard_file(), &text)?; // its token lets whoever reads it act
+    records::save_dashboard(project, &Record { url: url.clone(), owner: ProcId::myself() })?;
     let server = Arc::new(server);
     let health = Mutex::default();
     let shared = Arc::new(Shared { project: project.clone(), control, token, port, health });
@@ -106,13 +99,13 @@ pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
 /// `cargo xtask ui`: serves the dashboard for background services until
 /// Ctrl-C; if `cargo xtask dev` runs, points at its dashboard instead.
 pub fn run(project: &Project) -> anyhow::Result<()> {
-    if let Some(running) = running(project) {
+    if let Some(running) = records::dashboard(project) {
         say!("The dashboard of pid {} is already serving this checkout: {}", running.owner.pid, running.url);
         return Ok(());
     }
     // Before any action: the signals are the dashboard's, not its actions'.
     let (sender, events) = channel();
-    supervisor::forward_signals(sender, false)?; // the services run on: nothing to hurry
+    supervisor::forward_signals(sender, None)?; // the services run on: nothing to hurry
     let actions = Arc::new(Mutex::new(()));
     let dashboard = serve(project, Control::Background(actions.clone()))?;
     say!("Dashboard: {}", dashboard.url);
@@ -124,28 +117,6 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
         say!("waiting for the action under way to finish");
     }
     let _done = actions.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(())
-}
-
-/// The dashboard serving this checkout now, if one does.
-fn running(project: &Project) -> Option<Record> {
-    let text = files::read_optional(&project.dashboard_file()).ok()??;
-    serde_json::from_str::<Record>(&text).ok().filter(|r| r.owner.is_alive())
-}
-
-/// The runner serving this checkout's dashboard, if one does.
-pub fn owner(project: &Project) -> Option<ProcId> {
-    running(project).map(|r| r.owner)
-}
-
-/// Removes the record of a dashboard that `owner` served, now gone without
-/// removing it (dev's guard calls this).
-pub fn forget(project: &Project, owner: ProcId) -> anyhow::Result<()> {
-    let record = project.dashboard_file();
-    let text = files::read_optional(&record)?.unwrap_or_default();
-    if serde_json::from_str::<Record>(&text).is_ok_and(|r| r.owner == owner) {
-        files::remove_optional(&record)?;
-    }
     Ok(())
 }
 
@@ -222,10 +193,11 @@ fn answer(shared: &Shared, request: &mut Request) -> Reply {
                     Err(e) => error(500, &format!("{e:#}")),
                 },
                 (Method::Post, ["services", name, verb]) => {
+                    let one = Some(vec![name.to_string()]);
                     let action = match *verb {
-                        "start" => Action::Start(name.to_string()),
-                        "stop" => Action::Stop(name.to_string()),
-                        "restart" => Action::Restart(name.to_string()),
+                        "start" => Action::Start(one),
+                        "stop" => Action::Stop(one),
+                        "restart" => Action::Restart(one),
                         "port" => match read_port(request) {
                             Ok(port) => Action::SetPort(name.to_string(), port),
                             Err(e) => return error(400, &format!("{e:#}")),
@@ -269,38 +241,18 @@ fn act(shared: &Shared, action: Action) -> Result<String, String> {
         }
         Control::Background(one_at_a_time) => {
             let _guard = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
-            background(&shared.project, &action).map_err(|e| format!("{e:#}"))
-        }
-    }
-}
-
-/// A click never kills anyone's process: a busy port moves the service.
-const FROM_THE_PAGE: ConflictFlags = ConflictFlags { force: false, no_kill: true };
-
-fn background(project: &Project, action: &Action) -> anyhow::Result<String> {
-    match action {
-        Action::Start(name) => {
-            // A page shown before it was started elsewhere: nothing to do, and said so.
-            if allocation::running_ports(project).contains_key(name) {
-                return Ok(format!("{name} is already running"));
-            }
-            control::start(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} started"))
-        }
-        Action::Stop(name) => control::stop(project, std::slice::from_ref(name)).map(|()| format!("{name} stopped")),
-        Action::Restart(name) => {
-            control::restart(project, std::slice::from_ref(name), FROM_THE_PAGE).map(|()| format!("{name} restarted"))
-        }
-        Action::SetPort(name, port) => {
-            let config = crate::engine::load_config(project)?;
-            allocation::set(project, &config, name, *port, FROM_THE_PAGE)?;
-            Ok(supervisor::moved(name, *port, allocation::current(project, &config)?[name]))
+            // A click never kills anyone's process: a busy port moves the service.
+            let checkout = Checkout::load(&shared.project).map_err(|e| format!("{e:#}"))?;
+            actions::act(&mut Background::new(checkout, Mode::NoKill), &action).map_err(|e| format!("{e:#}"))
         }
     }
 }
 
 fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     let project = &shared.project;
-    let config = crate::engine::load_config(project)?;
+    // Read on every refresh: what it notes of the port book was said when it began.
+    let (checkout, _) = Checkout::read(project)?;
+    let config = &checkout.config;
     let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
     let healthy = |service: &crate::model::config::Service, port: u16| match health.get(&service.name) {
         Some((at, p, ok)) if *p == port && at.elapsed() < HEALTH_EVERY => *ok,
@@ -310,14 +262,14 @@ fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
             ok
         }
     };
-    let services: Vec<_> = snapshot::lines(project, &config, healthy)?
+    let services: Vec<_> = snapshot::status(&checkout, healthy)
         .into_iter()
-        .map(|line| {
-            let log = logfile::last_lines(&project.log_file(&line.service), LOG_LINES);
+        .map(|state| {
+            let log = logfile::last_lines(&project.log_file(&state.service), LOG_LINES);
             json!({
-                "name": line.service, "title": line.title, "port": line.port, "running": line.pid.is_some(),
-                "pid": line.pid, "healthy": line.healthy, "url": line.url,
-                "depends_on": config.services[&line.service].depends_on, "log": log,
+                "name": state.service, "title": state.title, "port": state.port, "running": state.running,
+                "pid": state.pid, "healthy": state.healthy, "url": state.url, "suspended": state.suspended,
+                "depends_on": config.services[&state.service].depends_on, "log": log,
             })
         })
         .collect();

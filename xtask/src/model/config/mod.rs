@@ -190,6 +190,13 @@ impl Config {
         self.services.keys().map(String::as_str).collect()
     }
 
+    /// A service and the services whose command or environment uses its
+    /// port, in dependency order: what must restart when the port changes.
+    pub fn users_of(&self, service: &str) -> Vec<String> {
+        let uses = |n: &String| n == service || self.services[n].refers_to().contains(service);
+        self.order.iter().filter(|n| uses(n)).cloned().collect()
+    }
+
     pub fn preferred_ports(&self) -> BTreeMap<String, u16> {
         self.services.iter().map(|(name, s)| (name.clone(), s.port)).collect()
     }

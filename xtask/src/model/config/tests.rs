@@ -244,7 +244,7 @@ fn a_byte_that_is_not_utf8_is_placed() {
     let bytes = b"[services.a]\nport = 2000 # caf\xc3\xa9 \xff\ncommand = 'x'\n".to_vec();
     let shown = decode(bytes).unwrap_err().with_path(Path::new("/r/ports.toml")).to_string();
     let want = "/r/ports.toml:2:20: the byte 0xff is not UTF-8: save ports.toml as UTF-8";
-    assert!(shown.starts_with(&want), "{shown}");
+    assert!(shown.starts_with(want), "{shown}");
     assert!(shown.contains("nothing was started or written"), "{shown}");
 }
 

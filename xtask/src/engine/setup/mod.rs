@@ -1,11 +1,12 @@
 //! The set-up a checkout can do for itself before a service first starts:
-//! the programs it needs are there, its folders exist (owned by the account
-//! it runs as), and its set-up steps (a virtualenv, `npm ci`, `initdb`) have
-//! run, again only when their inputs changed.
+//! its folders exist (owned by the account it runs as), and its set-up steps
+//! (a virtualenv, `npm ci`, `initdb`) have run, again only when their inputs
+//! changed. What would keep it from working is found first (`check`).
+
+mod check;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
@@ -14,12 +15,18 @@ use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::engine::supervisor;
+pub use check::check;
+use check::{is_executable, is_made, made_by, program_file};
+
+use crate::engine::Checkout;
+use crate::engine::output::{COPY_WAIT, Printer, copied, copy_lines};
 use crate::model::config::{Config, Service, Step};
 use crate::system::files;
+use crate::system::group::{Group, Stopped};
 use crate::system::paths::Project;
-use crate::system::process::{self, Group, ProcId, Stopped};
-use crate::system::term::{Style, say};
+use crate::system::process::{self, Hurry, ProcId};
+use crate::system::spawn;
+use crate::system::term::say;
 use crate::system::users::{self, Account};
 
 /// `PATH` for services and steps: ours, then the folders `[programs]` search
@@ -65,50 +72,6 @@ fn glob_dirs(pattern: &str) -> Vec<PathBuf> {
     found.into_iter().filter(|d| d.is_dir()).collect()
 }
 
-fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
-    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| is_executable(p))
-}
-
-/// A file someone may run (exec needs an x bit, even for root).
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-}
-
-/// The programs the services run (the first word of each command, and any
-/// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)
-/// must be found; otherwise say what to install.
-fn check_programs(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
-    let ports_toml = project.ports_toml();
-    let mut needed = BTreeMap::new(); // program -> where the first command that runs it is written
-    for name in services {
-        let service = &config.services[name];
-        let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
-        let run = (&command, format!("the command of {name} ({})", service.place(&ports_toml, "command")));
-        let steps = service.setup.iter().enumerate();
-        let steps = steps.map(|(i, s)| {
-            (&s.command, format!("set-up step {} of {name} ({})", i + 1, s.place(&ports_toml, "command")))
-        });
-        for (words, place) in [run].into_iter().chain(steps) {
-            let first = words.first().filter(|w| !w.contains('/')).cloned();
-            let mentioned = words.iter().flat_map(|w| w.split_whitespace());
-            let mentioned = mentioned.filter(|w| config.programs.contains_key(*w)).map(str::to_owned);
-            for program in first.into_iter().chain(mentioned) {
-                needed.entry(program).or_insert_with(|| place.clone());
-            }
-        }
-    }
-    let missing: Vec<String> = needed
-        .iter()
-        .filter(|(program, _)| find_program(program, path).is_none())
-        .map(|(program, place)| match config.programs.get(program).and_then(|p| p.install.as_ref()) {
-            Some(install) => format!("  {program}: install it with `{install}`"),
-            None => format!("  {program}: install it, or fix {place}"),
-        })
-        .collect();
-    ensure!(missing.is_empty(), "missing programs (not found in PATH):\n{}", missing.join("\n"));
-    Ok(())
-}
-
 /// The account a service runs as: its `user` when the runner is root (which
 /// postgres, for one, refuses), else the runner's own.
 pub fn account(service: &Service) -> anyhow::Result<Option<Account>> {
@@ -116,96 +79,6 @@ pub fn account(service: &Service) -> anyhow::Result<Option<Account>> {
         Some(name) if users::current_uid() == 0 => users::by_name(name).map(Some),
         _ => Ok(None),
     }
-}
-
-/// An account other than ours must be able to reach the checkout.
-fn check_reachable(root: &Path, account: &Account) -> anyhow::Result<()> {
-    for dir in root.ancestors() {
-        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-        let mode = meta.mode();
-        let can_enter = (meta.uid() == account.uid && mode & 0o100 != 0)
-            || (meta.gid() == account.gid && mode & 0o010 != 0)
-            || mode & 0o001 != 0;
-        if !can_enter {
-            bail!(
-                "services run as the account {} (the runner is root), which cannot enter {}: \
-                 allow it with `chmod o+x {}`, or put the checkout somewhere it can reach",
-                account.name,
-                dir.display(),
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// What would stop `services` from starting, wrong in `ports.toml` or
-/// missing on this machine: found before anything is stopped, killed or
-/// written, so that bad input changes nothing.
-pub fn check(project: &Project, config: &Config, services: &[String], path: &OsString) -> anyhow::Result<()> {
-    check_programs(project, config, services, path)?;
-    if services.iter().any(|name| !config.services[name].setup.is_empty()) {
-        files::check_writable(&[stamps(project)], &[])?; // each step's stamp, written after it ran
-    }
-    let made_by_any = made_by(project, config.services.values());
-    for name in services {
-        let service = &config.services[name];
-        let account = account(service).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {e}: fix `user` of {name}, or create the account",
-                service.place(&project.ports_toml(), "user")
-            )
-        })?;
-        if let Some(account) = account {
-            check_reachable(&project.root, &account)?;
-        }
-        // What the set-up makes is not there yet on the first run.
-        let made = || service.dirs.iter().chain(service.setup.iter().filter_map(|s| s.creates.as_ref()));
-        let made_by_setup = |path: &Path| made().any(|d| path.starts_with(project.path(d)));
-        let place = service.place(&project.ports_toml(), "dirs");
-        for dir in service.dirs.iter().map(|d| project.path(d)) {
-            // The nearest part of it that exists: a file there (`data` for `data/x`) is in the way.
-            let existing = dir.ancestors().find(|d| d.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
-            ensure!(
-                existing.is_dir(),
-                "{place}: {} in `dirs` of {name} is not a folder: {} is in the way; move it away, or fix `dirs`",
-                dir.display(),
-                existing.display()
-            );
-            if existing != dir {
-                files::check_writable(std::slice::from_ref(&dir), &[])
-                    .with_context(|| format!("{place}: making {} in `dirs` of {name}", dir.display()))?;
-            }
-        }
-        check_program_paths(project, service, made_by_any.as_ref())?;
-        for step in &service.setup {
-            let dir = step_dir(project, step);
-            ensure!(
-                dir.is_dir() || made_by_setup(&dir),
-                "{}: the folder {} of a set-up step of {name} does not exist: create it, or fix its `cwd`",
-                step.place(&project.ports_toml(), "cwd"),
-                dir.display()
-            );
-            for input in step.inputs.iter().map(|i| project.path(i)) {
-                ensure!(
-                    input.is_file() || made_by_setup(&input),
-                    "{}: {}, an input of a set-up step of {name}, is not a file: create it, or fix `inputs`",
-                    step.place(&project.ports_toml(), "command"),
-                    input.display()
-                );
-            }
-        }
-        if let Some(cwd) = &service.cwd {
-            let dir = project.path(cwd);
-            ensure!(
-                dir.is_dir() || made_by_setup(&dir),
-                "{}: the folder {} of {name} does not exist: create it, or fix `cwd`",
-                service.place(&project.ports_toml(), "cwd"),
-                dir.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Does everything `names` need before they can start, once `check`
@@ -227,19 +100,19 @@ pub fn check(project: &Project, config: &Config, services: &[String], path: &OsS
 /// which is prefixed with their services' names; two asking at once would
 /// share the keyboard. (In process groups of their own, a question would
 /// stop the step for good: SIGTTIN.) None of this repository's steps asks.
-pub fn prepare(project: &Project, config: &Config, names: &[String], path: &OsString) -> anyhow::Result<()> {
+pub fn prepare(checkout: &Checkout, names: &[String]) -> anyhow::Result<()> {
+    let (project, config) = (&checkout.project, &checkout.config);
+    let path = &search_path(config);
     for name in names {
         make_dirs(project, &config.services[name])?;
     }
     let with_steps: Vec<&str> =
         names.iter().map(String::as_str).filter(|name| !config.services[*name].setup.is_empty()).collect();
-    let width = config.services.keys().map(String::len).max().unwrap_or(0);
     let setup = Setup {
         project,
         config,
         path,
-        style: Style::stdout(),
-        width,
+        printer: Printer::new(config),
         state: Mutex::default(),
         changed: Condvar::new(),
     };
@@ -273,7 +146,7 @@ pub fn prepare(project: &Project, config: &Config, names: &[String], path: &OsSt
     }
     let ran = setup.lock().ran.len();
     if ran > 0 {
-        let (style, s) = (setup.style, if ran == 1 { "" } else { "s" });
+        let (style, s) = (setup.printer.style, if ran == 1 { "" } else { "s" });
         say!("{}", style.green(&format!("✓ set up {ran} service{s} in {:.1}s", started.elapsed().as_secs_f64())));
     }
     // Before any holder of a port is killed: a program set-up was to
@@ -330,9 +203,8 @@ struct Setup<'a> {
     project: &'a Project,
     config: &'a Config,
     path: &'a OsString,
-    style: Style,
-    /// Of the prefix of output lines, as dev's services' lines have it.
-    width: usize,
+    /// Output lines come after their service's name, as dev's services' lines do.
+    printer: Printer,
     state: Mutex<State>,
     /// Told of each service whose set-up completed, and of a failure.
     changed: Condvar,
@@ -359,7 +231,7 @@ impl Setup<'_> {
     }
 
     fn say(&self, name: &str, message: &str) {
-        say!("{} {}", supervisor::prefix(self.config, self.style, name, self.width), self.style.dim(message));
+        say!("{}", self.printer.line(name, message));
     }
 
     /// Runs the steps of `name` that have not run with their inputs as they
@@ -403,7 +275,7 @@ impl Setup<'_> {
         let (mark, (var, marked)) = process::new_mark();
         let (reader, writer) = std::io::pipe().context("creating a pipe for set-up output")?;
         let dir = step_dir(self.project, step);
-        let expression = duct::cmd(process::program_in(&dir, program), args)
+        let expression = duct::cmd(spawn::program_in(&dir, program), args)
             .dir(&dir)
             .env("PATH", self.path)
             .env(var, marked)
@@ -416,7 +288,7 @@ impl Setup<'_> {
                 if let Some((uid, gid)) = ids {
                     command.uid(uid).gid(gid);
                 }
-                process::term_with_runner(command);
+                spawn::term_with_runner(command);
                 Ok(())
             });
         // Started and listed at once: a failure elsewhere stops what is listed.
@@ -438,8 +310,7 @@ impl Setup<'_> {
         };
         drop(expression); // closes our copy of the pipe's write end
         // Said as the lines about it are, so that they come in order.
-        let prefix = supervisor::prefix(self.config, self.style, name, self.width);
-        let copy = supervisor::copy_lines(reader, prefix, None, crate::system::term::say_line);
+        let copy = copy_lines(reader, self.printer.prefix(name), None, crate::system::term::say_line);
         let started = Instant::now();
         let status = handle.wait().map(|output| output.status);
         let failed = {
@@ -448,7 +319,7 @@ impl Setup<'_> {
             state.failed.clone()
         };
         // What it started may hold the pipe: its lines are waited for a moment only.
-        supervisor::copied(Some(&copy), Instant::now() + supervisor::COPY_WAIT);
+        copied(Some(&copy), Instant::now() + COPY_WAIT);
         let status = status.with_context(|| format!("{name}: running {program}"))?;
         if status.success() {
             self.say(name, &format!("set up ({i}/{count}) in {:.1}s", started.elapsed().as_secs_f64()));
@@ -473,7 +344,9 @@ impl Setup<'_> {
         self.changed.notify_all();
         std::thread::scope(|scope| {
             let stopping: Vec<_> = (running.iter())
-                .map(|(name, group)| (name, scope.spawn(|| group.stop(self.config.services[name].stop_grace))))
+                .map(|(name, group)| {
+                    (name, scope.spawn(|| group.stop(self.config.services[name].stop_grace, &Hurry::default())))
+                })
                 .collect();
             (stopping.into_iter())
                 .filter_map(|(name, stop)| {
@@ -497,71 +370,6 @@ pub fn cwd_of(project: &Project, service: &Service) -> PathBuf {
 /// The folder a set-up step runs in.
 fn step_dir(project: &Project, step: &Step) -> PathBuf {
     step.cwd.as_ref().map_or_else(|| project.root.clone(), |cwd| project.path(cwd))
-}
-
-/// The folders set-up makes files in: those of `dirs`, and the folder of
-/// what each step `creates` (a virtualenv's `bin`), of `services`. `None`
-/// when a step does not say what it creates: it may make anything.
-fn made_by<'a>(project: &Project, services: impl IntoIterator<Item = &'a Service>) -> Option<BTreeSet<PathBuf>> {
-    let mut made = BTreeSet::new();
-    for service in services {
-        made.extend(service.dirs.iter().map(|d| lexical(&project.path(d))));
-        for step in &service.setup {
-            made.insert(lexical(project.path(step.creates.as_ref()?).parent()?));
-        }
-    }
-    Some(made)
-}
-
-/// Whether `file` is in one of the folders `made` (or below one).
-fn is_made(made: &BTreeSet<PathBuf>, file: &Path) -> bool {
-    lexical(file).ancestors().any(|dir| made.contains(dir))
-}
-
-/// A program named by its path (`.venv/bin/uvicorn`, from the service's
-/// folder; a step's from its own) must be a file one may run, unless
-/// set-up may make it: in a folder of any service's set-up (`made_by`). A
-/// step that does not say what it creates may make anything (`made` is
-/// `None`): then what set-up was to make is checked once it ran (`prepare`).
-fn check_program_paths(project: &Project, service: &Service, made: Option<&BTreeSet<PathBuf>>) -> anyhow::Result<()> {
-    let Some(made) = made else { return Ok(()) };
-    let ports_toml = project.ports_toml();
-    let run = program_file(project, service).map(|file| (file, service.place(&ports_toml, "command")));
-    let steps = (service.setup.iter())
-        .filter_map(|s| Some((by_path(&step_dir(project, s), s.command.first()?)?, s.place(&ports_toml, "command"))));
-    for (file, place) in run.into_iter().chain(steps) {
-        ensure!(
-            is_executable(&file) || is_made(made, &file),
-            "{place}: {} is not a program {} may run (no such file, or not executable): fix the command",
-            file.display(),
-            service.name
-        );
-    }
-    Ok(())
-}
-
-/// The file a service runs, when its command names it by its path. (A
-/// program with a port in its name is known only once the port is.)
-fn program_file(project: &Project, service: &Service) -> Option<PathBuf> {
-    by_path(&cwd_of(project, service), &service.command.first()?.plain()?)
-}
-
-/// The file `program`, run in `dir`, names by its path; `None` for a name
-/// looked up in PATH.
-fn by_path(dir: &Path, program: &str) -> Option<PathBuf> {
-    program.contains('/').then(|| process::program_in(dir, program).into())
-}
-
-/// `path` with its `..` resolved as written (`app/../bin` is `bin`).
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => drop(out.pop()),
-            part => out.push(part),
-        }
-    }
-    out
 }
 
 /// What a step depends on: its command and the contents of its inputs.

@@ -1,0 +1,56 @@
+//! `cargo xtask status`: one line per service in the seed's format, with its
+//! URL and whether it answers.
+
+use crate::engine::Checkout;
+use crate::engine::snapshot::{self, ServiceState};
+use crate::system::paths::Project;
+use crate::system::probe;
+use crate::system::records;
+use crate::system::term::{Style, say};
+
+pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
+    records::check_all(&project.root)?; // rather than call a service it may name stopped
+    let states = match Checkout::load(project) {
+        Ok(checkout) => snapshot::status(&checkout, |service, port| probe::check(&service.ready, port)),
+        Err(e) => {
+            let why = format!("{e:#}");
+            let why = why.lines().next().unwrap_or_default();
+            // On stderr, so that `--json` output stays JSON.
+            eprintln!("warning: {why}\nports.toml could not be read: showing what the records of .pids/ say runs");
+            snapshot::status_from_records(project)
+        }
+    };
+    if as_json {
+        say!("{}", serde_json::to_string_pretty(&states)?);
+        return Ok(());
+    }
+    let style = Style::stdout();
+    for state in &states {
+        say!("{}", line(style, state));
+    }
+    if states.is_empty() {
+        say!("nothing is running");
+    }
+    Ok(())
+}
+
+/// `Backend (port 8001): ✓ Running (pid 12345)  http://…  healthy`.
+fn line(style: Style, state: &ServiceState) -> String {
+    let head = format!("{} (port {}):", state.title, state.port);
+    let url = state.url.as_deref().map(|url| format!("  {url}")).unwrap_or_default();
+    match state.pid {
+        Some(pid) if state.suspended => {
+            let resume = style.yellow(&format!("stopped by a signal: `kill -CONT -- -{pid}` resumes it"));
+            format!("{head} {} (pid {pid}){url}  {resume}", style.yellow("⏸ Suspended"))
+        }
+        Some(pid) => {
+            let health = match state.healthy {
+                Some(true) => format!("  {}", style.green("healthy")),
+                Some(false) => format!("  {}", style.yellow("not answering")),
+                None => String::new(),
+            };
+            format!("{head} {} (pid {pid}){url}{health}", style.green("✓ Running"))
+        }
+        None => format!("{head} {}", style.dim("✗ Stopped")),
+    }
+}
