@@ -1,12 +1,15 @@
 //! The repository's dev runner, run as `cargo xtask`: it gives every service
 //! of `ports.toml` a free port, writes `.ports.json` and `.env.runtime` so the
 //! services find each other, starts them in dependency order, and stops them
-//! all, leaving nothing behind. See DESIGN.md for the contract.
+//! all, leaving nothing behind. ARCHITECTURE.md says how it is built.
 
-// Layers, each importing only from those above it here (ARCHITECTURE.md).
-mod engine;
+// The layers, from the bottom up: each imports only from those before it
+// (ARCHITECTURE.md). The pure core: ports.toml, allocation, the port book.
 mod model;
+// The machine: files and locks, processes, who holds a port, records.
 mod system;
+// The operations every front end runs.
+mod engine;
 // Front ends: the command line (a module per command), the dashboard.
 mod cli;
 #[cfg(test)]

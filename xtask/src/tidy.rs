@@ -29,7 +29,7 @@ fn the_repository_ports_toml_is_valid() {
     assert_eq!(
         [preferred["postgres"], preferred["redis"], preferred["backend"], preferred["frontend"]],
         [5432, 6379, 8000, 3000],
-        "the stack's preferred ports are part of the contract (DESIGN.md)"
+        "the stack's preferred ports are part of the contract (README.md)"
     );
 }
 

@@ -1,5 +1,5 @@
 //! Who holds a service's preferred port, and what the runner may do about
-//! it (DESIGN.md section 6), through `start` in every mode.
+//! it (ARCHITECTURE.md, "Conflicts"), through `start` in every mode.
 
 use harness::*;
 

@@ -1,4 +1,4 @@
-//! The real stack end to end (DESIGN.md section 10): a fresh copy of this
+//! The real stack end to end (ARCHITECTURE.md, "Testing"): a fresh copy of this
 //! repository comes up around preferred ports that others hold, the backend's
 //! tests pass against its postgres and redis, headless Chromium sees data
 //! that made the round trip, and `stop all` leaves nothing behind.

@@ -1,5 +1,5 @@
 //! A service's port is busy: find who holds it and apply the policy of
-//! DESIGN.md section 6. What is done is said in one line: here for a kill,
+//! ARCHITECTURE.md, "Conflicts". What is done is said in one line: here for a kill,
 //! by the allocation for a move (with the reason found here). A kill is
 //! confirmed by the port becoming free.
 

@@ -1,4 +1,4 @@
-//! Port allocation (DESIGN.md section 5): a pure function over a probe that
+//! Port allocation (ARCHITECTURE.md, "Ports"): a pure function over a probe that
 //! says whether a port is usable (the real one is `system::probe::is_free`),
 //! and the kernel's port ranges it keeps out of, as read from their text.
 

@@ -1,5 +1,5 @@
 //! `.env.runtime`: every service's port and URL, and the extra `[env]` lines,
-//! so each service knows where the others are (DESIGN.md section 4).
+//! so each service knows where the others are (ARCHITECTURE.md, "Generated files").
 //! Pure: the engine writes it, only when it would say something else.
 
 use crate::model::book::Ports;

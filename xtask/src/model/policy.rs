@@ -1,11 +1,11 @@
-//! The policy table of DESIGN.md section 6: what may be done about a
+//! The policy table (ARCHITECTURE.md, "Conflicts"): what may be done about a
 //! process that holds a port a service needs, by what that process is to
 //! this checkout and how the command was asked to resolve conflicts.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-/// How a busy preferred port is resolved (DESIGN.md section 6).
+/// How a busy preferred port is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Ask on the terminal before killing.
@@ -52,7 +52,7 @@ pub enum Action {
     Move(String),
 }
 
-/// The policy table of DESIGN.md section 6, for one holder of a port a
+/// The policy table, for one holder of a port a
 /// service needs. `siblings`, the checkout's other services, keep their
 /// ports; an instance of the service itself, or of one `ports.toml` no
 /// longer names (renamed, removed), is stopped.

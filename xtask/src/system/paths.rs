@@ -130,7 +130,7 @@ fn unreadable(file: &Path) -> Option<String> {
     fs::File::open(file).err().map(|e| format!(" cannot be read: {e}"))
 }
 
-/// The folder of the user-level state shared by all checkouts (DESIGN.md section 7).
+/// The folder of the user-level state shared by all checkouts (ARCHITECTURE.md, "Several checkouts").
 pub fn state_home() -> anyhow::Result<PathBuf> {
     // The XDG spec: a relative path is invalid and must be ignored.
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| Path::new(v).is_absolute()) {

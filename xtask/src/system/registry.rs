@@ -1,4 +1,4 @@
-//! The user-level registry of checkouts (DESIGN.md section 7): which ports
+//! The user-level registry of checkouts (ARCHITECTURE.md, "Several checkouts"): which ports
 //! each checkout of any repository on this machine holds, so that parallel
 //! git worktrees get disjoint ports and never kill each other's services.
 //!

@@ -1,5 +1,5 @@
 //! `ports.toml`: the services, the ports they prefer and how to run them
-//! (DESIGN.md section 3). Pure: `parse` takes the text, and the engine reads
+//! (README.md lists its keys). Pure: `parse` takes the text, and the engine reads
 //! the file.
 //!
 //! Parsing is two steps, as in process-compose's loader: serde reads the raw
