@@ -1,6 +1,6 @@
-//! A service's port is busy: find who holds it and apply the policy of
-//! ARCHITECTURE.md, "Conflicts". What is done is said in one line: here for a kill,
-//! by the allocation for a move (with the reason found here). A kill is
+//! A service's port is busy: find who holds it and apply the policy
+//! (ARCHITECTURE.md, "Conflicts"). What is done is said in one line: here
+//! for a kill, by the allocation for a move (with the reason found here). A kill is
 //! confirmed by the port becoming free.
 
 use std::collections::BTreeSet;

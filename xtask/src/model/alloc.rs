@@ -1,6 +1,7 @@
-//! Port allocation (ARCHITECTURE.md, "Ports"): a pure function over a probe that
-//! says whether a port is usable (the real one is `system::probe::is_free`),
-//! and the kernel's port ranges it keeps out of, as read from their text.
+//! Port allocation (ARCHITECTURE.md, "Ports"): a pure function over a probe
+//! that says whether a port is usable (the real one is
+//! `system::probe::is_free`), and the kernel's port ranges it keeps out of,
+//! as read from their text.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! The port book, `.ports.json`: the seed's flat map of service -> port,
-//! which users may edit by hand (ARCHITECTURE.md, "Generated files"), and how its ports meet
-//! the preferred ones and those services run on. `parse` is strict: a file we
+//! which users may edit by hand (ARCHITECTURE.md, "Generated files"), and
+//! how its ports meet the preferred ones and those services run on. `parse` is strict: a file we
 //! cannot read exactly is an error that names it, never something to overwrite.
 //! An entry of a service ports.toml no longer has is the exception: a `git
 //! pull` that renames a service must not stop every command, so it is only

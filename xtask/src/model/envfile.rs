@@ -1,5 +1,6 @@
 //! `.env.runtime`: every service's port and URL, and the extra `[env]` lines,
-//! so each service knows where the others are (ARCHITECTURE.md, "Generated files").
+//! so each service knows where the others are (ARCHITECTURE.md, "Generated
+//! files").
 //! Pure: the engine writes it, only when it would say something else.
 
 use crate::model::book::Ports;

@@ -1,6 +1,6 @@
 //! The pure core: what `ports.toml` says, how ports are given out, the
 //! port book (`.ports.json`) and `.env.runtime`. No IO here: the layers
-//! below read and write, and hand text and probes in.
+//! above read and write, and hand text and probes in.
 
 pub mod alloc;
 pub mod book;

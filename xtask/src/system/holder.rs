@@ -1,4 +1,5 @@
-//! Who holds a port, and what the runner may do about it (ARCHITECTURE.md, "Conflicts").
+//! Who holds a port, and what that is to this checkout (ARCHITECTURE.md,
+//! "Conflicts").
 //!
 //! The kernel's socket tables say which listening socket is on a port and
 //! which user opened it; the processes' open files say who holds that socket.

@@ -1,6 +1,6 @@
 //! `ports.toml`: the services, the ports they prefer and how to run them
-//! (README.md lists its keys). Pure: `parse` takes the text, and the engine reads
-//! the file.
+//! (README.md lists its keys). Pure: `parse` takes the text, and the engine
+//! reads the file.
 //!
 //! Parsing is two steps, as in process-compose's loader: serde reads the raw
 //! file (`raw`: unknown keys are errors there), then small named validators
