@@ -60,3 +60,42 @@ fn ci_runs_the_readme_test_command() {
         ".ci/run must end by running `cargo xtask test`"
     );
 }
+
+/// ARCHITECTURE.md's code map names every module: a new one is placed there.
+#[test]
+fn the_code_map_names_every_module() {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    let mut folders = vec![root().join("xtask/src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap().flatten() {
+            let path = entry.path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                folders.push(path.clone());
+            }
+            let module = path.is_dir() || (path.extension().is_some_and(|e| e == "rs") && name != "mod");
+            let skipped = ["main", "tests", "tidy"].contains(&name.as_str());
+            if module && !skipped && !map.contains(&format!("`{name}")) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "ARCHITECTURE.md's code map does not name {missing:?}: say what each owns there");
+}
+
+/// The README's section on `ports.toml` names every key the file may hold.
+#[test]
+fn the_readme_explains_every_key_of_ports_toml() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme.split("## `ports.toml`").nth(1).expect("README.md has a section on ports.toml");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let words: std::collections::BTreeSet<&str> =
+        section.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+    let raw = include_str!("model/config/raw.rs");
+    let keys: Vec<&str> =
+        raw.lines().filter_map(|l| l.trim().strip_prefix("pub ")?.split_once(':')).map(|(key, _)| key).collect();
+    assert!(keys.len() > 10, "no keys found in raw.rs: {keys:?}");
+    let missing: Vec<&&str> = keys.iter().filter(|key| !words.contains(**key)).collect();
+    assert!(missing.is_empty(), "README.md's section on ports.toml does not explain {missing:?}");
+}
