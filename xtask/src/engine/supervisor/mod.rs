@@ -352,6 +352,7 @@ impl Services for Supervisor {
     }
 
     fn stop(&mut self, selection: &Selection) -> anyhow::Result<Vec<String>> {
+        self.adopt(); // what a `start` in another terminal began is stopped too
         let running: Vec<Record> = super::running(&self.checkout.project);
         let names = super::reach(&self.checkout.config, selection, &running)?;
         Ok(Supervisor::stop(self, &names))
