@@ -1,15 +1,20 @@
 //! Temporary checkouts driven through the real `xtask` binary, each with a
-//! registry folder of its own (or one shared by worktrees of one machine).
+//! registry folder of its own (or one shared by worktrees of one machine);
+//! the services they run, in the background or under `dev`.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
+use procscan::group_members;
 use tempfile::TempDir;
 
-use crate::processes::{NOBODY, Running, kill_all, processes_in};
+use crate::ports::is_free;
+use crate::processes::{NOBODY, Running, alive, kill_all, processes_in};
+use crate::wait::{LONG, wait_for};
 
 /// A temporary folder with a configuration (`ports.toml`), and the program
 /// that runs its commands. Dropping it stops its services, KILLs whatever
@@ -150,6 +155,42 @@ pub fn http_service(name: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// A `ports.toml` of three services on `base`, `base + 10` and `base + 20`
+/// (ask `free_ports(30)`). a: plain; b: its listener is a grandchild; c:
+/// depends on both, ready on HTTP.
+pub fn stack(base: u16) -> String {
+    format!(
+        "{}[services.b]\nport = {}\ncommand = [\"sh\", \"-c\", \"python3 -m http.server {{port}} --bind 127.0.0.1 & wait\"]\n\n{}",
+        http_service("a", base, ""),
+        base + 10,
+        http_service("c", base + 20, "depends_on = [\"a\", \"b\"]\nready = { http = \"/\" }"),
+    )
+}
+
+/// Every process of every running service of `c`, by process group.
+pub fn service_processes(c: &Checkout) -> Vec<i32> {
+    let groups = c.status().into_values().filter_map(|s| s["pid"].as_i64());
+    groups.flat_map(|pgid| group_members(pgid as i32)).map(|m| m.pid).collect()
+}
+
+/// Nothing of `c`'s services is left: none of `processes` runs, every one
+/// of `ports` is free (within 2 s), status says each service stopped, and
+/// `.pids` holds no record.
+pub fn assert_all_gone(c: &Checkout, processes: &[i32], ports: &[u16]) {
+    let left: Vec<_> = processes.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    for port in ports {
+        assert!(wait_for(Duration::from_secs(2), || is_free(*port)), "port {port} is still busy");
+    }
+    assert!(c.status().values().all(|s| s["running"] == false));
+    let records: Vec<_> = std::fs::read_dir(c.path(".pids"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert!(records.is_empty(), "records left in .pids: {records:?}");
+}
+
 /// Runs a command of `c` (`args`, one string) under a pseudo-terminal
 /// (util-linux `script`), typing `answer` at it; returns what it printed and
 /// whether it succeeded.
@@ -187,6 +228,25 @@ pub fn spawn_dashboard(c: &Checkout, command: &str) -> (Running, String) {
         .expect("no dashboard address printed");
     std::thread::spawn(move || lines.for_each(drop)); // keep the pipe drained
     (Running(child), url)
+}
+
+/// `xtask dev args` in the background of the test, its output (stdout and
+/// stderr) in the checkout's `dev.out`, whose path comes with it. Should the
+/// test fail, dropping the checkout stops it.
+pub fn spawn_dev(c: &Checkout, args: &[&str]) -> (Child, PathBuf) {
+    let log = c.path("dev.out");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = c.command(&[&["dev"], args].concat()).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    (child, log)
+}
+
+/// Until the dev of `spawn_dev` says its `n` services are ready (a signal
+/// before that interrupts the start, which is an error), and `n` are healthy.
+pub fn wait_running(c: &Checkout, n: usize) {
+    let said = format!("✓ {n} service{} ready", if n == 1 { "" } else { "s" });
+    let ok = wait_for(LONG, || c.read("dev.out").is_some_and(|out| out.contains(&said)));
+    assert!(ok, "services did not come up:\n{}", c.read("dev.out").unwrap_or_default());
+    assert_eq!(c.status().values().filter(|s| s["healthy"] == true).count(), n);
 }
 
 /// A copy of the runner in a folder any user may enter.

@@ -1,8 +1,9 @@
 //! What the runner's integration tests (`xtask/tests`) and its bench
 //! (`xtask/bench`) share: temporary checkouts driven through the real `xtask`
-//! binary, each with a registry of its own; ports free on every address;
-//! waiting; and the processes a test starts or looks for. Whatever a value of
-//! this crate started is stopped when it is dropped, also when a test fails.
+//! binary, each with a registry of its own, and the services they run; ports
+//! free on every address; waiting; and the processes a test starts or looks
+//! for. Whatever a value of this crate started is stopped when it is dropped,
+//! also when a test fails.
 //!
 //! A test takes it whole (`use harness::*`). It panics where a test would:
 //! what fails is the test.
@@ -12,8 +13,11 @@ mod ports;
 mod processes;
 mod wait;
 
-pub use checkout::{Checkout, RunnerCopy, http_service, run_in_terminal, spawn_dashboard, text};
+pub use checkout::{
+    Checkout, RunnerCopy, assert_all_gone, http_service, run_in_terminal, service_processes, spawn_dashboard,
+    spawn_dev, stack, text, wait_running,
+};
 pub use ports::{MAIN_THREAD_ENDS_FIRST, Squatter, answers, ephemeral_range, free_ports, is_free};
 pub use processes::{NOBODY, Running, alive, is_root, main_thread_ended, processes_in, processes_with};
 pub use procscan::{ProcId, group_members};
-pub use wait::{Said, poll, wait_for};
+pub use wait::{LONG, Said, poll, wait_for};

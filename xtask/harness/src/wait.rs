@@ -4,6 +4,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for what comes soon (a service up, a process
+/// gone): ample on a loaded machine, and waited out only when the test fails.
+pub const LONG: Duration = Duration::from_secs(30);
+
 /// Polls `done` every 20 ms (a check may run a command) until it holds or
 /// `limit` passes: whether it held.
 pub fn wait_for(limit: Duration, done: impl FnMut() -> bool) -> bool {
