@@ -1,0 +1,178 @@
+//! The named URLs' proxy (DESIGN.md section 12): `http://<service>.<checkout>.localhost:<port>/`
+//! reaches that service's current port, through one proxy per user on loopback.
+//!
+//! Design. A thread per client connection reads request heads, one at a
+//! time, with httparse: it refuses what two parsers could read two ways (a
+//! bare LF, Content-Length beside Transfer-Encoding, two Hosts, a coding
+//! other than chunked), asks the router where the Host leads (for every
+//! request, so a port that moved is followed at once), and writes the head
+//! anew for the upstream: the fields as read, the client's X-Forwarded-* and
+//! Forwarded dropped, the proxy's own X-Forwarded-Host (with the port),
+//! -Proto and -For added, Host unchanged. It then forwards the body by its
+//! framing (Content-Length, or chunked read through a state machine), which
+//! is how it finds the next head on a kept-alive connection. A second
+//! thread copies the upstream's bytes back as they come, never parsed: any
+//! answer's framing works (chunked, Server-Sent Events, close-delimited,
+//! 1xx), and nothing is buffered. After a WebSocket upgrade both directions
+//! are raw copies. When the route changes mid-connection, the old upstream
+//! is half-closed, answers what it owes, and a new one is connected.
+//! Bytes only ever go to a port the router returned, whatever the Host's
+//! port says: this is no open proxy.
+//!
+//! Limits: a head has a bounded time to arrive (a client trickling bytes is
+//! let go), a connection silent both ways for the idle limit is closed, and
+//! every way out of a connection closes both its sockets, so no thread is
+//! left blocked. Threads are cheap here: small stacks, buffers that grow.
+
+// Nothing outside the tests uses the proxy yet: its command and the routes
+// from the registry and checkouts come next.
+#![cfg_attr(not(test), allow(dead_code))]
+
+mod chunked;
+mod conn;
+mod head;
+mod host;
+mod page;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub use host::Host;
+
+/// Where a named URL leads, as the router decides for one request.
+pub struct Route {
+    pub target: Target,
+    /// What the error page says to do if the target cannot answer: what
+    /// exists, and the command that starts the service. Plain text.
+    pub help: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The service's current port on loopback.
+    Port(u16),
+    /// No such checkout, or no such service in it: 404.
+    Unknown,
+    /// A service of the checkout that is not running: 503.
+    Stopped,
+}
+
+/// Maps each request's named Host to its route. Called for every request,
+/// so it must answer from memory.
+pub type Router = Arc<dyn Fn(&Host) -> Route + Send + Sync>;
+
+/// Time limits on what clients and upstreams may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most a request head may take to arrive, from its first byte (the
+    /// first head: from the connection's start). Longer than Chromium's 10 s
+    /// for a preconnected socket it has not used yet.
+    pub head: Duration,
+    /// A connection silent both ways this long is closed (between one and
+    /// two of these, in fact). WebSockets, once upgraded, have no such limit.
+    pub idle: Duration,
+    /// The most an upstream may take to finish its answers once the client
+    /// is done or moves to another route.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { head: Duration::from_secs(30), idle: Duration::from_secs(300), drain: Duration::from_secs(30) }
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    threads: Threads,
+}
+
+impl Proxy {
+    /// How many connection threads run (readers and copiers).
+    pub fn threads(&self) -> usize {
+        self.threads.live()
+    }
+}
+
+/// Listens on 127.0.0.1 and ::1 at `port`. Browsers try ::1 first for a
+/// `.localhost` name, so a ::1 held by another program is an error; a
+/// machine without IPv6 is not.
+pub fn bind(port: u16) -> anyhow::Result<Vec<TcpListener>> {
+    let v4 =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let port = v4.local_addr()?.port(); // the same on both when `port` was 0
+    const EAFNOSUPPORT: i32 = 97; // IPv6 compiled out of the kernel
+    match TcpListener::bind((Ipv6Addr::LOCALHOST, port)) {
+        Ok(v6) => Ok(vec![v4, v6]),
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT) => Ok(vec![v4]),
+        Err(e) => Err(e).with_context(|| format!("cannot listen on [::1]:{port}")),
+    }
+}
+
+/// Serves every connection the listeners accept, in background threads.
+pub fn serve(listeners: Vec<TcpListener>, router: Router, limits: Limits) -> anyhow::Result<Proxy> {
+    let threads = Threads::default();
+    let shared = Arc::new(conn::Shared { router, limits, threads: threads.clone() });
+    for listener in listeners {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("proxy-accept".into())
+            .spawn(move || accept(listener, &shared))
+            .context("cannot start the proxy's thread")?;
+    }
+    Ok(Proxy { threads })
+}
+
+fn accept(listener: TcpListener, shared: &Arc<conn::Shared>) {
+    for client in listener.incoming() {
+        match client {
+            Ok(client) => {
+                let shared = shared.clone();
+                // If no thread can start, the client is closed with the closure.
+                let _ = shared.threads.clone().spawn(move || conn::serve(client, &shared));
+            }
+            // Out of descriptors, say: others will close.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Starts and counts the connection threads.
+#[derive(Clone, Default)]
+struct Threads(Arc<AtomicUsize>);
+
+impl Threads {
+    /// A connection thread's stack: its buffers are on the heap. 2 MiB each
+    /// for 1000 idle connections was 4 GB of address space.
+    const STACK: usize = 256 * 1024;
+
+    fn spawn(&self, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        /// Counts the thread out however it ends, panic included.
+        struct Out(Arc<AtomicUsize>);
+        impl Drop for Out {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let out = Out(self.0.clone());
+        let thread = std::thread::Builder::new().name("proxy-conn".into()).stack_size(Threads::STACK);
+        thread.spawn(move || {
+            let _out = out;
+            f()
+        })?;
+        Ok(())
+    }
+
+    fn live(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
