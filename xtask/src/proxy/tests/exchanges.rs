@@ -50,6 +50,26 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_head_larger_than_the_first_buffer_is_read_whole() {
+    let app = Upstream::start("app");
+    let fixture = Fixture::new(&[("app.c1", app.target())], Limits::default());
+    let mut client = fixture.client();
+    // The first head leaves the second cut at the end of the 8 KiB buffer:
+    // what is left moves to its start, then the buffer grows.
+    let cookie: String = (0..20_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    client.send(
+        get("app.c1.localhost", "/1")
+            + &format!("GET /2 HTTP/1.1\r\nHost: app.c1.localhost\r\nCookie: {cookie}\r\n\r\n"),
+    );
+    assert!(client.response().body.starts_with("GET /1 "));
+    let second = client.response();
+    assert!(
+        second.body.starts_with("GET /2 ") && second.body.contains(&format!("\r\nCookie: {cookie}\r\n")),
+        "{second:?}"
+    );
+}
+
+#[test]
 fn large_bodies_arrive_intact() {
     let app = Upstream::start("app");
     let fixture = Fixture::new(&[("app.c1", app.target())], Limits::default());

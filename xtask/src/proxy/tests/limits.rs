@@ -36,6 +36,17 @@ fn refusals_say_what_was_understood_and_reach_no_upstream() {
 }
 
 #[test]
+fn a_head_over_the_limit_is_refused() {
+    let app = Upstream::start("app");
+    let fixture = Fixture::new(&[("app.c1", app.target())], Limits::default());
+    let mut client = fixture.client();
+    client.send(format!("GET / HTTP/1.1\r\nHost: app.c1.localhost\r\nCookie: {}\r\n\r\n", "a".repeat(70_000)));
+    assert_eq!(client.response().status, 431);
+    assert!(client.closed());
+    assert_eq!(app.heads(), Vec::<String>::new(), "nothing was forwarded");
+}
+
+#[test]
 fn a_refusal_comes_after_the_answers_already_owed() {
     let app = Upstream::start("app");
     let fixture = Fixture::new(&[("app.c1", app.target())], Limits::default());
