@@ -145,6 +145,7 @@ mod tests {
             b"-1\r\nx\r\n0\r\n\r\n",
             b"g\r\n",
             b"4\r\nRustX\r\n0\r\n\r\n", // data longer than its size
+            b"4\r\nRustXY0\r\n\r\n",    // two bytes in the place of the CRLF
             b"4\r\nRust\n0\r\n\r\n",    // bare LF after the data
             b"0\r\nTrailer: x\n\r\n",   // bare LF in a trailer
             b"0\r\n\n",

@@ -92,7 +92,7 @@ fn a_malformed_chunked_body_ends_the_connection_where_it_goes_wrong() {
     let bodies = [
         ("5;a\nb\r\nhello\r\n0\r\n\r\n", ""), // a bare LF, which a lenient parser takes as the line's end
         ("5\r\nhello\n0\r\n\r\n", "5\r\nhello"), // no CRLF after the data
-        ("5\r\nhello!\r\n0\r\n\r\n", "5\r\nhello"), // more data than the size
+        ("5\r\nhello!!0\r\n\r\n", "5\r\nhello"), // two bytes too many, in the place of the CRLF
         ("5\r\nhello\r\n0\r\nX: y\n\r\n", "5\r\nhello\r\n0\r\n"), // a bare LF in a trailer
     ];
     let host = "Host: app.c1.localhost\r\n";
