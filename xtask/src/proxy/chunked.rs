@@ -13,7 +13,15 @@ const MAX_TRAILERS: usize = 64 * 1024;
 pub struct Malformed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunked {
+pub struct Chunked {
+    state: State,
+    /// How much of the line being read was searched for its end already:
+    /// bytes may come one at a time, a line must be searched once.
+    searched: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk's data: this many bytes left.
@@ -28,16 +36,17 @@ pub enum Chunked {
 
 impl Chunked {
     pub fn new() -> Chunked {
-        Chunked::Size
+        Chunked { state: State::Size, searched: 0 }
     }
 
     /// Reads the start of `buf` (body bytes not yet forwarded) and returns how
     /// many of them belong to the body and may be forwarded now. 0 means more
-    /// bytes are needed (or the body is done).
+    /// bytes are needed (or the body is done): the next call is then given
+    /// the same bytes and more.
     pub fn advance(&mut self, buf: &[u8]) -> Result<usize, Malformed> {
-        match *self {
-            Chunked::Size => {
-                let Some(line) = line(buf, MAX_TRAILERS)? else { return Ok(0) };
+        match self.state {
+            State::Size => {
+                let Some(line) = self.line(buf, MAX_TRAILERS)? else { return Ok(0) };
                 let Ok(httparse::Status::Complete((len, size))) = httparse::parse_chunk_size(&buf[..line]) else {
                     return Err(Malformed);
                 };
@@ -45,49 +54,60 @@ impl Chunked {
                 if len != line || !buf[0].is_ascii_hexdigit() {
                     return Err(Malformed);
                 }
-                *self = if size == 0 { Chunked::Trailers(0) } else { Chunked::Data(size) };
+                self.state = if size == 0 { State::Trailers(0) } else { State::Data(size) };
                 Ok(line)
             }
-            Chunked::Data(left) => {
+            State::Data(left) => {
                 let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                *self = match left - n as u64 {
-                    0 => Chunked::DataEnd,
-                    left => Chunked::Data(left),
+                self.state = match left - n as u64 {
+                    0 => State::DataEnd,
+                    left => State::Data(left),
                 };
                 Ok(n)
             }
-            Chunked::DataEnd => match buf {
+            State::DataEnd => match buf {
                 [b'\r', b'\n', ..] => {
-                    *self = Chunked::Size;
+                    self.state = State::Size;
                     Ok(2)
                 }
                 [] | [b'\r'] => Ok(0),
                 _ => Err(Malformed),
             },
-            Chunked::Trailers(seen) => {
-                let Some(line) = line(buf, MAX_TRAILERS - seen)? else { return Ok(0) };
-                *self = if line == 2 { Chunked::Done } else { Chunked::Trailers(seen + line) };
+            State::Trailers(seen) => {
+                let Some(line) = self.line(buf, MAX_TRAILERS - seen)? else { return Ok(0) };
+                self.state = if line == 2 { State::Done } else { State::Trailers(seen + line) };
                 Ok(line)
             }
-            Chunked::Done => Ok(0),
+            State::Done => Ok(0),
         }
     }
 
     pub fn is_done(&self) -> bool {
-        *self == Chunked::Done
+        self.state == State::Done
     }
-}
 
-/// The length of the CRLF-ended line at the start of `buf`, CRLF included;
-/// None if it has not all come yet. A CR or LF anywhere else is malformed.
-fn line(buf: &[u8], max: usize) -> Result<Option<usize>, Malformed> {
-    match buf.iter().position(|&b| b == b'\r' || b == b'\n') {
-        Some(at) if buf[at] == b'\n' => Err(Malformed),
-        Some(at) if at + 1 == buf.len() => Ok(None),
-        Some(at) if buf[at + 1] == b'\n' && at + 2 <= max => Ok(Some(at + 2)),
-        Some(_) => Err(Malformed),
-        None if buf.len() >= max => Err(Malformed),
-        None => Ok(None),
+    /// The length of the CRLF-ended line at the start of `buf`, CRLF
+    /// included; None if it has not all come yet. A CR or LF anywhere else
+    /// is malformed.
+    fn line(&mut self, buf: &[u8], max: usize) -> Result<Option<usize>, Malformed> {
+        let end = buf[self.searched..].iter().position(|&b| b == b'\r' || b == b'\n').map(|at| self.searched + at);
+        match end {
+            Some(at) if buf[at] == b'\n' => Err(Malformed),
+            Some(at) if at + 1 == buf.len() => {
+                self.searched = at; // the LF may come next
+                Ok(None)
+            }
+            Some(at) if buf[at + 1] == b'\n' && at + 2 <= max => {
+                self.searched = 0;
+                Ok(Some(at + 2))
+            }
+            Some(_) => Err(Malformed),
+            None if buf.len() >= max => Err(Malformed),
+            None => {
+                self.searched = buf.len();
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -135,6 +155,7 @@ mod tests {
     #[test]
     fn malformed_bodies() {
         let too_long_trailer = format!("0\r\nX: {}\r\n\r\n", "a".repeat(MAX_TRAILERS));
+        let long_extension = format!("1;{}\r\nx\r\n0\r\n\r\n", "a".repeat(MAX_TRAILERS));
         let bad: &[&[u8]] = &[
             b"4\nRust\r\n0\r\n\r\n",        // bare LF after the size
             b"4\rRust\r\n0\r\n\r\n",        // bare CR
@@ -151,6 +172,7 @@ mod tests {
             b"0\r\n\n",
             b"11111111111111111\r\n", // 17 hex digits: more than u64
             too_long_trailer.as_bytes(),
+            long_extension.as_bytes(),
         ];
         for input in bad {
             for step in [1, input.len()] {

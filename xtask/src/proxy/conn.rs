@@ -133,14 +133,24 @@ impl<'a> Conn<'a> {
     /// `limits.head` to arrive from its first byte; the wait for that
     /// first byte is bounded by the connection's idle limit.
     fn read_head(&mut self, mut deadline: Option<Instant>) -> io::Result<Option<Result<Head, Refusal>>> {
+        let mut parsed = 0;
         loop {
-            if !self.client.data().is_empty() {
-                match head::parse(self.client.data(), self.peer) {
+            let data = self.client.data();
+            // httparse starts over at each call: a head sent a byte at a time
+            // would take time quadratic in its length. Its first bytes (for
+            // a client that speaks no HTTP at all, TLS say) and each line's
+            // end are enough to see where it ends, or that it is wrong.
+            if data.len() > parsed && (parsed == 0 || data[parsed..].contains(&b'\n')) {
+                match head::parse(data, self.peer) {
                     Ok(Some(head)) => return Ok(Some(Ok(head))),
-                    Ok(None) if self.client.is_full() => return Ok(Some(Err(Refusal::TooLarge))),
-                    Ok(None) => {}
+                    Ok(None) => parsed = data.len(),
                     Err(refusal) => return Ok(Some(Err(refusal))),
                 }
+            }
+            if self.client.is_full() {
+                return Ok(Some(Err(Refusal::TooLarge)));
+            }
+            if !data.is_empty() {
                 deadline.get_or_insert_with(|| Instant::now() + self.shared.limits.head);
             }
             let wait = deadline.map_or(Wait::Idle, Wait::Until);

@@ -36,6 +36,15 @@ fn refusals_say_what_was_understood_and_reach_no_upstream() {
 }
 
 #[test]
+fn a_client_that_speaks_no_http_is_refused_at_once() {
+    let app = Upstream::start("app");
+    let fixture = Fixture::new(&[("app.c1", app.target())], Limits::default());
+    let mut client = fixture.client();
+    client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"); // a TLS ClientHello: https:// typed for http://
+    assert_eq!(client.response().status, 400, "not held until the head's time is up");
+}
+
+#[test]
 fn a_head_over_the_limit_is_refused() {
     let app = Upstream::start("app");
     let fixture = Fixture::new(&[("app.c1", app.target())], Limits::default());
