@@ -122,26 +122,38 @@ fn a_malformed_chunked_body_ends_the_connection_where_it_goes_wrong() {
 }
 
 #[test]
-fn a_slow_client_holds_no_one_up_and_is_let_go() {
+fn slow_clients_hold_no_one_up_and_are_let_go() {
     let app = Upstream::start("app");
     let limits = Limits { head: Duration::from_secs(1), ..Limits::default() };
     let fixture = Fixture::new(&[("app.c1", app.target())], limits);
-    let mut slow = fixture.client();
-    slow.send("GET / HTTP/1.1\r\nHo");
+    let mut mute = fixture.client(); // connects, says nothing
+    let first = fixture.client(); // trickles its first head
+    let mut later = fixture.client(); // trickles its second head
+    later.send(get("app.c1.localhost", "/"));
+    assert_eq!(later.response().status, 200);
+    let mut slow = [first, later];
+    for client in &mut slow {
+        client.send("GET / HTTP/1.1\r\nHo");
+    }
     let mut quick = fixture.client();
     quick.send(get("app.c1.localhost", "/"));
-    assert_eq!(quick.response().status, 200, "answered while the slow head is pending");
-    // A byte every 20 ms: the whole head would take 8 s, four times the limit.
+    assert_eq!(quick.response().status, 200, "answered while the slow heads are pending");
+    // A byte every 20 ms: the rest of a head would take 8 s, eight times the limit.
     let rest = format!("st: app.c1.localhost\r\nX-Padding: {}\r\n\r\n", "x".repeat(350));
-    let mut sent_all = true;
+    let mut open = [true, true];
     for byte in rest.bytes() {
-        if slow.stream.write_all(&[byte]).is_err() {
-            sent_all = false;
+        for (client, open) in slow.iter_mut().zip(&mut open) {
+            *open = *open && client.stream.write_all(&[byte]).is_ok();
+        }
+        if open == [false, false] {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(slow.closed(), "the trickled head is cut off, not answered (sent all of it: {sent_all})");
+    for (client, which) in slow.iter_mut().zip(["first", "second"]) {
+        assert!(client.closed(), "the trickled {which} head is cut off, not answered (all sent: {open:?})");
+    }
+    assert!(mute.closed(), "a client that says nothing is let go after the head's limit, not the idle one");
 }
 
 #[test]
