@@ -297,7 +297,7 @@ fn copy_back(mut upstream: TcpStream, mut client: TcpStream, keep_client: &Atomi
             Ok(0) => break true,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break false, // reset, or the drain's timeout
+            Err(_) => break false, // reset
         };
         if client.write_all(&buf[..n]).is_err() {
             break false;

@@ -10,7 +10,7 @@ use super::page::Refusal;
 /// The largest head read; the connection's buffer grows up to this.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields read (browsers send about 20).
-const MAX_FIELDS: usize = 100;
+pub const MAX_FIELDS: usize = 100;
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

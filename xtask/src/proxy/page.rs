@@ -1,6 +1,7 @@
 //! The proxy's own answers: a small HTML page with an error status that says
 //! what the proxy understood of the request and what to do about it.
 
+use super::head::{MAX_FIELDS, MAX_HEAD};
 use super::host::Host;
 
 /// Why the proxy answers a request itself instead of forwarding it.
@@ -74,7 +75,7 @@ impl Refusal {
             Refusal::BadRequest(why) => ("Bad request".to_owned(), format!("<p>{}.</p>", escape(why))),
             Refusal::TooLarge => (
                 "Request head too large".to_owned(),
-                "<p>The proxy reads heads up to 64 KiB and 100 fields.</p>".into(),
+                format!("<p>The proxy reads heads up to {} KiB and {MAX_FIELDS} fields.</p>", MAX_HEAD / 1024),
             ),
             Refusal::Outside(name) => (format!("{} is not a named URL", escape(name)), format!("<p>{FORM}</p>")),
             Refusal::Shape(name) => (format!("{} is not a named URL", escape(name)), format!("<p>{FORM}</p>")),

@@ -82,7 +82,7 @@ impl Reader {
             } else if self.buf.len() < MAX_HEAD {
                 self.buf.resize((self.buf.len() * 2).min(MAX_HEAD), 0);
             } else {
-                return Err(io::Error::other("more than 64 KiB that are no request"));
+                return Err(io::Error::other("the request buffer is full")); // callers see to it first
             }
         }
         loop {
