@@ -10,8 +10,6 @@ mod model;
 mod system;
 // The operations every front end runs.
 mod engine;
-// The named URLs' proxy (issue 18, being wired in).
-mod proxy;
 // Front ends: the command line (a module per command), the dashboard.
 mod cli;
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The machine: files and locks, processes and their groups, who holds a
 //! port, the records of what runs, the registry of checkouts, readiness,
-//! accounts and the terminal. Each module wraps one kind of IO; none runs
+//! HTTP, accounts and the terminal. Each module wraps one kind of IO; none runs
 //! an operation of the runner.
 
 pub mod files;
 pub mod group;
 pub mod holder;
+pub mod http;
 pub mod logfile;
 pub mod paths;
 pub mod probe;

@@ -8,7 +8,8 @@
 //! loopback Host header (DNS rebinding) and never to another origin.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read};
+use std::io::Read;
+use std::net::TcpListener;
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::json;
-use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::engine::Checkout;
 use crate::engine::actions::{self, Action};
@@ -25,6 +25,8 @@ use crate::engine::snapshot;
 use crate::engine::supervisor::{self, Event};
 use crate::model::alloc;
 use crate::model::policy::Mode;
+use crate::system::http::response::Response;
+use crate::system::http::server::{self, Request, Server};
 use crate::system::logfile;
 use crate::system::paths::Project;
 use crate::system::probe;
@@ -51,13 +53,13 @@ pub enum Control {
 
 pub struct Dashboard {
     pub url: String,
-    server: Arc<Server>,
+    server: Server,
     project: Project,
 }
 
 impl Dashboard {
     pub fn close(self) {
-        self.server.unblock();
+        self.server.close();
         let _ = records::forget_dashboard(&self.project, ProcId::myself()); // not another's that took its place
     }
 }
@@ -75,24 +77,13 @@ struct Shared {
 /// Starts serving the dashboard in a background thread.
 pub fn serve(project: &Project, control: Control) -> anyhow::Result<Dashboard> {
     let token = token()?;
-    let (server, port) = bind(project)?;
+    let (listener, port) = bind(project)?;
     let url = format!("http://127.0.0.1:{port}/?token={token}");
     records::save_dashboard(project, &Record { url: url.clone(), owner: ProcId::myself() })?;
-    let server = Arc::new(server);
     let health = Mutex::default();
     let shared = Arc::new(Shared { project: project.clone(), control, token, port, health });
-    let incoming = server.clone();
-    std::thread::spawn(move || {
-        for request in incoming.incoming_requests() {
-            let shared = shared.clone();
-            // A thread per request: an action may take seconds, polls must not wait.
-            std::thread::spawn(move || {
-                let mut request = request;
-                let response = answer(&shared, &mut request);
-                let _ = request.respond(hardened(response));
-            });
-        }
-    });
+    // A thread per request: an action may take seconds, polls must not wait.
+    let server = server::serve(listener, Arc::new(move |request: &Request| hardened(answer(&shared, request))))?;
     Ok(Dashboard { url, server, project: project.clone() })
 }
 
@@ -130,7 +121,7 @@ fn token() -> anyhow::Result<String> {
 /// Binds 127.0.0.1 on a free port, walking from this checkout's last one (or
 /// 7400) past ports reserved by any checkout or kept by the kernel (as
 /// `alloc::walk` says), under the registry's lock.
-fn bind(project: &Project) -> anyhow::Result<(Server, u16)> {
+fn bind(project: &Project) -> anyhow::Result<(TcpListener, u16)> {
     let mut registry = Registry::open()?;
     let mut taken = registry.entries.reserved_by_others(&project.root);
     let mine = registry.entries.mine(&project.root);
@@ -140,59 +131,55 @@ fn bind(project: &Project) -> anyhow::Result<(Server, u16)> {
         if taken.contains(&port) || alloc::is_browser_blocked(port) || !probe::is_free(port) {
             continue;
         }
-        if let Ok(server) = Server::http(("127.0.0.1", port)) {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             registry.entries.mine(&project.root).dashboard = Some(port);
             registry.save()?;
-            return Ok((server, port));
+            return Ok((listener, port));
         }
     }
     bail!("no free port for the dashboard from {start}: free one, or stop another dashboard")
 }
 
-type Reply = Response<Cursor<Vec<u8>>>;
-
 /// Headers every answer carries.
-fn hardened(response: Reply) -> Reply {
+fn hardened(response: Response) -> Response {
     response
-        .with_header(header("Cache-Control", "no-store"))
-        .with_header(header("X-Content-Type-Options", "nosniff"))
-        .with_header(header("X-Frame-Options", "DENY"))
+        .with("Cache-Control", "no-store")
+        .with("X-Content-Type-Options", "nosniff")
+        .with("X-Frame-Options", "DENY")
         // The address holds the token: never send it on as a Referer.
-        .with_header(header("Referrer-Policy", "no-referrer"))
+        .with("Referrer-Policy", "no-referrer")
 }
 
-fn answer(shared: &Shared, request: &mut Request) -> Reply {
+fn answer(shared: &Shared, request: &Request) -> Response {
     let port = shared.port;
     let loopback = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
-    let host = header_value(request, "Host");
-    if !host.as_ref().is_some_and(|h| loopback.contains(h)) {
+    let host = request.field("Host");
+    if !host.is_some_and(|h| loopback.iter().any(|l| l == h)) {
         return text(403, "refused: this dashboard answers only at 127.0.0.1 and localhost");
     }
-    if let Some(origin) = header_value(request, "Origin")
+    if let Some(origin) = request.field("Origin")
         && !loopback.iter().any(|h| origin == format!("http://{h}"))
     {
         return text(403, "refused: requests from other sites are not allowed");
     }
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
-    let method = request.method().clone();
-    match (&method, path.as_str()) {
-        (Method::Get, "/") => asset(include_str!("index.html"), "text/html; charset=utf-8"),
-        (Method::Get, "/style.css") => asset(include_str!("style.css"), "text/css; charset=utf-8"),
-        (Method::Get, "/app.js") => asset(include_str!("app.js"), "text/javascript; charset=utf-8"),
-        (_, api) if api.starts_with("/api/") => {
-            let token = header_value(request, "X-Token").unwrap_or_default();
-            if !same(&token, &shared.token) {
+    match (request.method.as_str(), request.path()) {
+        ("GET", "/") => asset(include_str!("index.html"), "text/html; charset=utf-8"),
+        ("GET", "/style.css") => asset(include_str!("style.css"), "text/css; charset=utf-8"),
+        ("GET", "/app.js") => asset(include_str!("app.js"), "text/javascript; charset=utf-8"),
+        (method, api) if api.starts_with("/api/") => {
+            let token = request.field("X-Token").unwrap_or_default();
+            if !same(token, &shared.token) {
                 return error(
                     403,
                     "a valid token is required: open the address printed by cargo xtask, with its token",
                 );
             }
             match (method, api.trim_start_matches("/api/").split('/').collect::<Vec<_>>().as_slice()) {
-                (Method::Get, ["state"]) => match state(shared) {
+                ("GET", ["state"]) => match state(shared) {
                     Ok(state) => json_reply(200, &state),
                     Err(e) => error(500, &format!("{e:#}")),
                 },
-                (Method::Post, ["services", name, verb]) => {
+                ("POST", ["services", name, verb]) => {
                     let one = Some(vec![name.to_string()]);
                     let action = match *verb {
                         "start" => Action::Start(one),
@@ -221,14 +208,13 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn read_port(request: &mut Request) -> anyhow::Result<u16> {
+fn read_port(request: &Request) -> anyhow::Result<u16> {
     #[derive(Deserialize)]
     struct Body {
         port: u16,
     }
-    let mut body = String::new();
-    request.as_reader().take(4096).read_to_string(&mut body)?;
-    let body: Body = serde_json::from_str(&body).context("the body must be {\"port\": N} with N from 1 to 65535")?;
+    let body: Body =
+        serde_json::from_slice(&request.body).context("the body must be {\"port\": N} with N from 1 to 65535")?;
     Ok(body.port)
 }
 
@@ -288,37 +274,21 @@ fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     Ok(json!({ "checkout": project.root, "mode": mode, "services": services, "others": others }))
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
-}
-
-fn header_value(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str().to_owned())
-}
-
-fn asset(body: &str, content_type: &str) -> Reply {
-    Response::from_string(body).with_header(header("Content-Type", content_type)).with_header(header(
+fn asset(body: &str, content_type: &str) -> Response {
+    Response::new(200, content_type, body).with(
         "Content-Security-Policy",
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
-    ))
+    )
 }
 
-fn text(code: u16, body: &str) -> Reply {
-    Response::from_string(body)
-        .with_status_code(StatusCode(code))
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+fn text(code: u16, body: &str) -> Response {
+    Response::new(code, "text/plain; charset=utf-8", body)
 }
 
-fn json_reply(code: u16, value: &serde_json::Value) -> Reply {
-    Response::from_string(value.to_string())
-        .with_status_code(StatusCode(code))
-        .with_header(header("Content-Type", "application/json"))
+fn json_reply(code: u16, value: &serde_json::Value) -> Response {
+    Response::new(code, "application/json", value.to_string())
 }
 
-fn error(code: u16, message: &str) -> Reply {
+fn error(code: u16, message: &str) -> Response {
     json_reply(code, &json!({ "ok": false, "error": message }))
 }

@@ -1,8 +1,9 @@
 //! The proxy's own answers: a small HTML page with an error status that says
 //! what the proxy understood of the request and what to do about it.
 
-use super::head::{MAX_FIELDS, MAX_HEAD};
-use super::host::Host;
+use crate::model::names::Host;
+use crate::system::http::head::{Bad, MAX_FIELDS, MAX_HEAD};
+use crate::system::http::response::{Response, reason};
 
 /// Why the proxy answers a request itself instead of forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,33 +32,35 @@ pub enum Refusal {
     Loop(Host, u16),
 }
 
+impl From<Bad> for Refusal {
+    fn from(bad: Bad) -> Refusal {
+        match bad {
+            Bad::Malformed(why) => Refusal::BadRequest(why),
+            Bad::TooLarge => Refusal::TooLarge,
+        }
+    }
+}
+
 impl Refusal {
-    pub fn status(&self) -> (u16, &'static str) {
+    pub fn status(&self) -> u16 {
         match self {
-            Refusal::BadRequest(_) | Refusal::Outside(_) => (400, "Bad Request"),
-            Refusal::TooLarge => (431, "Request Header Fields Too Large"),
-            Refusal::Shape(_) | Refusal::Unknown(..) => (404, "Not Found"),
-            Refusal::Stopped(..) => (503, "Service Unavailable"),
-            Refusal::Down(..) => (502, "Bad Gateway"),
-            Refusal::Loop(..) => (508, "Loop Detected"),
+            Refusal::BadRequest(_) | Refusal::Outside(_) => 400,
+            Refusal::TooLarge => 431,
+            Refusal::Shape(_) | Refusal::Unknown(..) => 404,
+            Refusal::Stopped(..) => 503,
+            Refusal::Down(..) => 502,
+            Refusal::Loop(..) => 508,
         }
     }
 
     /// The whole response, which closes the connection: the proxy forwards
     /// nothing more on it, and a client may have sent a body it did not read.
     pub fn response(&self, head_only: bool) -> Vec<u8> {
-        let (code, reason) = self.status();
-        let body = self.page(code, reason);
-        let mut response = format!(
-            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        if !head_only {
-            response.extend_from_slice(body.as_bytes());
-        }
-        response
+        let code = self.status();
+        Response::new(code, "text/html; charset=utf-8", self.page(code, reason(code)))
+            .with("Cache-Control", "no-store")
+            .with("X-Content-Type-Options", "nosniff")
+            .to_bytes(head_only)
     }
 
     fn page(&self, code: u16, reason: &str) -> String {
@@ -159,7 +162,7 @@ mod tests {
             (Refusal::Shape("c1.localhost".into()), 404, "&lt;service&gt;.&lt;checkout&gt;.localhost"),
         ];
         for (refusal, code, text) in cases {
-            assert_eq!(refusal.status().0, code, "{refusal:?}");
+            assert_eq!(refusal.status(), code, "{refusal:?}");
             let (_, body) = split(&refusal.response(false));
             assert!(body.contains(text), "{body}");
         }

@@ -1,39 +1,14 @@
-//! The named URLs' proxy (DESIGN.md section 12): `http://<service>.<checkout>.localhost:<port>/`
-//! reaches that service's current port, through one proxy per user on loopback.
+//! The core of the named URLs' proxy: an HTTP/1.1 reverse proxy on
+//! loopback that sends each request where a router says its Host leads.
 //!
-//! Design. A thread per client connection reads request heads, one at a
-//! time, with httparse: it refuses what two parsers could read two ways (a
-//! bare LF, Content-Length beside Transfer-Encoding, two Hosts, a coding
-//! other than chunked), asks the router where the Host leads (for every
-//! request, so a port that moved is followed at once), and writes the head
-//! anew for the upstream: the fields as read, the client's X-Forwarded-* and
-//! Forwarded dropped, the proxy's own X-Forwarded-Host (with the port),
-//! -Proto and -For added, Host unchanged. It then forwards the body by its
-//! framing (Content-Length, or chunked read through a state machine), which
-//! is how it finds the next head on a kept-alive connection. A second
-//! thread copies the upstream's bytes back as they come, never parsed: any
-//! answer's framing works (chunked, Server-Sent Events, close-delimited,
-//! 1xx), and nothing is buffered. After a WebSocket upgrade both directions
-//! are raw copies. When the route changes mid-connection, the old upstream
-//! is half-closed, answers what it owes, and a new one is connected.
-//! Bytes only ever go to a port the router returned, whatever the Host's
-//! port says: this is no open proxy.
-//!
-//! Limits: a head has a bounded time to arrive (a client trickling bytes is
-//! let go), a connection silent both ways for the idle limit is closed, and
-//! every way out of a connection closes both its sockets, so no thread is
-//! left blocked. Threads are cheap here: small stacks, buffers that grow.
+//! A thread per client connection reads and checks each request head,
+//! asks the router where its Host leads, and forwards it with its body; a
+//! second thread copies the upstream's answers back, unparsed. The design,
+//! and why: ARCHITECTURE.md, "Named URLs".
 
-// Nothing outside the tests uses the proxy yet: its command and the routes
-// from the registry and checkouts come next.
-#![cfg_attr(not(test), allow(dead_code))]
-
-mod chunked;
 mod conn;
-mod head;
-mod host;
+mod forward;
 mod page;
-mod reader;
 #[cfg(test)]
 mod tests;
 
@@ -45,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use host::Host;
+use crate::model::names::Host;
 
 /// Where a named URL leads, as the router decides for one request.
 pub struct Route {

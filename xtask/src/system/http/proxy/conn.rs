@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use super::chunked::Chunked;
-use super::head::{self, Body, Head};
+use super::forward::{self, Head};
 use super::page::Refusal;
-use super::reader::{Clock, Reader, Wait};
 use super::{Limits, Router, Target, Threads};
+use crate::system::http::chunked::Chunked;
+use crate::system::http::head::Body;
+use crate::system::http::reader::{Clock, Reader, Wait};
 
 /// A loopback connection is accepted or refused at once, unless the
 /// service's accept queue is full.
@@ -141,7 +142,7 @@ impl<'a> Conn<'a> {
             // a client that speaks no HTTP at all, TLS say) and each line's
             // end are enough to see where it ends, or that it is wrong.
             if data.len() > parsed && (parsed == 0 || data[parsed..].contains(&b'\n')) {
-                match head::parse(data, self.peer) {
+                match forward::parse(data, self.peer) {
                     Ok(Some(head)) => return Ok(Some(Ok(head))),
                     Ok(None) => parsed = data.len(),
                     Err(refusal) => return Ok(Some(Err(refusal))),
