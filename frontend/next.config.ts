@@ -24,7 +24,9 @@ const nextConfig: NextConfig = {
   },
   // The floating "N" badge overlaps the page in screenshots; errors still show.
   devIndicators: false,
-  // The page may be opened as http://127.0.0.1:<port> as well as localhost.
+  // The page may be opened as http://127.0.0.1:<port> as well as localhost;
+  // its named URL (http://frontend.<checkout>.localhost:<proxy port>) needs
+  // no entry: next dev allows every *.localhost origin.
   allowedDevOrigins: ["127.0.0.1", "localhost"],
   // Keep Turbopack from looking for a workspace root above frontend/.
   turbopack: { root: __dirname },

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -60,6 +61,8 @@ class Settings:
     redis_url: str | None = None
     backend_port: int | None = None
     frontend_port: int | None = None
+    # The frontend's named URL (http://frontend.<checkout>.localhost:<proxy port>).
+    frontend_public_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,17 +71,23 @@ class Settings:
             redis_url=os.environ.get("REDIS_URL") or None,
             backend_port=_int_env("BACKEND_PORT"),
             frontend_port=_int_env("FRONTEND_PORT"),
+            frontend_public_url=os.environ.get("FRONTEND_PUBLIC_URL") or None,
         )
 
     @property
     def cors_origins(self) -> list[str]:
-        # Exactly the dev frontend, under both names a browser may use; never "*".
-        if self.frontend_port is None:
-            return []
-        return [
-            f"http://localhost:{self.frontend_port}",
-            f"http://127.0.0.1:{self.frontend_port}",
-        ]
+        # Exactly the dev frontend, under every name a browser may use (its
+        # port on localhost and 127.0.0.1, and its named URL); never "*".
+        origins = []
+        if self.frontend_port is not None:
+            origins += [
+                f"http://localhost:{self.frontend_port}",
+                f"http://127.0.0.1:{self.frontend_port}",
+            ]
+        if self.frontend_public_url:
+            url = urlsplit(self.frontend_public_url)
+            origins.append(f"{url.scheme}://{url.netloc}".lower())
+        return origins
 
 
 class Services:

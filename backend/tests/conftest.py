@@ -19,6 +19,7 @@ from app.main import Settings, create_app  # noqa: E402
 
 FRONTEND_PORT = 53000  # arbitrary: the CORS tests only need a known value
 BACKEND_PORT = 58000
+FRONTEND_PUBLIC_URL = "http://frontend.c1.localhost:7300"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,7 @@ def settings() -> Settings:
         redis_url=SERVICE_ENV["REDIS_URL"],
         backend_port=BACKEND_PORT,
         frontend_port=FRONTEND_PORT,
+        frontend_public_url=FRONTEND_PUBLIC_URL,
     )
 
 

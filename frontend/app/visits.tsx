@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 
 // Inlined at compile time from next.config.ts (`env`); empty when unknown.
+// The backend's named URL: the same whatever port the backend moves to.
 const API_URL = (process.env.NEXT_PUBLIC_API_URL ?? "").replace(/\/+$/, "");
 const PORTS = [
   { key: "backend", label: "Backend", value: process.env.BACKEND_PORT ?? "" },
@@ -104,6 +105,11 @@ export default function Visits() {
   }, [run]);
 
   const last = state.last;
+  // The backend says its own port with each visit: it may have moved since
+  // this page was compiled.
+  const ports = PORTS.map((p) =>
+    p.key === "backend" && last ? { ...p, value: String(last.backend_port) } : p,
+  );
 
   return (
     <>
@@ -160,7 +166,7 @@ export default function Visits() {
         <h2>Stack</h2>
         <table className="ports">
           <tbody>
-            {PORTS.map((p) => (
+            {ports.map((p) => (
               <tr key={p.key}>
                 <th scope="row">{p.label} port</th>
                 <td data-testid={`port-${p.key}`}>{p.value || "—"}</td>

@@ -10,15 +10,17 @@ mod model;
 mod system;
 // The operations every front end runs.
 mod engine;
-// Front ends: the command line (a module per command), the dashboard.
+// Front ends: the command line (a module per command), the dashboard, the
+// proxy of the named URLs.
 mod cli;
+mod proxy;
 #[cfg(test)]
 mod tidy;
 mod ui;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ProxyAction, ProxyArgs};
 use crate::system::paths::Project;
 use crate::system::process::{self, ProcId};
 use crate::system::{files, term};
@@ -35,6 +37,14 @@ fn main() {
 
 fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The proxy is the user's, not a checkout's: it runs from `/`.
+    if let Command::Proxy(ProxyArgs { action, json }) = cli.command {
+        return match action {
+            None => proxy::show(json),
+            Some(ProxyAction::Stop) => proxy::stop(),
+            Some(ProxyAction::Serve { port }) => proxy::serve(port),
+        };
+    }
     let project = match cli.command {
         // dev's guard runs in the checkout, whose ports.toml may be gone by the time dev is.
         Command::Guard { .. } => Project { root: std::env::current_dir()? },
@@ -79,6 +89,7 @@ fn run(command: Command, project: &Project) -> anyhow::Result<()> {
         Command::Test => cli::test::run(project),
         Command::Bench { runs, json } => cli::bench::run(project, runs, json.as_deref()),
         Command::Ui => ui::run(project),
+        Command::Proxy(_) => unreachable!("served before a checkout is looked for"),
         Command::Guard { runner_pid, runner_start } => {
             cli::guard::run(project, ProcId { pid: runner_pid, start: runner_start })
         }

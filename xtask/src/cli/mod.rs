@@ -79,6 +79,8 @@ pub enum Command {
     },
     /// Serve the dashboard: ports, services, logs, actions
     Ui,
+    /// The proxy of the named URLs (http://SERVICE.CHECKOUT.localhost:PORT): state, address, routes
+    Proxy(ProxyArgs),
     /// Run every test suite of the repository
     Test,
     /// dev's guard: stops dev's services if dev ends without stopping them
@@ -105,6 +107,25 @@ pub struct PortsArgs {
     /// List the reservations of every checkout on this machine
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    #[command(subcommand)]
+    pub action: Option<ProxyAction>,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+#[command(defer = true)]
+pub enum ProxyAction {
+    /// Stop the proxy; its port stays yours, and the next `dev` or `start` starts it again
+    Stop,
+    /// The proxy itself, started in the background by `dev` and `start`
+    #[command(hide = true)]
+    Serve { port: u16 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,5 +254,7 @@ mod tests {
         assert!(parse(&["ports", "who"]).is_err());
         assert!(parse(&["dev", "--force", "--no-kill"]).is_err());
         assert!(parse(&["status", "--json"]).is_ok());
+        assert!(parse(&["proxy"]).is_ok() && parse(&["proxy", "--json"]).is_ok() && parse(&["proxy", "stop"]).is_ok());
+        assert!(parse(&["proxy", "serve", "7300"]).is_ok() && parse(&["proxy", "start"]).is_err());
     }
 }

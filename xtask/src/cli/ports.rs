@@ -94,13 +94,17 @@ fn all(project: &Project, as_json: bool) -> anyhow::Result<()> {
     }
     for (path, entry) in &entries.checkouts {
         let this = if *path == project.root { "  (this checkout)" } else { "" };
-        say!("{}{this}", path.display());
+        let name = if entry.name.is_empty() { String::new() } else { format!("  named {}", entry.name) };
+        say!("{}{name}{this}", path.display());
         for (service, port) in &entry.ports {
             say!("  {service:12} {port}");
         }
         if let Some(port) = entry.dashboard {
             say!("  {:12} {port}", "(dashboard)");
         }
+    }
+    if let Some(proxy) = &entries.proxy {
+        say!("the named URLs' proxy: port {} (cargo xtask proxy)", proxy.port);
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask status`: one line per service in the seed's format, with its
-//! URL and whether it answers.
+//! URL, its named URL and whether it answers; and the checkout's name.
 
 use crate::engine::Checkout;
+use crate::engine::proxy;
 use crate::engine::snapshot::{self, ServiceState};
 use crate::system::paths::Project;
 use crate::system::probe;
@@ -25,6 +26,18 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let style = Style::stdout();
+    if let Some(names) = proxy::names_of(project) {
+        let proxy = match proxy::state()?.and_then(|(_, process)| process) {
+            Some(_) => style.green("running"),
+            None => style.yellow("not running: the next `cargo xtask dev` or `start` starts it"),
+        };
+        say!(
+            "Checkout {}: http://<service>.{}.localhost:{}, proxy {proxy}",
+            names.checkout,
+            names.checkout,
+            names.proxy
+        );
+    }
     for state in &states {
         say!("{}", line(style, state));
     }
@@ -37,7 +50,7 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
 /// `Backend (port 8001): ✓ Running (pid 12345)  http://…  healthy`.
 fn line(style: Style, state: &ServiceState) -> String {
     let head = format!("{} (port {}):", state.title, state.port);
-    let url = state.url.as_deref().map(|url| format!("  {url}")).unwrap_or_default();
+    let url = [&state.url, &state.public_url].into_iter().flatten().map(|url| format!("  {url}")).collect::<String>();
     match state.pid {
         Some(pid) if state.suspended => {
             let resume = style.yellow(&format!("stopped by a signal: `kill -CONT -- -{pid}` resumes it"));

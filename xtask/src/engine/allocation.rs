@@ -1,13 +1,13 @@
 //! Giving services ports, and writing what was given: `.ports.json`,
-//! `.env.runtime` and this checkout's registry entry, together, under the
-//! checkout's lock and the registry's. The one place that allocates and
-//! writes, for every operation.
+//! `.env.runtime` and this checkout's registry entry (with its names, and
+//! the proxy's port), together, under the checkout's lock and the
+//! registry's. The one place that allocates and writes, for every operation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, ensure};
 
-use super::Checkout;
+use super::{Checkout, proxy};
 use crate::model::alloc::{self, Exhausted, KernelPorts};
 use crate::model::book::{self, Ports};
 use crate::model::config::{Config, MIN_PORT};
@@ -119,12 +119,13 @@ fn write(checkout: &Checkout, registry: &mut Registry, ports: &Ports) -> anyhow:
     if !files::read_optional(&book_path)?.is_some_and(|text| book::says(&text, &book_path, config, ports)) {
         writes.push((book_path, book::render(ports)));
     }
-    let env = envfile::render(config, ports);
+    registry.entries.mine(&project.root).ports = ports.clone();
+    let names = proxy::give_names(registry, &project.root);
+    let env = envfile::render(config, ports, names.as_ref());
     // Generated: whatever it holds (even bytes that are not text) is replaced.
     if !files::holds(&env_path, &env) {
         writes.push((env_path, env));
     }
-    registry.entries.mine(&project.root).ports = ports.clone();
     writes.push(registry.pending_write());
     files::write_all_atomic(&writes)
 }
@@ -149,6 +150,9 @@ fn why_moved(port: u16, config: &Config, registry: &Registry, project: &Project)
     }
     if let Some(owner) = registry.owner_of(port, &project.root) {
         return format!("is reserved by the checkout {}", owner.display());
+    }
+    if registry.entries.proxy.as_ref().is_some_and(|proxy| proxy.port == port) {
+        return "is the port of the named URLs' proxy".into();
     }
     match holder::lookup(&BTreeSet::from([port])).remove(&port) {
         Some(holders) => format!("is held by {}", describe(&holders)),

@@ -1,8 +1,8 @@
 //! Bringing services up, for `dev` and `start`: check the input, take the
 //! checkout's locks, stop the leftovers of a runner that was killed, settle
 //! who may keep running, set up, resolve conflicts on the services' ports,
-//! allocate, then start them in dependency order and wait until they are
-//! ready.
+//! allocate, see that the proxy of the named URLs runs, then start them in
+//! dependency order and wait until they are ready.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +12,7 @@ use super::guard::{self, Guard};
 use super::output::Printer;
 use super::stopper::{self, Target, refuse_survivors};
 use super::supervisor::{self, Output, Supervisor};
-use super::{Checkout, allocation, conflict, preflight, setup};
+use super::{Checkout, allocation, conflict, preflight, proxy, setup};
 use crate::model::alloc;
 use crate::model::book::Ports;
 use crate::model::config::DEFAULT_STOP_GRACE;
@@ -53,6 +53,7 @@ pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> 
     };
     let hurry = Hurry::default();
     let (ports, kept) = prepare(checkout, names, mode, output)?;
+    proxy::start_if_needed();
     let mut supervisor = Supervisor::new(checkout.clone(), ports, output, kept, hurry.clone());
     // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; in the
     // foreground, a second Ctrl-C cuts the graces short.

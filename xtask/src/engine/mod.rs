@@ -11,6 +11,8 @@ pub mod guard;
 pub mod launch;
 pub mod output;
 pub mod preflight;
+pub mod proxy;
+pub mod routes;
 pub mod setup;
 pub mod snapshot;
 pub mod stopper;

@@ -32,6 +32,8 @@ pub struct ServiceState {
     /// `None` when `ports.toml` could not be read: the records alone say
     /// what runs, not how to reach it or ask it.
     pub url: Option<String>,
+    /// Its named URL, for a service that serves HTTP once the checkout has names.
+    pub public_url: Option<String>,
     pub healthy: Option<bool>,
     /// Stopped by a signal (SIGSTOP, Ctrl-Z): it cannot answer, and is not asked.
     pub suspended: bool,
@@ -45,6 +47,7 @@ pub fn status(checkout: &Checkout, mut healthy: impl FnMut(&Service, u16) -> boo
     // A running service is on its record's port, whatever the book says since.
     let ports = checkout.ports(&records.iter().map(|r| (r.service.clone(), r.port)).collect());
     let config = &checkout.config;
+    let names = super::proxy::names_of(&checkout.project);
     let state = |name: &String| {
         let service = &config.services[name];
         let record = records.iter().find(|r| &r.service == name);
@@ -56,7 +59,8 @@ pub fn status(checkout: &Checkout, mut healthy: impl FnMut(&Service, u16) -> boo
             port,
             running: record.is_some(),
             pid: record.map(Record::pid),
-            url: Some(service.url.render(Some(name), &ports)),
+            url: Some(service.url.render(Some(name), &ports, names.as_ref())),
+            public_url: names.as_ref().filter(|_| service.http).map(|names| names.url(name)),
             healthy: Some(record.is_some() && !suspended && healthy(service, port)),
             suspended,
         }
@@ -76,6 +80,7 @@ pub fn status_from_records(project: &Project) -> Vec<ServiceState> {
         running: true,
         pid: Some(r.pid()),
         url: None,
+        public_url: None,
         healthy: None,
         suspended: stopped.contains(&r.pid()),
     };
@@ -110,6 +115,7 @@ impl Held {
             Class::Ours(service) => format!("{holder}: this checkout's {service}"),
             Class::OtherCheckout(path) => format!("{holder}: a service of the checkout {}", path.display()),
             Class::Dashboard => format!("{holder}: this checkout's dashboard"),
+            Class::Proxy => format!("{holder}: the proxy of the named URLs"),
             Class::Unrecorded => format!("{holder}: started by cargo xtask, for a service no record names"),
             _ => holder.to_string(),
         };

@@ -26,6 +26,8 @@ pub enum Class {
     OtherCheckout(PathBuf),
     /// The runner serving this checkout's dashboard.
     Dashboard,
+    /// The user's proxy of the named URLs: every checkout's.
+    Proxy,
     /// Started by a runner, for a service no record names: another
     /// checkout's, while the registry has lost it, or one of this checkout
     /// whose record is gone.
@@ -64,6 +66,7 @@ pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
         (Class::Ours(_), _) => Action::StopOurs,
         (Class::OtherCheckout(path), _) => Action::Move(format!("it is a service of the checkout {}", path.display())),
         (Class::Dashboard, _) => Action::Move("it is this checkout's dashboard".into()),
+        (Class::Proxy, _) => Action::Move("it is the proxy of the named URLs, which every checkout uses".into()),
         (Class::Unrecorded, _) => Action::Move(
             "it carries the mark of a service cargo xtask started (XTASK_GROUP), which no record names: \
              another checkout's, or a leftover whose record is gone (if so, kill it yourself)"
@@ -115,6 +118,10 @@ mod tests {
             (Class::Unsure, [0, 1, 2].map(|_| Move("it may be what is left of a service, and may not".into()))),
             (Class::Unknown, [0, 1, 2].map(|_| Move("a process whose pid cannot be seen is never killed".into()))),
             (Class::Dashboard, [0, 1, 2].map(|_| Move("it is this checkout's dashboard".into()))),
+            (
+                Class::Proxy,
+                [0, 1, 2].map(|_| Move("it is the proxy of the named URLs, which every checkout uses".into())),
+            ),
             (
                 Class::Unrecorded,
                 [0, 1, 2].map(|_| {

@@ -144,6 +144,8 @@ pub struct Known {
     pub others: Vec<(PathBuf, Group)>,
     /// The runner serving this checkout's dashboard.
     pub dashboard: Option<ProcId>,
+    /// The proxy of the named URLs, from the registry.
+    pub proxy: Option<ProcId>,
 }
 
 impl Known {
@@ -156,6 +158,7 @@ impl Known {
             ours,
             others: registry.others_groups(&project.root),
             dashboard: records::dashboard(project).map(|d| d.owner),
+            proxy: registry.entries.proxy.as_ref().and_then(|proxy| proxy.running()),
         }
     }
 
@@ -174,6 +177,8 @@ impl Known {
             Class::Init
         } else if self.dashboard == Some(id) {
             Class::Dashboard
+        } else if self.proxy == Some(id) {
+            Class::Proxy
         } else if self.ancestors.contains(&id.pid) || id.pid == std::process::id() as i32 {
             Class::Ancestor
         } else if let Some((service, _)) = self.ours_of(holder) {
@@ -216,6 +221,7 @@ mod tests {
             ours: vec![("api".into(), Group { leader: me, mark: 0 }), ("web".into(), Group { leader: gone, mark: 7 })],
             others: vec![("/wt2".into(), Group { leader: parent, mark: 9 })],
             dashboard: Some(ProcId { pid: 700, start: 5 }),
+            proxy: Some(ProcId { pid: 800, start: 6 }),
         };
         let holder = |pid, start, pgid, uid| Holder {
             id: Some(ProcId { pid, start }),
@@ -240,6 +246,8 @@ mod tests {
         let unseen = Holder { id: None, pgid: 0, uid: 0, command: String::new(), mark: None };
         assert_eq!(known.classify(&unseen), Class::Unknown);
         assert_eq!(known.classify(&holder(700, 5, 700, 1000)), Class::Dashboard);
+        assert_eq!(known.classify(&holder(800, 6, 800, 1000)), Class::Proxy);
+        assert_eq!(known.classify(&holder(800, 7, 800, 1000)), Class::SameUser, "not the proxy: its pid, reused");
         // Gone from its group (setsid, a daemon) with the group's mark.
         assert_eq!(known.classify(&marked(7)), Class::Ours("web".into()));
         assert_eq!(known.ours_of(&marked(7)).map(|(s, _)| s.as_str()), Some("web"));

@@ -347,6 +347,7 @@
     r.health = el("td", { testid: `health-${name}`, class: "col-health" });
     r.url = el("a", { testid: `url-${name}`, class: "url", target: "_blank", rel: "noopener noreferrer" });
     r.url.addEventListener("click", (ev) => onUrlClick(ev, r));
+    r.named = el("a", { testid: `named-${name}`, class: "url named", target: "_blank", rel: "noopener noreferrer", hidden: true });
 
     r.start = el("button", { type: "button", class: "btn", testid: `start-${name}`, text: "Start", onclick: () => act(name, "start") });
     r.stop = el("button", { type: "button", class: "btn btn-stop", testid: `stop-${name}`, text: "Stop", onclick: () => act(name, "stop") });
@@ -388,7 +389,7 @@
       r.stateCell,
       r.pid,
       r.health,
-      el("td", { class: "col-url" }, r.url),
+      el("td", { class: "col-url" }, r.url, r.named),
       r.actionsCell,
     );
 
@@ -491,6 +492,13 @@
     r.url.title = /^https?:/i.test(safe) ? `Open ${url}` : `${url} (click to copy)`;
     r.url.dataset.web = /^https?:/i.test(safe) ? "yes" : "no";
     setClass(r.url, "is-down", !s.running);
+    // Its named URL, through the proxy: the same whatever port it moves to.
+    const named = typeof s.public_url === "string" && /^http:\/\//.test(s.public_url) ? s.public_url : "";
+    r.named.hidden = !named;
+    if (r.named.getAttribute("href") !== (named || "#")) r.named.setAttribute("href", named || "#");
+    setText(r.named, named.replace(/^http:\/\//, ""));
+    r.named.title = named ? `Open ${named}, its named URL: it stays the same when the port moves` : "";
+    setClass(r.named, "is-down", !s.running);
   }
 
   function onUrlClick(ev, r) {
@@ -602,13 +610,14 @@
         const href = `${window.location.protocol}//${window.location.hostname}:${o.dashboard}/`;
         dash = el("a", { href, target: "_blank", rel: "noopener noreferrer", class: "mono", title: "That checkout's dashboard (it needs its own token)", text: `:${o.dashboard}` });
       }
-      return el("tr", null, el("td", { class: "mono path", text: String((o && o.path) || "?") }), el("td", null, chips), el("td", { class: "num" }, dash));
+      const name = el("span", { class: "badge", text: String((o && o.name) || "—"), title: "Its name in the named URLs" });
+      return el("tr", null, el("td", { class: "mono path", text: String((o && o.path) || "?") }), el("td", null, name), el("td", null, chips), el("td", { class: "num" }, dash));
     });
     box.replaceChildren(
       el(
         "table",
         { class: "others" },
-        el("thead", null, el("tr", null, el("th", { scope: "col", text: "Checkout" }), el("th", { scope: "col", text: "Reserved ports" }), el("th", { scope: "col", class: "num", text: "Dashboard" }))),
+        el("thead", null, el("tr", null, el("th", { scope: "col", text: "Checkout" }), el("th", { scope: "col", text: "Name" }), el("th", { scope: "col", text: "Reserved ports" }), el("th", { scope: "col", class: "num", text: "Dashboard" }))),
         el("tbody", null, ...rows),
       ),
     );
@@ -622,6 +631,10 @@
       setText($("checkout"), checkout || "?");
       $("checkout").title = checkout;
       const base = checkout.split(/[\\/]/).filter(Boolean).pop() || checkout;
+      const name = $("name");
+      name.hidden = !state.name;
+      setText(name, state.name || "");
+      name.title = state.name && state.proxy ? `Named URLs: http://<service>.${state.name}.localhost:${state.proxy}` : "";
       const services = Array.isArray(state.services) ? state.services : [];
       const up = services.filter((s) => s.running).length;
       const sick = services.filter((s) => s.running && s.healthy === false).length;

@@ -3,9 +3,11 @@
 //! and can start, stop, restart a service or change its port.
 //!
 //! It listens on 127.0.0.1 only, on a port allocated like any other (and
-//! reserved in the registry, so two checkouts never fight over it). The API
-//! answers only with the secret token printed in the address, only to a
-//! loopback Host header (DNS rebinding) and never to another origin.
+//! reserved in the registry, so two checkouts never fight over it), and is
+//! reached through the proxy as `dashboard.<checkout>.localhost` too. The
+//! API answers only with the secret token printed in the address, only to a
+//! Host header of its own (loopback, or its named URL: DNS rebinding) and
+//! never to another origin.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -21,9 +23,11 @@ use serde_json::json;
 use crate::engine::Checkout;
 use crate::engine::actions::{self, Action};
 use crate::engine::control::Background;
+use crate::engine::proxy;
 use crate::engine::snapshot;
 use crate::engine::supervisor::{self, Event};
 use crate::model::alloc;
+use crate::model::names::DASHBOARD;
 use crate::model::policy::Mode;
 use crate::system::http::response::Response;
 use crate::system::http::server::{self, Request, Server};
@@ -99,6 +103,7 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     supervisor::forward_signals(sender, None)?; // the services run on: nothing to hurry
     let actions = Arc::new(Mutex::new(()));
     let dashboard = serve(project, Control::Background(actions.clone()))?;
+    proxy::start_if_needed(); // for its named URL, and those it shows
     say!("Dashboard: {}", dashboard.url);
     say!("Ctrl-C stops the dashboard (the services keep running).");
     let _ = events.recv();
@@ -120,7 +125,8 @@ fn token() -> anyhow::Result<String> {
 
 /// Binds 127.0.0.1 on a free port, walking from this checkout's last one (or
 /// 7400) past ports reserved by any checkout or kept by the kernel (as
-/// `alloc::walk` says), under the registry's lock.
+/// `alloc::walk` says), under the registry's lock; gives the checkout its
+/// names if it has none yet, for the dashboard's own.
 fn bind(project: &Project) -> anyhow::Result<(TcpListener, u16)> {
     let mut registry = Registry::open()?;
     let mut taken = registry.entries.reserved_by_others(&project.root);
@@ -133,6 +139,7 @@ fn bind(project: &Project) -> anyhow::Result<(TcpListener, u16)> {
         }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             registry.entries.mine(&project.root).dashboard = Some(port);
+            proxy::give_names(&mut registry, &project.root);
             registry.save()?;
             return Ok((listener, port));
         }
@@ -152,13 +159,19 @@ fn hardened(response: Response) -> Response {
 
 fn answer(shared: &Shared, request: &Request) -> Response {
     let port = shared.port;
-    let loopback = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
-    let host = request.field("Host");
-    if !host.is_some_and(|h| loopback.iter().any(|l| l == h)) {
-        return text(403, "refused: this dashboard answers only at 127.0.0.1 and localhost");
+    let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")];
+    let host = request.field("Host").map(str::to_ascii_lowercase);
+    // Through the proxy, which passes the Host on as the browser sent it.
+    if !host.as_ref().is_some_and(|h| hosts.contains(h))
+        && let Some(names) = proxy::names_of(&shared.project)
+    {
+        hosts.push(format!("{}:{}", names.host(DASHBOARD), names.proxy));
+    }
+    if !host.is_some_and(|h| hosts.contains(&h)) {
+        return text(403, "refused: this dashboard answers only at 127.0.0.1, localhost and its named URL");
     }
     if let Some(origin) = request.field("Origin")
-        && !loopback.iter().any(|h| origin == format!("http://{h}"))
+        && !hosts.iter().any(|h| origin.eq_ignore_ascii_case(&format!("http://{h}")))
     {
         return text(403, "refused: requests from other sites are not allowed");
     }
@@ -254,7 +267,8 @@ fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
             let log = logfile::last_lines(&project.log_file(&state.service), LOG_LINES);
             json!({
                 "name": state.service, "title": state.title, "port": state.port, "running": state.running,
-                "pid": state.pid, "healthy": state.healthy, "url": state.url, "suspended": state.suspended,
+                "pid": state.pid, "healthy": state.healthy, "url": state.url, "public_url": state.public_url,
+                "suspended": state.suspended,
                 "depends_on": config.services[&state.service].depends_on, "log": log,
             })
         })
@@ -265,13 +279,17 @@ fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
         .checkouts
         .iter()
         .filter(|(path, _)| **path != project.root)
-        .map(|(path, entry)| json!({ "path": path, "ports": entry.ports, "dashboard": entry.dashboard }))
+        .map(|(path, entry)| json!({ "path": path, "name": entry.name, "ports": entry.ports, "dashboard": entry.dashboard }))
         .collect();
+    let name = registry.entries.checkouts.get(&project.root).map(|entry| entry.name.clone());
+    let proxy = registry.entries.proxy.as_ref().map(|proxy| proxy.port);
     let mode = match shared.control {
         Control::Foreground(_) => "dev",
         Control::Background(_) => "background",
     };
-    Ok(json!({ "checkout": project.root, "mode": mode, "services": services, "others": others }))
+    Ok(json!({
+        "checkout": project.root, "name": name, "proxy": proxy, "mode": mode, "services": services, "others": others,
+    }))
 }
 
 fn asset(body: &str, content_type: &str) -> Response {

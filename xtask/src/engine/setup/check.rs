@@ -34,7 +34,7 @@ fn check_programs(project: &Project, config: &Config, services: &[String], path:
     let mut needed = BTreeMap::new(); // program -> where the first command that runs it is written
     for name in services {
         let service = &config.services[name];
-        let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
+        let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default(), None)).collect();
         let run = (&command, format!("the command of {name} ({})", service.place(&ports_toml, "command")));
         let steps = service.setup.iter().enumerate();
         let steps = steps.map(|(i, s)| {

@@ -26,10 +26,11 @@ pub use events::{Event, Output, forward_signals};
 use super::actions::{self, Selection, Services};
 use super::output::{Printer, copy_lines};
 use super::stopper::{self, Target};
-use super::{Checkout, preflight, setup};
+use super::{Checkout, preflight, proxy, setup};
 use crate::model::book::Ports;
 use crate::model::config::{DEFAULT_STOP_GRACE, Ready};
 use crate::model::envfile;
+use crate::model::names::Names;
 use crate::system::files::Lock;
 use crate::system::group::Group;
 use crate::system::holder;
@@ -127,7 +128,7 @@ impl Supervisor {
 
     /// The environment of a service: ours, every `.env.runtime` variable,
     /// `PORT`, and its own `env`.
-    fn environment(&self, name: &str) -> Vec<(String, String)> {
+    fn environment(&self, name: &str, names: Option<&Names>) -> Vec<(String, String)> {
         let service = &self.checkout.config.services[name];
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
         env.insert("PATH".into(), self.path.to_string_lossy().into_owned());
@@ -135,18 +136,20 @@ impl Supervisor {
         // buffer: its lines would reach `dev`, the logs and the dashboard
         // only once 8 KiB had piled up. A service's `env` may say otherwise.
         env.insert("PYTHONUNBUFFERED".into(), "1".into());
-        env.extend(envfile::vars(&self.checkout.config, &self.ports));
+        env.extend(envfile::vars(&self.checkout.config, &self.ports, names));
         env.insert("PORT".into(), self.ports[name].to_string());
-        env.extend(service.env.iter().map(|(k, t)| (k.clone(), t.render(Some(name), &self.ports))));
+        env.extend(service.env.iter().map(|(k, t)| (k.clone(), t.render(Some(name), &self.ports, names))));
         env.into_iter().collect()
     }
 
     fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
         let service = &self.checkout.config.services[name];
         let port = self.ports[name];
-        let argv: Vec<String> = service.command.iter().map(|t| t.render(Some(name), &self.ports)).collect();
+        let names = proxy::names_of(&self.checkout.project);
+        let argv: Vec<String> =
+            service.command.iter().map(|t| t.render(Some(name), &self.ports, names.as_ref())).collect();
         let cwd = setup::cwd_of(&self.checkout.project, service);
-        let env = self.environment(name);
+        let env = self.environment(name, names.as_ref());
         let account = setup::account(service)?.map(|a| (a.uid, a.gid));
         let log_path = self.checkout.project.log_file(name);
         std::fs::create_dir_all(self.checkout.project.logs_dir())?;

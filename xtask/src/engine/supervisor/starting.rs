@@ -11,8 +11,8 @@ use anyhow::{bail, ensure};
 
 use super::events::{Event, signal_name};
 use super::{READY_TIMEOUT, Supervisor};
-use crate::engine::allocation;
 use crate::engine::output::{COPY_WAIT, copied};
+use crate::engine::{allocation, proxy};
 use crate::model::book::Ports;
 use crate::system::group::Stopped;
 use crate::system::probe;
@@ -78,7 +78,12 @@ impl Supervisor {
                     if let Some(r) = self.running.get_mut(&service).filter(|r| r.generation == generation) {
                         r.ready = true;
                         let took = r.started.elapsed().as_secs_f64();
-                        let url = self.checkout.config.services[&service].url.render(Some(&service), &self.ports);
+                        let names = proxy::names_of(&self.checkout.project);
+                        let config = &self.checkout.config.services[&service];
+                        let mut url = config.url.render(Some(&service), &self.ports, names.as_ref());
+                        if let Some(names) = names.filter(|_| config.http) {
+                            url += &format!(" · {}", names.url(&service));
+                        }
                         say!("{}", self.say(&service, &format!("ready in {took:.1}s: {url}")));
                     }
                 }

@@ -65,6 +65,9 @@ pub struct Service {
     pub ready: Ready,
     /// `NAME_URL` in .env.runtime; default `http://localhost:{port}`.
     pub url: Template,
+    /// It serves HTTP (`ready` asks an HTTP path, or `url` is http:// or
+    /// https://): it has a named URL, `NAME_PUBLIC_URL`.
+    pub http: bool,
     /// When the runner is root, run the service (and its setup) as this account.
     pub user: Option<String>,
     /// Where `command`, `cwd` and `user` are written (line, column): what is

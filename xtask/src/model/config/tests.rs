@@ -38,12 +38,12 @@ fn parses_services_commands_and_templates() {
     assert_eq!(config.order, ["db", "api", "web"]);
     let api = &config.services["api"];
     let p = ports(&[("db", 5433), ("api", 8001)]);
-    let words: Vec<String> = api.command.iter().map(|t| t.render(Some("api"), &p)).collect();
+    let words: Vec<String> = api.command.iter().map(|t| t.render(Some("api"), &p, None)).collect();
     assert_eq!(words, ["uvicorn", "app:app", "--port", "8001", "--db", "host 5433"]);
     assert_eq!(api.ready, Ready::Http("/health".into()));
     assert_eq!(config.services["db"].ready, Ready::Tcp);
-    assert_eq!(api.url.render(Some("api"), &p), "http://localhost:8001");
-    assert_eq!(config.env["DATABASE_URL"].render(None, &p), "postgresql://127.0.0.1:5433/app");
+    assert_eq!(api.url.render(Some("api"), &p, None), "http://localhost:8001");
+    assert_eq!(config.env["DATABASE_URL"].render(None, &p, None), "postgresql://127.0.0.1:5433/app");
     let web = &config.services["web"];
     assert_eq!(web.refers_to(), BTreeSet::from(["api"]));
     assert_eq!(api.refers_to(), BTreeSet::from(["db"]));
@@ -52,11 +52,25 @@ fn parses_services_commands_and_templates() {
     assert_eq!(api.title(), "Api");
 }
 
+/// A service serves HTTP (and has a named URL) when it is ready on an HTTP
+/// path, or its URL says http:// or https:// (the default one does).
+#[test]
+fn which_services_serve_http() {
+    let text = "[services.a]\nport = 2000\ncommand = 'x'\n\
+                [services.b]\nport = 2001\ncommand = 'x'\nurl = 'https://127.0.0.1:{port}'\n\
+                [services.c]\nport = 2002\ncommand = 'x'\nurl = 'redis://127.0.0.1:{port}'\nready = { http = '/' }\n\
+                [services.dashboard]\nport = 2003\ncommand = 'x'\nurl = 'postgresql://127.0.0.1:{port}'\n\
+                [env]\nX = '{a.public_url} {b.public_url} {c.public_url}'\n";
+    let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let http: Vec<(&str, bool)> = config.services.values().map(|s| (s.name.as_str(), s.http)).collect();
+    assert_eq!(http, [("a", true), ("b", true), ("c", true), ("dashboard", false)]);
+}
+
 #[test]
 fn braces_can_be_escaped() {
     let text = "[services.a]\nport = 2000\ncommand = ['echo', '{{\"port\": {port}}}']\n";
     let config = parse(text).unwrap();
-    let word = config.services["a"].command[1].render(Some("a"), &ports(&[("a", 2001)]));
+    let word = config.services["a"].command[1].render(Some("a"), &ports(&[("a", 2001)]), None);
     assert_eq!(word, r#"{"port": 2001}"#);
 }
 
@@ -108,6 +122,31 @@ fn errors_name_line_and_column() {
             "services my_db and my-db would both set MY_DB_PORT and MY_DB_URL",
         ),
         ("[services.a]\nport = 2000\ncommand = 'x'\n[env]\nA_URL = 'x'\n", (5, 1), "A_URL is already set"),
+        (
+            "[services.a]\nport = 2000\ncommand = 'x'\n[env]\nA_PUBLIC_URL = 'x'\n",
+            (5, 1),
+            "A_PUBLIC_URL is already set",
+        ),
+        (
+            "[services.web_]\nport = 2000\ncommand = 'x'\n[services.web]\nport = 2001\ncommand = 'y'\n",
+            (4, 11),
+            "web_ and the service web would both be named web in the named URLs (http://web.<checkout>.localhost)",
+        ),
+        (
+            "[services.dashboard]\nport = 2000\ncommand = 'x'\n",
+            (1, 11),
+            "the dashboard and the service dashboard would both be named dashboard",
+        ),
+        (
+            "[services.db]\nport = 2000\nurl = 'redis://127.0.0.1:{port}'\ncommand = 'x'\n[env]\nU = 'x{db.public_url}'\n",
+            (6, 7),
+            "db has no public_url: only a service that serves HTTP has a named URL",
+        ),
+        (
+            "[services.a]\nport = 2000\ncommand = ['x', '{public_url}']\nurl = 'tcp://h:{port}'\n",
+            (3, 18),
+            "a has no public_url",
+        ),
         (
             "[env]\nNOTE = \"line1\\nEVIL=1\"\n[services.z]\nport = 2000\ncommand = 'x'\n",
             (2, 8),

@@ -10,8 +10,9 @@ use toml::Spanned;
 
 use super::diagnostics::{Errors, Lines, duplicate_key, wrong_type};
 use super::raw::{RawCommand, RawFile, RawPorts, RawReady, RawService};
-use super::template::Template;
+use super::template::{Scope, Template};
 use super::{Config, DEFAULT_STOP_GRACE, MIN_PORT, Ready, Service, Step, env_prefix};
+use crate::model::names::{DASHBOARD, service_label};
 
 /// Parses and validates the text of a `ports.toml`.
 pub fn parse(text: &str) -> Result<Config, Errors> {
@@ -59,20 +60,24 @@ impl Validator<'_> {
         self.some_service(&raw_services, table);
         self.ports_in_range(&raw_services, range);
         let names: BTreeSet<String> = raw_services.keys().map(|k| k.get_ref().clone()).collect();
+        let http: BTreeSet<String> =
+            raw_services.iter().filter(|(_, raw)| serves_http(raw)).map(|(name, _)| name.get_ref().clone()).collect();
+        let scope = Scope { services: &names, http: &http };
         let mut services = BTreeMap::new();
         for (name, raw) in &raw_services {
             self.service_name(name);
-            if let Some(service) = self.service(name.get_ref(), raw, &names) {
+            if let Some(service) = self.service(name.get_ref(), raw, &scope) {
                 services.insert(name.get_ref().clone(), service);
             }
         }
         self.unique_ports(&raw_services);
-        self.unique_env_names(&raw_services, &raw.env);
+        self.unique_env_names(&raw_services, &http, &raw.env);
+        self.unique_labels(&raw_services, &http);
         let order = self.dependency_order(&raw_services);
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
             self.env_name(key);
-            let template = self.template(value, None, &names)?;
+            let template = self.template(value, None, &scope)?;
             self.env_value(&format!("the value of {}", key.get_ref()), value.span(), &template);
             env.insert(key.get_ref().clone(), template);
         }
@@ -170,7 +175,7 @@ impl Validator<'_> {
         p.clone()
     }
 
-    fn service(&mut self, name: &str, raw: &RawService, names: &BTreeSet<String>) -> Option<Service> {
+    fn service(&mut self, name: &str, raw: &RawService, scope: &Scope) -> Option<Service> {
         let cwd = raw.cwd.as_ref().map(|c| self.inside(c, "cwd", name));
         let dirs = raw.dirs.iter().map(|d| self.inside(d, "dirs", name)).collect();
         let port = match u16::try_from(*raw.port.get_ref()) {
@@ -182,8 +187,8 @@ impl Validator<'_> {
             }
         };
         for dep in &raw.depends_on {
-            if !names.contains(dep.get_ref()) {
-                let known = names.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+            if !scope.services.contains(dep.get_ref()) {
+                let known = scope.services.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
                 self.error(
                     dep.span(),
                     format!("{name} depends on unknown service {:?}; known: {known}", dep.get_ref()),
@@ -193,11 +198,11 @@ impl Validator<'_> {
         let words = self.words(&raw.command, &format!("command of {name}"))?;
         let command = words
             .iter()
-            .map(|(span, word)| self.template(&Spanned::new(span.clone(), word.clone()), Some(name), names))
+            .map(|(span, word)| self.template(&Spanned::new(span.clone(), word.clone()), Some(name), scope))
             .collect::<Option<Vec<_>>>()?;
         let url = match &raw.url {
             Some(url) => {
-                let template = self.template(url, Some(name), names)?;
+                let template = self.template(url, Some(name), scope)?;
                 self.env_value(&format!("the url of {name}"), url.span(), &template);
                 template
             }
@@ -206,7 +211,7 @@ impl Validator<'_> {
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
             self.env_name(key);
-            env.insert(key.get_ref().clone(), self.template(value, Some(name), names)?);
+            env.insert(key.get_ref().clone(), self.template(value, Some(name), scope)?);
         }
         let setup = raw
             .setup
@@ -249,6 +254,7 @@ impl Validator<'_> {
             depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
             ready,
             url,
+            http: scope.http.contains(name),
             user: raw.user.as_ref().map(|u| u.get_ref().clone()),
             places: [("command", Some(raw.command.span())), ("cwd", raw.cwd.as_ref().map(|c| c.span()))]
                 .into_iter()
@@ -285,8 +291,8 @@ impl Validator<'_> {
     }
 
     /// A template, or its error at the text to blame.
-    fn template(&mut self, s: &Spanned<String>, own: Option<&str>, names: &BTreeSet<String>) -> Option<Template> {
-        match Template::parse(s.get_ref(), own, names) {
+    fn template(&mut self, s: &Spanned<String>, own: Option<&str>, scope: &Scope) -> Option<Template> {
+        match Template::parse(s.get_ref(), own, scope) {
             Ok(template) => Some(template),
             Err(unparsed) => {
                 let at = self.find_in(s.span(), &unparsed.at);
@@ -345,34 +351,70 @@ impl Validator<'_> {
     fn unique_env_names(
         &mut self,
         services: &BTreeMap<Spanned<String>, RawService>,
+        http: &BTreeSet<String>,
         env: &BTreeMap<Spanned<String>, Spanned<String>>,
     ) {
-        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new(); // variable -> service
         let mut by_place: Vec<_> = services.keys().collect();
         by_place.sort_by_key(|name| name.span().start);
         for name in by_place {
             let prefix = env_prefix(name.get_ref());
-            match seen.get(&prefix) {
-                Some(first) => self.error(
-                    name.span(),
-                    format!(
-                        "services {first} and {} would both set {prefix}_PORT and {prefix}_URL in .env.runtime: rename one",
-                        name.get_ref()
-                    ),
-                ),
-                None => {
-                    seen.insert(prefix, name.get_ref());
+            let mut vars = vec![format!("{prefix}_PORT"), format!("{prefix}_URL")];
+            if http.contains(name.get_ref()) {
+                vars.push(format!("{prefix}_PUBLIC_URL"));
+            }
+            match vars.iter().find_map(|var| Some((var, *seen.get(var)?))) {
+                Some((var, first)) => {
+                    let what = if seen.get(&vars[0]) == Some(&first) {
+                        format!("{} and {}", vars[0], vars[1])
+                    } else {
+                        var.clone()
+                    };
+                    self.error(
+                        name.span(),
+                        format!(
+                            "services {first} and {} would both set {what} in .env.runtime: rename one",
+                            name.get_ref()
+                        ),
+                    )
                 }
+                None => seen.extend(vars.into_iter().map(|var| (var, name.get_ref().as_str()))),
             }
         }
         for key in env.keys() {
             let k = key.get_ref();
-            let prefix = k.strip_suffix("_PORT").or_else(|| k.strip_suffix("_URL"));
-            if let Some(service) = prefix.and_then(|p| seen.get(p)) {
+            if let Some(service) = seen.get(k) {
                 self.error(
                     key.span(),
                     format!("{k} is already set in .env.runtime for the service {service}: rename it (a service's URL is set with its `url`)"),
                 );
+            }
+        }
+    }
+
+    /// Each named URL leads to one service: names that differ only by `-`
+    /// and `_` (or by a trailing one, or past 63 characters) give the same
+    /// label, and `dashboard` is the dashboard's.
+    fn unique_labels(&mut self, services: &BTreeMap<Spanned<String>, RawService>, http: &BTreeSet<String>) {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::from([(DASHBOARD.to_owned(), "the dashboard")]);
+        let mut by_place: Vec<_> = services.keys().filter(|name| http.contains(name.get_ref())).collect();
+        by_place.sort_by_key(|name| name.span().start);
+        for name in by_place {
+            let label = service_label(name.get_ref());
+            match seen.get(&label) {
+                // Names that differ only by `-` and `_`: said by `unique_env_names`.
+                Some(first) if env_prefix(first) == env_prefix(name.get_ref()) => {}
+                Some(first) => self.error(
+                    name.span(),
+                    format!(
+                        "{first} and the service {} would both be named {label} in the named URLs \
+                         (http://{label}.<checkout>.localhost): rename the service",
+                        name.get_ref()
+                    ),
+                ),
+                None => {
+                    seen.insert(label, name.get_ref());
+                }
             }
         }
     }
@@ -436,4 +478,12 @@ impl Validator<'_> {
         }
         ok.then_some(order)
     }
+}
+
+/// Whether a service serves HTTP, and so has a named URL: it is ready when
+/// an HTTP path answers, or its URL (by default `http://localhost:{port}`)
+/// is an http:// or https:// one.
+fn serves_http(raw: &RawService) -> bool {
+    let http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+    raw.ready.is_some() || raw.url.as_ref().is_none_or(|url| http(url.get_ref()))
 }

@@ -113,7 +113,11 @@ mod tests {
             let forward = String::from_utf8(parsed.forward).unwrap();
             assert_eq!(forward.contains("Upgrade: "), upgrade, "only a WebSocket upgrade is forwarded: {forward}");
             let connection = text.contains("Connection: ");
-            assert_eq!(forward.contains("Connection: Upgrade"), connection, "passed for the upstream to read: {forward}");
+            assert_eq!(
+                forward.contains("Connection: Upgrade"),
+                connection,
+                "passed for the upstream to read: {forward}"
+            );
         }
     }
 

@@ -65,11 +65,13 @@ impl Default for Limits {
     }
 }
 
-/// A running proxy.
+/// A running proxy: it serves until the process ends.
 pub struct Proxy {
+    #[cfg(test)]
     threads: Threads,
 }
 
+#[cfg(test)]
 impl Proxy {
     /// How many connection threads run (readers and copiers).
     pub fn threads(&self) -> usize {
@@ -103,7 +105,10 @@ pub fn serve(listeners: Vec<TcpListener>, router: Router, limits: Limits) -> any
             .spawn(move || accept(listener, &shared))
             .context("cannot start the proxy's thread")?;
     }
-    Ok(Proxy { threads })
+    Ok(Proxy {
+        #[cfg(test)]
+        threads,
+    })
 }
 
 fn accept(listener: TcpListener, shared: &Arc<conn::Shared>) {
@@ -147,6 +152,7 @@ impl Threads {
         Ok(())
     }
 
+    #[cfg(test)]
     fn live(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
