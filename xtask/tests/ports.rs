@@ -22,15 +22,22 @@ fn first_run_writes_the_preferred_ports_in_the_seed_formats() {
     let c = Checkout::new(XTASK, &two_services(base));
     c.ok(&["ports", "allocate"]);
     assert_eq!(c.read(".ports.json").unwrap(), format!("{{\n  \"api\": {base},\n  \"web\": {}\n}}\n", base + 10));
+    // The checkout's name is its folder's, as a DNS label; the proxy's port is the user's.
+    let folder = c.dir.path().file_name().unwrap().to_str().unwrap();
+    let name = folder.trim_start_matches('.').to_lowercase();
+    let proxy = registry(&c)["proxy"]["port"].as_u64().expect("the proxy's port is in the registry");
     assert_eq!(
         c.read(".env.runtime").unwrap(),
         format!(
             "# Auto-generated runtime configuration\n# DO NOT EDIT MANUALLY - managed by cargo xtask\n\
-             API_PORT={base}\nAPI_URL=http://localhost:{base}\nWEB_PORT={web}\nWEB_URL=http://localhost:{web}\n\
+             API_PORT={base}\nAPI_URL=http://localhost:{base}\nAPI_PUBLIC_URL=http://api.{name}.localhost:{proxy}\n\
+             WEB_PORT={web}\nWEB_URL=http://localhost:{web}\nWEB_PUBLIC_URL=http://web.{name}.localhost:{proxy}\n\
              API=http://127.0.0.1:{base}\n",
             web = base + 10
         )
     );
+    let state: serde_json::Value = serde_json::from_str(&c.ok(&["proxy", "--json"])).unwrap();
+    assert_eq!((&state["port"], &state["running"]), (&proxy.into(), &false.into()), "allocate starts nothing: {state}");
 }
 
 #[test]
@@ -326,7 +333,7 @@ fn eight_concurrent_allocations_leave_whole_consistent_files() {
                     assert_eq!(ports.len(), 2, "{json}");
                 }
                 if let Some(env) = c.read(".env.runtime") {
-                    assert!(env.ends_with('\n') && env.lines().count() == 7, "half an .env.runtime: {env:?}");
+                    assert!(env.ends_with('\n') && env.lines().count() == 9, "half an .env.runtime: {env:?}");
                 }
             }
         });
@@ -600,4 +607,10 @@ fn a_registry_that_cannot_be_written_changes_no_file() {
     assert_eq!(std::fs::read_to_string(dir.join("registry.json")).unwrap(), registry);
     let fix = format!("may not create files in {}: fix its permissions", dir.display());
     assert!(out.contains("registry.json: Permission denied") && out.contains(&fix), "{out}");
+}
+
+/// The runner's registry of `c`'s own.
+fn registry(c: &Checkout) -> serde_json::Value {
+    let text = std::fs::read_to_string(c.state.join("cargo-xtask-ports/registry.json")).expect("the registry exists");
+    serde_json::from_str(&text).unwrap()
 }

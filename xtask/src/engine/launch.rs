@@ -53,7 +53,6 @@ pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> 
     };
     let hurry = Hurry::default();
     let (ports, kept) = prepare(checkout, names, mode, output)?;
-    proxy::start_if_needed();
     let mut supervisor = Supervisor::new(checkout.clone(), ports, output, kept, hurry.clone());
     // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; in the
     // foreground, a second Ctrl-C cuts the graces short.
@@ -133,6 +132,9 @@ fn prepare(
     for (name, port) in contested(checkout, &to_start) {
         busy.extend(conflict::resolve(checkout, &name, port, mode)?.map(|why| (name, why)));
     }
+    // The proxy first: should its port move, the names written with the
+    // allocation have its new one.
+    proxy::start_if_needed();
     let ports = allocation::allocate_and_write(checkout, &fixed, &busy)?;
     Ok((ports, kept))
 }

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use crate::model::alloc;
 use crate::model::config::MIN_PORT;
 use crate::model::names::Names;
+use crate::system::holder;
 use crate::system::logfile;
 use crate::system::paths::{self, Project};
 use crate::system::probe;
@@ -73,23 +74,43 @@ pub fn state() -> anyhow::Result<Option<(u16, Option<ProcId>)>> {
     Ok(Registry::peek()?.proxy.map(|proxy| (proxy.port, proxy.running())))
 }
 
-/// Starts the proxy, unless it runs or the user has no port for it yet:
-/// `xtask proxy serve` in a session of its own (no terminal's signal
-/// reaches it), from `/` (it outlives every checkout), its output in the
-/// registry's folder; once it listens, the registry names it. Returns it
-/// when it was started.
+/// Starts the proxy unless it runs, on its port (given now if the user has
+/// none, or another program took it): `xtask proxy serve` in a session of
+/// its own (no terminal's signal reaches it), from `/` (it outlives every
+/// checkout), its output in the registry's folder; once it listens, the
+/// registry names it. Under the registry's lock, so two commands never
+/// start two. Returns it when it was started.
 pub fn ensure_running() -> anyhow::Result<Option<(u16, ProcId)>> {
     let mut registry = Registry::open()?;
-    let Some(proxy) = registry.entries.proxy.clone() else { return Ok(None) };
-    if proxy.running().is_some() {
+    if registry.entries.proxy.as_ref().is_some_and(|proxy| proxy.running().is_some()) {
         return Ok(None);
     }
+    // A port free when chosen may be taken before the proxy binds it (by
+    // another user's proxy, say): the next one is tried then.
+    for _ in 0..3 {
+        let Some(port) = proxy_port(&mut registry) else { break };
+        registry.save()?; // the proxy serves while the registry names its port
+        match spawn(port) {
+            Ok(id) => {
+                registry.entries.proxy = Some(Proxy { port, process: Some(id) });
+                registry.save()?;
+                return Ok(Some((port, id)));
+            }
+            Err(_) if !probe::is_free(port) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    bail!("the proxy of the named URLs found no port to listen on")
+}
+
+/// Starts `xtask proxy serve PORT`, and waits until it listens.
+fn spawn(port: u16) -> anyhow::Result<ProcId> {
     let log_path = paths::state_home()?.join("proxy.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let exe = std::env::current_exe().context("finding this program")?;
     let mut command = Command::new(exe);
     command
-        .args(["proxy", "serve", &proxy.port.to_string()])
+        .args(["proxy", "serve", &port.to_string()])
         .current_dir("/")
         .env_remove("XTASK_GROUP") // no service's: a stop of one must not reach it
         .stdin(Stdio::null())
@@ -102,17 +123,20 @@ pub fn ensure_running() -> anyhow::Result<Option<(u16, ProcId)>> {
     let mut child = command.spawn().context("starting the proxy of the named URLs")?;
     let id = ProcId::of(child.id() as i32).context("the proxy of the named URLs ended at once")?;
     let deadline = Instant::now() + START_TIME;
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port)).is_err() {
-        if child.try_wait()?.is_some() || Instant::now() > deadline {
+    loop {
+        // It listens, itself: another's listener, which took the port
+        // meanwhile, would answer too, and the new proxy would then end.
+        let listens = || TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() && holder::held_by_group(port, id.pid);
+        if child.try_wait()?.is_none() && listens() {
+            return Ok(id);
+        }
+        if !id.is_alive() || Instant::now() > deadline {
             let _ = process::kill(id, Duration::ZERO);
             let said = logfile::last_lines(&log_path, 5).join("\n");
-            bail!("the proxy of the named URLs did not start on port {}; {}:\n{said}", proxy.port, log_path.display());
+            bail!("the proxy of the named URLs did not start on port {port}; {}:\n{said}", log_path.display());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    registry.entries.proxy = Some(Proxy { port: proxy.port, process: Some(id) });
-    registry.save()?;
-    Ok(Some((proxy.port, id)))
 }
 
 /// Starts the proxy if it does not run, for a command that starts services

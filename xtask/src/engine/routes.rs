@@ -50,6 +50,10 @@ pub struct Service {
 impl Checkout {
     /// Reads the routes of the checkout named `name`, at `root`.
     pub fn read(name: &str, root: &Path) -> Checkout {
+        if !root.is_dir() {
+            let problem = Some("Its folder is gone.".to_owned());
+            return Checkout { name: name.to_owned(), root: root.to_path_buf(), services: Vec::new(), problem };
+        }
         let project = Project { root: root.to_path_buf() };
         let running = super::running(&project);
         let port = |service: &str| running.iter().find(|r| r.service == service).map(|r| r.port);
@@ -59,7 +63,10 @@ impl Checkout {
         let (mut services, problem) = match super::load_config(&project) {
             Ok(config) => (config.order.iter().map(|n| route(n, config.services[n].http)).collect::<Vec<_>>(), None),
             // What runs serves HTTP for all the proxy knows.
-            Err(e) => (running.iter().map(|r| route(&r.service, true)).collect(), Some(format!("{e:#}"))),
+            Err(e) => {
+                let problem = format!("Its ports.toml cannot be read: {e:#}");
+                (running.iter().map(|r| route(&r.service, true)).collect(), Some(problem))
+            }
         };
         let dashboard = records::dashboard(&project).and_then(|d| dashboard_port(&d.url));
         services.push(Service { service: DASHBOARD.into(), host: host(DASHBOARD), port: dashboard, http: true });
@@ -71,12 +78,11 @@ impl Checkout {
         let root = self.root.display();
         let Some(service) = self.services.iter().find(|s| service_label(&s.service) == label) else {
             let names: Vec<&str> = self.services.iter().filter(|s| s.http).map(|s| s.service.as_str()).collect();
-            let problem =
-                self.problem.as_ref().map(|p| format!("\nIts ports.toml cannot be read: {p}")).unwrap_or_default();
+            let lead = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+            let problem = self.problem.as_ref().map(|p| format!("\n{p}")).unwrap_or_default();
             let help = format!(
-                "The checkout {} ({root}) has no service {label}; its named URLs lead to {}.{problem}",
-                self.name,
-                names.join(", ")
+                "The checkout {} ({root}) has no service {label}; its named URLs lead to {lead}.{problem}",
+                self.name
             );
             return Route { target: Target::Unknown, help };
         };
