@@ -1,4 +1,4 @@
-//! The six cases, each measuring the runner and the baseline side by side
+//! The seven cases, each measuring the runner and the baseline side by side
 //! (or the runner alone, where the baseline has nothing to compare), and
 //! the check that the runner reads the bench's stacks as they are meant.
 
@@ -13,6 +13,7 @@ use harness::{Said, answers, free_ports, is_free};
 use procscan::{ProcId, Stat};
 use serde_json::Value;
 
+use crate::load;
 use crate::report::{Case, Figure, median};
 use crate::stack::{Service, critical_path, needed};
 use crate::tools::{Bench, Crowd, Foreground, Tool, timed};
@@ -27,21 +28,28 @@ pub struct Sizes {
     sleepers: usize,
     /// Case 6: how long the idle supervisor is watched.
     idle: Duration,
+    /// Case 7: requests timed one after another, and how long 32
+    /// connections are counted, in each round.
+    requests: usize,
+    load: Duration,
 }
 
 impl Sizes {
-    /// `--runs 1` is a smoke run (about 10 s, for a test): every case once,
-    /// the idle supervisor watched for 2 s instead of 10.
+    /// `--runs 1` is a smoke run (about 30 s, for a test): every case once,
+    /// the idle supervisor watched for 2 s instead of 10, the proxy loaded
+    /// for less.
     pub fn for_runs(runs: usize) -> Sizes {
-        let idle = Duration::from_secs(if runs <= 1 { 2 } else { 10 });
-        Sizes { runs, busy: 99, sleepers: 300, idle }
+        let smoke = runs <= 1;
+        let idle = Duration::from_secs(if smoke { 2 } else { 10 });
+        let (requests, load) = if smoke { (200, Duration::from_millis(500)) } else { (2000, Duration::from_secs(2)) };
+        Sizes { runs, busy: 99, sleepers: 300, idle, requests, load }
     }
 }
 
 pub type CaseFn = fn(&Bench, &Sizes) -> anyhow::Result<Case>;
 
 /// The cases, in the table's order.
-pub const CASES: [CaseFn; 6] = [allocation, holder_lookup, status, start, stop, idle];
+pub const CASES: [CaseFn; 7] = [allocation, holder_lookup, status, start, stop, idle, proxy];
 
 /// The runner reads a stack as the bench writes it: every service on its
 /// port; started, each service needed comes up (its dependencies with it),
@@ -297,6 +305,86 @@ fn idle(bench: &Bench, sizes: &Sizes) -> anyhow::Result<Case> {
     let mut case = Case::new(title, Vec::new(), Vec::new(), "< 15 MB RSS, < 1 % CPU");
     case.figures = vec![("peak RSS", Figure::Megabytes(rss)), ("of one core", Figure::Percent(cpu))];
     case.met = rss < 15.0 && cpu < 1.0;
+    Ok(case)
+}
+
+/// The repository's backend stack (uvicorn with FastAPI, as
+/// `backend/requirements.txt` pins them) with one small endpoint, of the
+/// kind the backend's `/health` is, without its database round trips.
+const APP: &str = "from fastapi import FastAPI\n\napp = FastAPI()\n\n\n@app.get(\"/health\")\n\
+                   async def health() -> dict[str, str]:\n    return {\"status\": \"ok\"}\n";
+
+/// `APP` as the runner runs it, its virtualenv set up by the runner as the
+/// repository's `ports.toml` sets the backend's up.
+const APP_PORTS_TOML: &str = r#"[services.api]
+port = PORT
+command = ".venv/bin/uvicorn app:app --host 127.0.0.1 --port {port} --log-level warning"
+ready = { http = "/health" }
+
+[[services.api.setup]]
+creates = ".venv/bin/python"
+command = ["python3", "-m", "venv", ".venv"]
+
+[[services.api.setup]]
+inputs = ["requirements.txt"]
+creates = ".venv/bin/uvicorn"
+command = [".venv/bin/pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"]
+"#;
+
+/// Case 7: the backend's stack reached by its named URL, through the
+/// runner's proxy, against the same reached directly, alternating in each
+/// round: the latency the proxy adds to a small answer (median and 99th
+/// percentile of requests one after another on a kept-alive connection),
+/// and the answers a second from 32 kept-alive connections at once.
+fn proxy(bench: &Bench, sizes: &Sizes) -> anyhow::Result<Case> {
+    let port = free_ports(1);
+    let ports_toml = APP_PORTS_TOML.replace("PORT", &port.to_string());
+    let checkout = harness::Checkout::create(&[&bench.runner], "ports.toml", &ports_toml, None)?;
+    let requirements = std::fs::read_to_string(bench.repository.join("backend/requirements.txt"))?;
+    let pinned: String = requirements
+        .lines()
+        .filter(|l| l.starts_with("fastapi==") || l.starts_with("uvicorn=="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(checkout.path("requirements.txt"), pinned)?;
+    std::fs::write(checkout.path("app.py"), APP)?;
+    let started = checkout.command(&["start"]).output().context("starting the service")?;
+    ensure!(started.status.success(), "the runner did not start uvicorn:\n{}", harness::text(&started));
+    let env = checkout.read(".env.runtime").context("no .env.runtime")?;
+    let named = env.lines().find_map(|l| l.strip_prefix("API_PUBLIC_URL=")).context("no API_PUBLIC_URL")?;
+    let (host, proxy) = named.strip_prefix("http://").and_then(|n| n.split_once(':')).context("not a named URL")?;
+    let routes = [(port, format!("127.0.0.1:{port}")), (proxy.parse()?, format!("{host}:{proxy}"))];
+    // Per round: the added median and p99, the answers a second direct and
+    // through the proxy, and the median direct.
+    let mut rounds: Vec<[f64; 5]> = Vec::new();
+    for run in 0..sizes.runs.max(3) {
+        bench.check()?;
+        // Direct first in one round, the proxy first in the next.
+        let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+        let (mut latency, mut rate) = ([Vec::new(), Vec::new()], [0.0; 2]);
+        for i in order {
+            let (port, host) = &routes[i];
+            latency[i] = load::latencies(*port, host, sizes.requests / 4, sizes.requests)?;
+            rate[i] = load::throughput(*port, host, 32, sizes.load)?;
+        }
+        let added = |q| load::quantile(&latency[1], q) - load::quantile(&latency[0], q);
+        rounds.push([added(0.5), added(0.99), rate[0], rate[1], load::quantile(&latency[0], 0.5)]);
+    }
+    checkout.command(&["stop"]).output()?;
+    let of = |f: &dyn Fn(&[f64; 5]) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+    let (added_median, ratio, direct_median) = (of(&|r| r[0]), of(&|r| r[3] / r[2]), of(&|r| r[4]));
+    let title = "a named URL through the proxy against direct, uvicorn with FastAPI";
+    let mut case =
+        Case::new(title.into(), Vec::new(), Vec::new(), "added median < 0.2 ms, ≥ 60 % of direct throughput");
+    case.figures = vec![
+        ("added median latency", Figure::Seconds(added_median)),
+        ("added p99 latency", Figure::Seconds(of(&|r| r[1]))),
+        ("throughput of direct", Figure::Percent(ratio * 100.0)),
+        ("direct latency", Figure::Seconds(direct_median)),
+        ("direct, 32 connections", Figure::PerSecond(of(&|r| r[2]))),
+        ("through the proxy", Figure::PerSecond(of(&|r| r[3]))),
+    ];
+    case.met = added_median < 0.0002 && ratio >= 0.6;
     Ok(case)
 }
 

@@ -14,6 +14,7 @@
 //! or Ctrl-C alike.
 
 mod cases;
+mod load;
 mod report;
 mod stack;
 mod tools;

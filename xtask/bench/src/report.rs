@@ -70,12 +70,18 @@ pub enum Figure {
     Megabytes(f64),
     Percent(f64),
     Times(f64),
+    /// Answers a second.
+    PerSecond(f64),
 }
 
 impl Figure {
     fn value(self) -> f64 {
         match self {
-            Figure::Seconds(v) | Figure::Megabytes(v) | Figure::Percent(v) | Figure::Times(v) => v,
+            Figure::Seconds(v)
+            | Figure::Megabytes(v)
+            | Figure::Percent(v)
+            | Figure::Times(v)
+            | Figure::PerSecond(v) => v,
         }
     }
 
@@ -85,6 +91,7 @@ impl Figure {
             Figure::Megabytes(_) => "MiB",
             Figure::Percent(_) => "%",
             Figure::Times(_) => "x",
+            Figure::PerSecond(_) => "1/s",
         }
     }
 }
@@ -92,12 +99,14 @@ impl Figure {
 impl fmt::Display for Figure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
+            Figure::Seconds(s) if s.abs() < 0.001 => write!(f, "{:.0} µs", s * 1e6),
             Figure::Seconds(s) if s.abs() < 1.0 => write!(f, "{:.1} ms", s * 1000.0),
             Figure::Seconds(s) => write!(f, "{s:.2} s"),
             Figure::Megabytes(m) => write!(f, "{m:.1} MB"),
             Figure::Percent(p) => write!(f, "{p:.2} %"),
             Figure::Times(x) if x >= 10.0 => write!(f, "{x:.0}×"),
             Figure::Times(x) => write!(f, "{x:.2}×"),
+            Figure::PerSecond(n) => write!(f, "{n:.0}/s"),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Bench {
     /// The runner: the `xtask` binary measured.
     pub runner: PathBuf,
     baseline: PathBuf,
+    /// The repository the bench is in.
+    pub repository: PathBuf,
     /// Set by Ctrl-C or SIGTERM: every wait gives up and the guards clean up.
     interrupted: Arc<AtomicBool>,
 }
@@ -56,7 +58,7 @@ impl Bench {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, interrupted.clone()).context("installing signal handlers")?;
         }
-        Ok(Bench { runner, baseline, interrupted })
+        Ok(Bench { runner, baseline, repository: repository.to_path_buf(), interrupted })
     }
 
     /// A checkout of `stack` for `tool`, its services on ports from `base` up.
