@@ -102,7 +102,7 @@ fn two_checkouts_get_two_names_and_each_name_leads_to_its_own_services_only() {
     assert_eq!(get(proxy, &format!("api.{name_a}.localhost"), "/who.txt", &[]), (200, "checkout A".to_owned()));
     let (status, page) = get(proxy, &format!("api.{name_b}.localhost"), "/who.txt", &[]);
     assert_eq!(status, 404, "B's name led to A's api: {page}");
-    assert!(page.contains(&format!("has no service api; its named URLs lead to web, dashboard")), "{page}");
+    assert!(page.contains("has no service api; its named URLs lead to web, dashboard"), "{page}");
     let (status, page) = get(proxy, &format!("db.{name_a}.localhost"), "/who.txt", &[]);
     assert!(status == 404 && page.contains("does not serve HTTP"), "{status}: {page}");
     let (status, page) = get(proxy, &format!("web.nope-{name_a}.localhost"), "/", &[]);
