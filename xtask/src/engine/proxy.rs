@@ -24,7 +24,7 @@ use crate::system::registry::{Entry, Proxy, Registry};
 use crate::system::term::say;
 
 /// Where the walk for the proxy's port starts.
-pub const PREFERRED_PORT: u16 = 7300;
+const PREFERRED_PORT: u16 = 7300;
 /// How long a new proxy may take to listen.
 const START_TIME: Duration = Duration::from_secs(10);
 /// How long a proxy may take to go after TERM, before KILL.
@@ -47,6 +47,9 @@ pub fn give_names(registry: &mut Registry, root: &Path) -> Option<Names> {
     Some(Names { checkout, proxy: proxy_port(registry)? })
 }
 
+/// The proxy's port: the registry's while the proxy runs there or it is
+/// free, else the first free one from it (or from 7300), past the ports of
+/// every checkout and those browsers refuse, set in `registry`.
 fn proxy_port(registry: &mut Registry) -> Option<u16> {
     let entries = &mut registry.entries;
     if let Some(proxy) = &entries.proxy
