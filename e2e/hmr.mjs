@@ -6,7 +6,8 @@
 // (to the page's own host and port: through the proxy), marks the window,
 // adds a word to the heading in <page-file>, and waits until the page shows
 // it without a reload (the mark survives). Puts the file back. Prints one
-// line of JSON: {"websocket": url, "heading": text, "mark": value}. Exits 0 on
+// line of JSON: {"websocket": url, "heading": text, "mark": value, "loads":
+// pages loaded since the mark, "consoleErrors": [...]}. Exits 0 on
 // success; on failure prints what went wrong to stderr and exits 1.
 import { readFileSync, writeFileSync } from "node:fs";
 import { launch, watch } from "./lib.mjs";
@@ -52,9 +53,14 @@ async function main() {
       if (Date.now() > deadline) fail(`no hot-reload WebSocket to ${own.host}; WebSockets: ${JSON.stringify(sockets)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
+    // Hydrated, and nothing more to load: an edit now is an update, not a
+    // first compile.
+    await page.waitForLoadState("networkidle", { timeout: LOAD_TIMEOUT_MS });
     await page.evaluate(() => {
       window.__hmrMark = "kept";
     });
+    let loads = 0;
+    page.on("load", () => loads++);
     writeFileSync(pageFile, original.replace(HEADING, EDITED));
     try {
       await page.waitForFunction(() => document.querySelector("h1")?.textContent === "Stack check, hot", null, {
@@ -67,7 +73,7 @@ async function main() {
     }
     const mark = await page.evaluate(() => window.__hmrMark ?? null);
     const heading = await page.evaluate(() => document.querySelector("h1")?.textContent);
-    process.stdout.write(JSON.stringify({ websocket: hmr(), heading, mark }) + "\n");
+    process.stdout.write(JSON.stringify({ websocket: hmr(), heading, mark, loads, consoleErrors }) + "\n");
     return 0;
   } catch (err) {
     const lines = [`hot reload check FAILED: ${err instanceof CheckError ? err.message : err?.stack ?? err}`];

@@ -82,10 +82,17 @@ pub fn serve(port: u16) -> anyhow::Result<()> {
     let router: http::proxy::Router = Arc::new(move |host: &Host| routes.route(host));
     let _proxy = http::proxy::serve(listeners, router, http::proxy::Limits::default())?;
     let me = ProcId::myself();
-    Registry::watch(|entries| {
+    let watched = Registry::watch(|entries| {
         let proxy = entries.and_then(|entries| entries.proxy.as_ref());
         proxy.is_some_and(|proxy| proxy.port == port && proxy.process.is_none_or(|id| id == me))
-    })?;
+    });
+    if let Err(e) = watched {
+        // Without a watch (no inotify left, say), it serves until stopped.
+        eprintln!("the proxy on port {port} cannot watch the registry ({e:#}): it serves until stopped");
+        loop {
+            std::thread::park();
+        }
+    }
     eprintln!("the registry no longer names the proxy on port {port} (pid {}): it ends", me.pid);
     Ok(())
 }
