@@ -10,8 +10,13 @@ use crate::system::term::{Style, say};
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     records::check_all(&project.root)?; // rather than call a service it may name stopped
-    let states = match Checkout::load(project) {
-        Ok(checkout) => snapshot::status(&checkout, |service, port| probe::check(&service.ready, port)),
+    // Only a `ports.toml` that cannot be read leaves the records alone to say
+    // what runs; a broken `.ports.json` is an error, with its fix.
+    let states = match crate::engine::load_config(project) {
+        Ok(config) => {
+            let checkout = Checkout::with_config(project, config)?;
+            snapshot::status(&checkout, |service, port| probe::check(&service.ready, port))
+        }
         Err(e) => {
             let why = format!("{e:#}");
             let why = why.lines().next().unwrap_or_default();

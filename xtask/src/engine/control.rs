@@ -56,8 +56,8 @@ impl Services for Background {
         }
     }
 
-    fn stop(&mut self, selection: &Selection) -> anyhow::Result<Vec<String>> {
-        stop(&self.checkout, selection)
+    fn stop(&mut self, selection: &Selection, say_idle: bool) -> anyhow::Result<Vec<String>> {
+        stop(&self.checkout, selection, say_idle)
     }
 
     fn start(&mut self, names: &[String]) -> anyhow::Result<()> {
@@ -76,7 +76,7 @@ impl Services for Background {
 /// what is left of services whose first process has gone; a stop of
 /// everything also stops a `dev` in another terminal, and what `ports.toml`
 /// no longer names (renamed, removed). Returns those that still run.
-pub fn stop(checkout: &Checkout, selection: &Selection) -> anyhow::Result<Vec<String>> {
+pub fn stop(checkout: &Checkout, selection: &Selection, say_idle: bool) -> anyhow::Result<Vec<String>> {
     let (project, config) = (&checkout.project, &checkout.config);
     records::check_all(&project.root)?;
     if let Some(dev) = other_dev(project) {
@@ -99,7 +99,9 @@ pub fn stop(checkout: &Checkout, selection: &Selection) -> anyhow::Result<Vec<St
         .filter(|r| names.contains(&r.service) || selection.is_none())
         .partition(|r| config.services.contains_key(&r.service));
     if named.is_empty() && unnamed.is_empty() {
-        say!("nothing is running");
+        if say_idle {
+            say!("nothing is running");
+        }
         return Ok(survivors);
     }
     let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);

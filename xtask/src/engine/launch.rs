@@ -46,6 +46,10 @@ pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> 
     // service not running, and start it twice.
     let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
     let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
+    // The book again, now that no other launch runs: one that held the lock
+    // may have moved services since it was read, and a port it left is not
+    // worth anyone's process (`contested`, `check_allocatable`).
+    let checkout = &Checkout { book: super::read_book(project, &checkout.config)?.0, ..checkout.clone() };
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {
         Output::Terminal => Some(guard::spawn(project)?),
@@ -54,9 +58,9 @@ pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> 
     let hurry = Hurry::default();
     let (ports, kept) = prepare(checkout, names, mode, output)?;
     let mut supervisor = Supervisor::new(checkout.clone(), ports, output, kept, hurry.clone());
-    // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; in the
-    // foreground, a second Ctrl-C cuts the graces short.
-    supervisor::forward_signals(supervisor.sender(), (output == Output::Terminal).then_some(hurry))?;
+    // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; a second
+    // Ctrl-C cuts the graces short (`start` too, while it stops what it began).
+    supervisor::forward_signals(supervisor.sender(), Some(hurry))?;
     supervisor.start_all(names)?;
     Ok(Up { supervisor, _guard: guard, _dev_lock: dev_lock })
 }
