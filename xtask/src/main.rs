@@ -10,8 +10,10 @@ mod model;
 mod system;
 // The operations every front end runs.
 mod engine;
-// Front ends: the command line (a module per command), the dashboard.
+// Front ends: the command line (a module per command), the dashboard, the
+// agent interface.
 mod cli;
+mod mcp;
 #[cfg(test)]
 mod tidy;
 mod ui;
