@@ -85,7 +85,7 @@ pub struct Refused {
     pub error: RpcError,
 }
 
-/// Reads one line (without its newline).
+/// Reads one line; its newline, if any, is whitespace to JSON.
 pub fn parse(line: &[u8]) -> Result<Incoming, Refused> {
     let refuse = |id: Option<Id>, code, message: &str| Err(Refused { id, error: RpcError::new(code, message) });
     let value: Value = match serde_json::from_slice(line) {

@@ -7,7 +7,8 @@
 //! MCP), `tools` (what a front end implements), `schema` (the argument
 //! check), `server` (the loop).
 
-// Until `cargo xtask mcp` serves it, only the tests use this module.
+// Until `cargo xtask mcp` serves it (with the engine), only the tests use
+// this module and its re-exports.
 #![cfg_attr(not(test), allow(dead_code, unused_imports))]
 
 mod jsonrpc;
