@@ -1,30 +1,16 @@
 //! `cargo xtask status`: one line per service in the seed's format, with its
 //! URL and whether it answers.
 
-use crate::engine::Checkout;
 use crate::engine::snapshot::{self, ServiceState};
 use crate::system::paths::Project;
-use crate::system::probe;
-use crate::system::records;
 use crate::system::term::{Style, say};
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
-    records::check_all(&project.root)?; // rather than call a service it may name stopped
-    // Only a `ports.toml` that cannot be read leaves the records alone to say
-    // what runs; a broken `.ports.json` is an error, with its fix.
-    let states = match crate::engine::load_config(project) {
-        Ok(config) => {
-            let checkout = Checkout::with_config(project, config)?;
-            snapshot::status(&checkout, |service, port| probe::check(&service.ready, port))
-        }
-        Err(e) => {
-            let why = format!("{e:#}");
-            let why = why.lines().next().unwrap_or_default();
-            // On stderr, so that `--json` output stays JSON.
-            eprintln!("warning: {why}\nports.toml could not be read: showing what the records of .pids/ say runs");
-            snapshot::status_from_records(project)
-        }
-    };
+    let status = snapshot::status_now(project)?;
+    if let Some(warning) = &status.warning {
+        eprintln!("warning: {warning}"); // on stderr, so that `--json` output stays JSON
+    }
+    let states = status.services;
     if as_json {
         say!("{}", serde_json::to_string_pretty(&states)?);
         return Ok(());

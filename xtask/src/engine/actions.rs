@@ -8,7 +8,7 @@
 use anyhow::ensure;
 
 use super::Checkout;
-use super::allocation;
+use super::allocation::{self, Allocation};
 use super::stopper::refuse_survivors;
 use crate::model::config::Config;
 use crate::system::term::say;
@@ -50,7 +50,7 @@ pub trait Services {
     /// up what they need and resolving conflicts on their ports.
     fn start(&mut self, names: &[String]) -> anyhow::Result<()>;
     /// The port book changed (a port was set): start from these ports.
-    fn ports_changed(&mut self, ports: &crate::model::book::Ports);
+    fn ports_changed(&mut self, allocation: &Allocation);
 }
 
 /// Carries out `action`; returns what was done, in a few words.
@@ -96,8 +96,7 @@ pub fn act(services: &mut impl Services, action: &Action) -> anyhow::Result<Stri
                 services.refuses(&Some(users.clone()))?;
                 services.check(&restart)?;
             }
-            let ports = allocation::pin(services.checkout(), name, *port)?;
-            services.ports_changed(&ports);
+            services.ports_changed(&allocation::pin(services.checkout(), name, *port)?);
             if !users.is_empty() {
                 say!("restarting {} with the new port", users.join(", "));
                 refuse_survivors(&services.stop(&Some(users.clone()), false)?)?;

@@ -12,6 +12,7 @@ use super::guard::{self, Guard};
 use super::output::Printer;
 use super::stopper::{self, Target, refuse_survivors};
 use super::supervisor::{self, Output, Supervisor};
+use super::watch::Watch;
 use super::{Checkout, allocation, conflict, preflight, setup};
 use crate::model::alloc;
 use crate::model::book::Ports;
@@ -36,8 +37,9 @@ pub struct Up {
 /// Starts `names` (closed over their dependencies, in order) and waits until
 /// they are ready. With `Output::Terminal` (dev) services of the selection
 /// that run in the background are taken over; with `Output::Files` (start)
-/// they keep running.
-pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> anyhow::Result<Up> {
+/// they keep running. `watch` is told of each service moved, starting and
+/// ready, and may call the start off.
+pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output, watch: &dyn Watch) -> anyhow::Result<Up> {
     crate::system::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
     let project = &checkout.project;
     preflight::check(checkout, names)?;
@@ -56,12 +58,12 @@ pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> 
         Output::Files => None,
     };
     let hurry = Hurry::default();
-    let (ports, kept) = prepare(checkout, names, mode, output)?;
+    let (ports, kept) = prepare(checkout, names, mode, output, watch)?;
     let mut supervisor = Supervisor::new(checkout.clone(), ports, output, kept, hurry.clone());
     // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; a second
     // Ctrl-C cuts the graces short (`start` too, while it stops what it began).
     supervisor::forward_signals(supervisor.sender(), Some(hurry))?;
-    supervisor.start_all(names)?;
+    supervisor.start_all(names, watch)?;
     Ok(Up { supervisor, _guard: guard, _dev_lock: dev_lock })
 }
 
@@ -72,6 +74,7 @@ fn prepare(
     names: &[String],
     mode: Mode,
     output: Output,
+    watch: &dyn Watch,
 ) -> anyhow::Result<(Ports, BTreeMap<String, Record>)> {
     let (project, config) = (&checkout.project, &checkout.config);
     let me = ProcId::myself();
@@ -136,8 +139,9 @@ fn prepare(
     for (name, port) in contested(checkout, &to_start) {
         busy.extend(conflict::resolve(checkout, &name, port, mode)?.map(|why| (name, why)));
     }
-    let ports = allocation::allocate_and_write(checkout, &fixed, &busy)?;
-    Ok((ports, kept))
+    let allocation = allocation::allocate_and_write(checkout, &fixed, &busy)?;
+    allocation.moves.iter().for_each(|moved| watch.moved(moved));
+    Ok((allocation.ports, kept))
 }
 
 /// The busy ports of `to_start` that the allocation would give as they are,

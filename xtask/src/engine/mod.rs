@@ -15,6 +15,7 @@ pub mod setup;
 pub mod snapshot;
 pub mod stopper;
 pub mod supervisor;
+pub mod watch;
 
 use anyhow::Context;
 

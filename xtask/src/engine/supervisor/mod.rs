@@ -24,8 +24,10 @@ use events::signal_name;
 pub use events::{Event, Output, forward_signals};
 
 use super::actions::{self, Action, Selection, Services};
+use super::allocation::Allocation;
 use super::output::{Printer, copy_lines};
 use super::stopper::{self, Target};
+use super::watch::Unwatched;
 use super::{Checkout, preflight, setup};
 use crate::model::book::Ports;
 use crate::model::config::{DEFAULT_STOP_GRACE, Ready};
@@ -377,12 +379,12 @@ impl Services for Supervisor {
             names.iter().filter(|n| !self.running.contains_key(*n) && !self.kept.contains_key(*n)).cloned().collect();
         preflight::check(&self.checkout, &new)?;
         setup::prepare(&self.checkout, &new)?;
-        self.start_all(names)
+        self.start_all(names, &Unwatched)
     }
 
-    fn ports_changed(&mut self, ports: &Ports) {
-        self.checkout.book = ports.clone();
-        self.ports = ports.clone();
+    fn ports_changed(&mut self, allocation: &Allocation) {
+        self.checkout.book = allocation.ports.clone();
+        self.ports = allocation.ports.clone();
     }
 }
 
