@@ -81,6 +81,7 @@ fn run(command: Command, project: &Project) -> anyhow::Result<()> {
         Command::Test => cli::test::run(project),
         Command::Bench { runs, json } => cli::bench::run(project, runs, json.as_deref()),
         Command::Ui => ui::run(project),
+        Command::Mcp => mcp::run(project),
         Command::Guard { runner_pid, runner_start } => {
             cli::guard::run(project, ProcId { pid: runner_pid, start: runner_start })
         }

@@ -38,6 +38,13 @@ impl Background<'static> {
     }
 }
 
+impl<'a> Background<'a> {
+    /// The same, its starts followed (and maybe called off) by `watch`.
+    pub fn watched(self, watch: &'a dyn Watch) -> Background<'a> {
+        Background { watch, ..self }
+    }
+}
+
 impl Services for Background<'_> {
     fn checkout(&self) -> &Checkout {
         &self.checkout

@@ -1,146 +1,208 @@
-//! What a front end gives the server: its tools' descriptions, and how to
-//! call one; and what a running call can do (report progress, notice that
-//! it was cancelled).
+//! The nine tools, each carried out by the engine as its command is:
+//! looks through `snapshot` and `logfile`, actions through
+//! `actions::act` on the background services, with the same checks as the
+//! command line and the dashboard. Nobody can answer a question over MCP:
+//! actions run as `--no-kill` does, so a port held by a process that is not
+//! this checkout's moves the service, and the result says where.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Serialize;
+use anyhow::{bail, ensure};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::jsonrpc::{self, Id};
-use super::server::Shared;
+use super::catalog;
+use super::protocol::{Call, Tool, Tools};
+use crate::engine::actions::{self, Action, Selection};
+use crate::engine::allocation::Move;
+use crate::engine::control::{self, Background};
+use crate::engine::watch::Watch;
+use crate::engine::{self, Checkout, snapshot};
+use crate::model::policy::Mode;
+use crate::system::logfile;
+use crate::system::paths::Project;
 
-/// A tool as `tools/list` describes it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Tool {
-    /// 1 to 128 of `A-Z a-z 0-9 _ - .`
-    pub name: String,
-    pub title: String,
-    pub description: String,
-    /// A JSON Schema with `"type": "object"`, in the subset `schema.rs`
-    /// checks: arguments that do not match never reach the tool.
-    pub input_schema: Value,
-    /// The shape of the result; its root must be an object for legacy
-    /// (2025-11-25) clients.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_schema: Option<Value>,
-    pub annotations: Annotations,
+/// The tools of one checkout, the one the server was started in.
+pub struct CheckoutTools {
+    project: Project,
+    /// Held (shared) by each action under way; taken whole when the server
+    /// is stopped, once every action has ended.
+    actions: RwLock<()>,
+    /// Set when the server is stopped by a signal: starts under way are
+    /// called off, and no action begins.
+    stopping: AtomicBool,
 }
 
-/// Hints for the client (which may show or confirm calls by them); MCP's
-/// defaults are the most cautious, so every hint is spelled out.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Annotations {
-    /// Changes nothing.
-    pub read_only_hint: bool,
-    /// May undo or destroy something (stop a service).
-    pub destructive_hint: bool,
-    /// Calling it again with the same arguments changes nothing more.
-    pub idempotent_hint: bool,
-    /// Reaches beyond the machine: never for us.
-    pub open_world_hint: bool,
-}
-
-/// The tools a server serves; called from a thread per call.
-pub trait Tools: Send + Sync + 'static {
-    /// Every tool, always in the same order.
-    fn list(&self) -> Vec<Tool>;
-
-    /// Runs the tool `name` (one of `list`) with arguments its input schema
-    /// accepted. The result is its structured content: a JSON object. An
-    /// error is the tool's (an unknown service, a port held by another's
-    /// process): the model reads it and may try again; it is not a protocol
-    /// error. A cancelled call should undo what it did half-way and return
-    /// soon: what it returns then is not sent.
-    fn call(&self, name: &str, arguments: &Map<String, Value>, call: &Call) -> anyhow::Result<Value>;
-}
-
-/// A call in flight, as its tool sees it.
-pub struct Call {
-    id: Id,
-    progress_token: Option<Id>,
-    cancel: Arc<Cancel>,
-    shared: Arc<Shared>,
-    /// The last progress sent: each must be greater.
-    last: Mutex<Option<u64>>,
-}
-
-impl Call {
-    pub(super) fn new(id: Id, progress_token: Option<Id>, cancel: Arc<Cancel>, shared: Arc<Shared>) -> Call {
-        Call { id, progress_token, cancel, shared, last: Mutex::new(None) }
+impl CheckoutTools {
+    pub fn new(project: Project) -> CheckoutTools {
+        CheckoutTools { project, actions: RwLock::new(()), stopping: AtomicBool::new(false) }
     }
 
-    /// Whether the client cancelled the call (or went away).
-    pub fn cancelled(&self) -> bool {
-        self.cancel.is_set()
+    /// Calls off the starts under way, which stop what they started, and
+    /// waits until every action has ended.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(self.actions.write().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Sleeps for `pause`, less if the call is cancelled meanwhile; false
-    /// when it is. The way for a tool to wait between two looks.
-    pub fn wait(&self, pause: Duration) -> bool {
-        let set = self.cancel.set.lock().unwrap();
-        let (set, _) = self.cancel.wake.wait_timeout_while(set, pause, |set| !*set).unwrap();
-        !*set
+    fn act(&self, action: Action, call: &Call) -> anyhow::Result<Value> {
+        let _acting = self.actions.read().unwrap_or_else(|e| e.into_inner());
+        ensure!(!self.stopping.load(Ordering::SeqCst), "the MCP server is stopping");
+        let following = Following { call, stopping: &self.stopping, steps: Cell::new(0), moves: RefCell::default() };
+        let message = match &action {
+            // As `cargo xtask stop`: from the records alone if ports.toml is broken.
+            Action::Stop(selection) => control::stop_services(&self.project, selection)?,
+            _ => {
+                let checkout = Checkout::load(&self.project)?;
+                let mut background = Background::new(checkout, Mode::NoKill).watched(&following);
+                actions::act(&mut background, &action)?
+            }
+        };
+        let services = snapshot::status_now(&self.project)?.services;
+        Ok(json!({"message": message, "moved": following.moves.take(), "services": services}))
     }
 
-    /// Tells the client how far the call is, if it asked to know: `done` of
-    /// `total` steps (when known), and what is happening. `done` must grow
-    /// from one report to the next (MCP requires it): one that does not is
-    /// dropped, as is any after a cancel.
-    pub fn progress(&self, done: u64, total: Option<u64>, message: &str) {
-        let Some(token) = &self.progress_token else { return };
-        let mut last = self.last.lock().unwrap();
-        if last.is_some_and(|last| done <= last) {
-            return;
-        }
-        *last = Some(done);
-        let mut params = json!({"progressToken": token, "progress": done, "message": message});
-        if let Some(total) = total {
-            params["total"] = json!(total);
-        }
-        self.shared.send_for(&self.id, &jsonrpc::notification("notifications/progress", params));
+    fn logs(&self, arguments: Logs) -> anyhow::Result<Value> {
+        let Logs { service, lines, contains } = arguments;
+        engine::load_config(&self.project)?.closure(Some(std::slice::from_ref(&service)))?; // checks the name
+        let file = self.project.log_file(&service);
+        let lines = match contains {
+            Some(text) => logfile::last_lines_containing(&file, lines, &text),
+            None => logfile::last_lines(&file, lines),
+        };
+        Ok(json!({"service": service, "file": file, "lines": lines}))
+    }
+
+    fn urls(&self) -> anyhow::Result<Value> {
+        let checkout = Checkout::load(&self.project)?;
+        let states = snapshot::status(&checkout, |_, _| false); // where, not whether it answers
+        // The named URL of a service (`http://<service>.<checkout>.localhost:<port>/`,
+        // issue 18) joins its row here, beside `url`, once the proxy exists.
+        let services: Vec<Value> = states
+            .into_iter()
+            .map(|state| json!({"service": state.service, "running": state.running, "url": state.url}))
+            .collect();
+        Ok(json!({ "services": services }))
     }
 }
 
-/// Whether a call was cancelled, and a way to wake it from its waits.
-#[derive(Default)]
-pub struct Cancel {
-    set: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Cancel {
-    pub fn set(&self) {
-        *self.set.lock().unwrap() = true;
-        self.wake.notify_all();
+impl Tools for CheckoutTools {
+    fn list(&self) -> Vec<Tool> {
+        catalog::tools()
     }
-    pub fn is_set(&self) -> bool {
-        *self.set.lock().unwrap()
+
+    fn call(&self, name: &str, arguments: &Map<String, Value>, call: &Call) -> anyhow::Result<Value> {
+        let arguments = Value::Object(arguments.clone());
+        let project = &self.project;
+        let value = match name {
+            "status" => serde_json::to_value(snapshot::status_now(project)?)?,
+            "ports" => {
+                let Ports { all } = serde_json::from_value(arguments)?;
+                if all {
+                    // As `ports --all`: a broken ports.toml fails it before the registry is pruned.
+                    engine::load_config(project)?;
+                    serde_json::to_value(snapshot::checkouts()?)?
+                } else {
+                    serde_json::to_value(snapshot::ports(&Checkout::load(project)?)?)?
+                }
+            }
+            "who_holds" => {
+                let WhoHolds { ports } = serde_json::from_value(arguments)?;
+                json!({ "ports": snapshot::who(project, &ports)? })
+            }
+            "logs" => self.logs(serde_json::from_value(arguments)?)?,
+            "urls" => self.urls()?,
+            "start" | "stop" | "restart" => {
+                let Services { services } = serde_json::from_value(arguments)?;
+                let selection: Selection = services.filter(|names| !names.is_empty());
+                let action = match name {
+                    "start" => Action::Start(selection),
+                    "stop" => Action::Stop(selection),
+                    _ => Action::Restart(selection),
+                };
+                self.act(action, call)?
+            }
+            "set_port" => {
+                let SetPort { service, port } = serde_json::from_value(arguments)?;
+                self.act(Action::SetPort(service, port), call)?
+            }
+            _ => bail!("no tool is named {name}"), // the server calls listed tools only
+        };
+        Ok(value)
     }
 }
 
-/// A call's answer: the structured content, and the same JSON as text for
-/// clients that read only text (the spec asks for both).
-pub fn result(content: Result<Value, anyhow::Error>) -> Value {
-    match content {
-        Ok(content) => json!({
-            "content": [{"type": "text", "text": content.to_string()}],
-            "structuredContent": content,
-            "isError": false,
-        }),
-        Err(e) => failure(&format!("{e:#}")),
+// The arguments of each tool, as its input schema (`catalog`) allows them:
+// the server has checked them against it before the call.
+
+#[derive(Deserialize)]
+struct Ports {
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+struct WhoHolds {
+    ports: Vec<u16>,
+}
+
+#[derive(Deserialize)]
+struct Logs {
+    service: String,
+    #[serde(default = "fifty")]
+    lines: usize,
+    contains: Option<String>,
+}
+
+fn fifty() -> usize {
+    50
+}
+
+#[derive(Deserialize)]
+struct Services {
+    services: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct SetPort {
+    service: String,
+    port: u16,
+}
+
+/// A start as the client follows it: each step a progress notification
+/// (when it asked for them), each move kept for the result; called off
+/// when the client cancels the call, or the server is stopped.
+struct Following<'a> {
+    call: &'a Call,
+    stopping: &'a AtomicBool,
+    steps: Cell<u64>,
+    moves: RefCell<Vec<Move>>,
+}
+
+impl Following<'_> {
+    fn step(&self, message: &str) {
+        self.steps.set(self.steps.get() + 1);
+        self.call.progress(self.steps.get(), None, message);
     }
 }
 
-/// A tool error: the model is told what went wrong in text.
-pub fn failure(message: &str) -> Value {
-    json!({"content": [{"type": "text", "text": message}], "isError": true})
-}
+impl Watch for Following<'_> {
+    fn starting(&self, service: &str, port: u16) {
+        self.step(&format!("{service}: starting on port {port}"));
+    }
 
-/// Whether a name is one MCP allows.
-pub fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    fn ready(&self, service: &str, url: &str) {
+        self.step(&format!("{service}: ready at {url}"));
+    }
+
+    fn moved(&self, moved: &Move) {
+        self.step(&moved.to_string());
+        self.moves.borrow_mut().push(moved.clone());
+    }
+
+    fn cancelled(&self) -> bool {
+        self.call.cancelled() || self.stopping.load(Ordering::SeqCst)
+    }
 }

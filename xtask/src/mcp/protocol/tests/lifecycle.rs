@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{Client, modern};
-use crate::mcp::lifecycle::MODERN;
+use crate::mcp::protocol::lifecycle::MODERN;
 
 fn initialize(version: &str) -> Value {
     json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}})

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::{Client, PATIENCE, info, tool};
-use crate::mcp::{Call, Tool, Tools, serve};
+use crate::mcp::protocol::{Call, Tool, Tools, serve};
 
 fn call(name: &str, arguments: Value) -> Value {
     json!({"name": name, "arguments": arguments})

@@ -1,10 +1,11 @@
 //! The part of JSON Schema our tools' input schemas use, checked before a
 //! tool runs, so a malformed argument is refused with what it must be.
 //!
-//! Known: `type` (object, string, integer, boolean), `properties`,
-//! `required`, `additionalProperties: false`, `minimum`, `maximum`, `enum`,
-//! and the annotations `title`, `description`, `default`. `supported` refuses
-//! any other keyword, so a schema never promises a check that is not made.
+//! Known: `type` (object, array, string, integer, boolean), `properties`,
+//! `required`, `additionalProperties: false`, `items`, `minItems`,
+//! `minimum`, `maximum`, `enum`, and the annotations `title`,
+//! `description`, `default`. `supported` refuses any other keyword, so a
+//! schema never promises a check that is not made.
 
 use serde_json::{Map, Value};
 
@@ -13,6 +14,8 @@ const KEYWORDS: &[&str] = &[
     "properties",
     "required",
     "additionalProperties",
+    "items",
+    "minItems",
     "minimum",
     "maximum",
     "enum",
@@ -20,7 +23,7 @@ const KEYWORDS: &[&str] = &[
     "description",
     "default",
 ];
-const TYPES: &[&str] = &["object", "string", "integer", "boolean"];
+const TYPES: &[&str] = &["object", "array", "string", "integer", "boolean"];
 
 /// Whether `check` knows every keyword of a tool's input schema, whose root
 /// MCP requires to be an object.
@@ -52,8 +55,14 @@ fn known(schema: &Value, place: &str) -> Result<(), String> {
     if schema.get("enum").is_some_and(|e| !e.is_array()) {
         return Err(format!("{place}: enum must be a list"));
     }
+    if schema.get("minItems").is_some_and(|m| !m.is_u64()) {
+        return Err(format!("{place}: minItems must be a whole number"));
+    }
     for (name, property) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
         known(property, &format!("property {name}"))?;
+    }
+    if let Some(items) = schema.get("items") {
+        known(items, &format!("the items of {place}"))?;
     }
     Ok(())
 }
@@ -80,6 +89,10 @@ fn check_at(schema: &Value, value: &Value, name: &str, wrong: &mut Vec<String>) 
         Some("object") => match value.as_object() {
             Some(object) => check_object(schema, object, name, wrong),
             None => wrong.push(format!("{name} must be an object")),
+        },
+        Some("array") => match value.as_array() {
+            Some(items) => check_array(schema, items, name, wrong),
+            None => wrong.push(format!("{name} must be an array")),
         },
         Some("string") if !value.is_string() => wrong.push(format!("{name} must be a string")),
         Some("boolean") if !value.is_boolean() => wrong.push(format!("{name} must be a boolean")),
@@ -117,6 +130,17 @@ fn check_object(schema: &Value, object: &Map<String, Value>, name: &str, wrong: 
     }
 }
 
+fn check_array(schema: &Value, items: &[Value], name: &str, wrong: &mut Vec<String>) {
+    if let Some(least) = schema.get("minItems").and_then(Value::as_u64).filter(|least| (items.len() as u64) < *least) {
+        wrong.push(format!("{name} must have at least {least} item{}", if least == 1 { "" } else { "s" }));
+    }
+    if let Some(item) = schema.get("items") {
+        for (i, value) in items.iter().enumerate() {
+            check_at(item, value, &format!("{name}[{i}]"), wrong);
+        }
+    }
+}
+
 /// " from 1 to 65535", " of at least 1", or nothing.
 fn range(schema: &Value) -> String {
     match (&schema["minimum"], &schema["maximum"]) {
@@ -144,6 +168,8 @@ mod tests {
                 "follow": {"type": "boolean", "default": false},
                 "text": {"type": "string"},
                 "inner": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+                "names": {"type": "array", "items": {"type": "string"}},
+                "ports": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}, "minItems": 1},
             },
             "required": ["service", "port"],
             "additionalProperties": false,
@@ -171,14 +197,23 @@ mod tests {
             (json!({"port": 80}), Err("service is required")),
             (
                 json!({"servce": "backend", "port": 80}),
-                Err("unknown argument servce: the arguments are below, follow, inner, lines, port, service, text; \
-                     service is required"),
+                Err("unknown argument servce: the arguments are below, follow, inner, lines, names, port, ports, \
+                     service, text; service is required"),
             ),
             (
                 json!({"port": -1, "service": 2}),
                 Err("port must be an integer from 1 to 65535; service must be one of backend, frontend"),
             ),
             (json!([]), Err("the arguments must be an object")),
+            (json!({"service": "backend", "port": 80, "names": [], "ports": [1, 65535]}), Ok(())),
+            (json!({"service": "backend", "port": 80, "names": ["a", "b"]}), Ok(())),
+            (json!({"service": "backend", "port": 80, "names": "a"}), Err("names must be an array")),
+            (json!({"service": "backend", "port": 80, "names": ["a", 2]}), Err("names[1] must be a string")),
+            (json!({"service": "backend", "port": 80, "ports": []}), Err("ports must have at least 1 item")),
+            (
+                json!({"service": "backend", "port": 80, "ports": [0, 8000, 70000]}),
+                Err("ports[0] must be an integer from 1 to 65535; ports[2] must be an integer from 1 to 65535"),
+            ),
         ];
         for (arguments, expected) in cases {
             assert_eq!(check(&set_port(), &arguments), expected.map_err(str::to_owned), "{arguments}");
@@ -204,7 +239,19 @@ mod tests {
             ),
             (
                 json!({"type": "object", "properties": {"a": {"type": "number"}}}),
-                "property a has type \"number\"; the argument check knows object, string, integer, boolean",
+                "property a has type \"number\"; the argument check knows object, array, string, integer, boolean",
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "string", "format": "x"}}}}),
+                "the items of property a uses `format`, which the argument check does not know",
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"type": "array", "minItems": -1}}}),
+                "property a: minItems must be a whole number",
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"type": "array", "uniqueItems": true}}}),
+                "property a uses `uniqueItems`, which the argument check does not know",
             ),
             (json!({"type": "object", "properties": {"a": true}}), "property a is not a schema object"),
             (json!({"type": "object", "additionalProperties": {}}), "the root: additionalProperties may only be false"),
