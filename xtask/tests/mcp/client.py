@@ -14,6 +14,9 @@ each with one JSON line on stdout:
     {"call": NAME, "arguments": {...}, "cancel_after_progress": N}
         -> {"cancelled": true, "progress": [...]}: the call is cancelled (the SDK
            sends notifications/cancelled) from its Nth progress notification
+    {"request": METHOD, "params": {...}}
+        -> {"result": {...}}: any request, as the SDK sends it in the era
+           negotiated (params beyond `_meta` are dropped: a malformed request)
     any step the server refuses -> {"error": {"code", "message", "data"}}
 
 Progress entries are {"progress", "total", "message"}. The first line out says
@@ -29,8 +32,9 @@ import os
 import sys
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, types
 from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
 
 
 def say(answer):
@@ -69,6 +73,9 @@ async def serve_steps(client):
             if "list" in step:
                 tools = await client.list_tools()
                 say({"tools": [dump(tool) for tool in tools.tools]})
+            elif "request" in step:
+                request = types.Request(method=step["request"], params=step.get("params", {}))
+                say({"result": await client.session.send_request(request, TypeAdapter(dict))})
             else:
                 say(await call(client, step))
         except MCPError as e:
