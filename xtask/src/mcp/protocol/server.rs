@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::jsonrpc::{self, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Id, Incoming, METHOD_NOT_FOUND, RpcError};
 use super::lifecycle::{self, Info, Session};
 use super::schema;
-use super::tools::{self, Call, Cancel, Tools};
+use super::tools::{self, Call, Cancel, Tool, Tools};
 
 /// How long calls in flight when the client closes our input may still
 /// answer (a script piping one request in gets its answer). The SDK kills a
@@ -32,9 +32,12 @@ pub fn serve(
     info: Info,
     tools: Arc<dyn Tools>,
 ) -> anyhow::Result<()> {
-    check(&tools)?;
+    let list = tools.list();
+    check(&list)?;
+    let listed = serde_json::to_value(&list)?;
     let shared = Arc::new(Shared { state: Mutex::new(State::new(output)), idle: Condvar::new() });
-    let mut server = Server { info: Arc::new(info), tools, shared, session: Session::default(), workers: Vec::new() };
+    let info = Arc::new(info);
+    let mut server = Server { info, tools, list, listed, shared, session: Session::default(), workers: Vec::new() };
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -52,8 +55,7 @@ pub fn serve(
 }
 
 /// Refuses tools a client could not use or whose arguments we could not check.
-fn check(tools: &Arc<dyn Tools>) -> anyhow::Result<()> {
-    let list = tools.list();
+fn check(list: &[Tool]) -> anyhow::Result<()> {
     for (i, tool) in list.iter().enumerate() {
         let name = &tool.name;
         if !tools::valid_name(name) {
@@ -75,6 +77,11 @@ fn check(tools: &Arc<dyn Tools>) -> anyhow::Result<()> {
 struct Server {
     info: Arc<Info>,
     tools: Arc<dyn Tools>,
+    /// The tools' list, read once: it does not change (`listChanged` is
+    /// false), and a call looks its tool up in it.
+    list: Vec<Tool>,
+    /// The same, as `tools/list` answers it.
+    listed: Value,
     shared: Arc<Shared>,
     session: Session,
     workers: Vec<JoinHandle<()>>,
@@ -110,7 +117,7 @@ impl Server {
                 if params.contains_key("cursor") {
                     return Err(RpcError::new(INVALID_PARAMS, "invalid cursor: the tool list has one page"));
                 }
-                json!({"tools": self.tools.list(), "ttlMs": 0, "cacheScope": "private"})
+                json!({"tools": self.listed, "ttlMs": 0, "cacheScope": "private"})
             }
             "tools/call" => {
                 self.session.admit(params)?;
@@ -128,7 +135,7 @@ impl Server {
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Err(invalid("tools/call needs the tool's name in params.name".into()));
         };
-        let Some(tool) = self.tools.list().into_iter().find(|t| t.name == name) else {
+        let Some(tool) = self.list.iter().find(|t| t.name == name) else {
             return Err(invalid(format!("Unknown tool: {name}")));
         };
         let arguments = params.get("arguments").cloned().unwrap_or(json!({}));

@@ -46,7 +46,8 @@ pub struct Annotations {
 
 /// The tools a server serves; called from a thread per call.
 pub trait Tools: Send + Sync + 'static {
-    /// Every tool, always in the same order.
+    /// Every tool, in the order to list them: asked once, when the server
+    /// starts (the list does not change while it serves).
     fn list(&self) -> Vec<Tool>;
 
     /// Runs the tool `name` (one of `list`) with arguments its input schema
