@@ -63,7 +63,7 @@ fn stop_on_signals(tools: Arc<CheckoutTools>) -> anyhow::Result<()> {
     std::thread::spawn(move || {
         if signals.recv().is_ok() {
             eprintln!("cargo xtask mcp: stopping");
-            tools.stop();
+            tools.close();
             term::flush(term::FLUSH_LIMIT);
             std::process::exit(0);
         }

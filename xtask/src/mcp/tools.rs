@@ -32,25 +32,25 @@ pub struct CheckoutTools {
     actions: RwLock<()>,
     /// Set when the server is stopped by a signal: starts under way are
     /// called off, and no action begins.
-    stopping: AtomicBool,
+    closing: AtomicBool,
 }
 
 impl CheckoutTools {
     pub fn new(project: Project) -> CheckoutTools {
-        CheckoutTools { project, actions: RwLock::new(()), stopping: AtomicBool::new(false) }
+        CheckoutTools { project, actions: RwLock::new(()), closing: AtomicBool::new(false) }
     }
 
     /// Calls off the starts under way, which stop what they started, and
-    /// waits until every action has ended.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+    /// waits until every action has ended: the server is about to leave.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         drop(self.actions.write().unwrap_or_else(|e| e.into_inner()));
     }
 
     fn act(&self, action: Action, call: &Call) -> anyhow::Result<Value> {
         let _acting = self.actions.read().unwrap_or_else(|e| e.into_inner());
-        ensure!(!self.stopping.load(Ordering::SeqCst), "the MCP server is stopping");
-        let following = Following { call, stopping: &self.stopping, steps: Cell::new(0), moves: RefCell::default() };
+        ensure!(!self.closing.load(Ordering::SeqCst), "the MCP server is closing");
+        let following = Following { call, closing: &self.closing, steps: Cell::new(0), moves: RefCell::default() };
         let message = match &action {
             // As `cargo xtask stop`: from the records alone if ports.toml is broken.
             Action::Stop(selection) => control::stop_services(&self.project, selection)?,
@@ -176,7 +176,7 @@ struct SetPort {
 /// when the client cancels the call, or the server is stopped.
 struct Following<'a> {
     call: &'a Call,
-    stopping: &'a AtomicBool,
+    closing: &'a AtomicBool,
     steps: Cell<u64>,
     moves: RefCell<Vec<Move>>,
 }
@@ -203,6 +203,6 @@ impl Watch for Following<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.call.cancelled() || self.stopping.load(Ordering::SeqCst)
+        self.call.cancelled() || self.closing.load(Ordering::SeqCst)
     }
 }
