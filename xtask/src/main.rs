@@ -11,8 +11,9 @@ mod system;
 // The operations every front end runs.
 mod engine;
 // Front ends: the command line (a module per command), the dashboard, the
-// proxy of the named URLs.
+// proxy of the named URLs, the agent interface.
 mod cli;
+mod mcp;
 mod proxy;
 #[cfg(test)]
 mod tidy;
@@ -90,6 +91,7 @@ fn run(command: Command, project: &Project) -> anyhow::Result<()> {
         Command::Bench { runs, json } => cli::bench::run(project, runs, json.as_deref()),
         Command::Ui => ui::run(project),
         Command::Proxy(_) => unreachable!("served before a checkout is looked for"),
+        Command::Mcp => mcp::run(project),
         Command::Guard { runner_pid, runner_start } => {
             cli::guard::run(project, ProcId { pid: runner_pid, start: runner_start })
         }

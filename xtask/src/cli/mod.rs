@@ -81,6 +81,8 @@ pub enum Command {
     Ui,
     /// The proxy of the named URLs (http://SERVICE.CHECKOUT.localhost:PORT): state, address, routes
     Proxy(ProxyArgs),
+    /// Serve this checkout to coding agents over MCP (the Model Context Protocol) on stdin and stdout
+    Mcp,
     /// Run every test suite of the repository
     Test,
     /// dev's guard: stops dev's services if dev ends without stopping them
@@ -256,5 +258,6 @@ mod tests {
         assert!(parse(&["status", "--json"]).is_ok());
         assert!(parse(&["proxy"]).is_ok() && parse(&["proxy", "--json"]).is_ok() && parse(&["proxy", "stop"]).is_ok());
         assert!(parse(&["proxy", "serve", "7300"]).is_ok() && parse(&["proxy", "start"]).is_err());
+        assert!(parse(&["mcp"]).is_ok());
     }
 }
