@@ -10,6 +10,8 @@ mod model;
 mod system;
 // The operations every front end runs.
 mod engine;
+// Services in containers: the container engine's command line (issue 17, being wired in).
+mod containers;
 // Front ends: the command line (a module per command), the dashboard.
 mod cli;
 #[cfg(test)]
