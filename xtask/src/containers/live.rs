@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use harness::{free_ports, processes_with, wait_for};
 use rustix::process::{Pid, Signal};
 
+use super::compose::Compose;
 use super::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE};
 use super::{ComposeFile, Container, Engine, Health, Identity, Owner, RunSpec, argv};
 
@@ -93,6 +94,13 @@ impl Client {
         rustix::process::kill_process(Pid::from_raw(self.child.id() as i32).unwrap(), signal).unwrap();
     }
 
+    /// Waits until its container serves `PAGE` on `port`; fails at once if
+    /// the client exits first.
+    fn serves(&mut self, port: u16, limit: Duration) {
+        let served = wait_for(limit, || page(port).is_some() || self.child.try_wait().unwrap().is_some());
+        assert!(served && page(port).as_deref() == Some(PAGE), "no page on {port}; {}", self.said());
+    }
+
     /// How it exited, if it did within `limit`.
     fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -119,6 +127,17 @@ struct Foreign<'a>(&'a Engine, String);
 impl Drop for Foreign<'_> {
     fn drop(&mut self) {
         let _ = self.0.checked(argv::remove(std::slice::from_ref(&self.1)), LIMIT);
+    }
+}
+
+/// A compose project a failed test takes down (its network too).
+struct TakenDown<'a>(&'a Compose, &'a ComposeFile);
+
+impl Drop for TakenDown<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.run_down(self.1, Duration::ZERO);
+        }
     }
 }
 
@@ -194,7 +213,7 @@ fn a_container_runs_in_the_foreground_until_docker_stop() {
     let scratch = Scratch::new();
     let port = free_ports(1);
     let mut client = scratch.run("web", &scratch.spec(port));
-    assert!(wait_for(LIMIT, || page(port).as_deref() == Some(PAGE)), "no page on {port}; {}", client.said());
+    client.serves(port, LIMIT);
     let listed = scratch.listed();
     let name = scratch.id.container("web");
     assert_eq!(listed.iter().map(|c| (&c.name, c.state.as_str())).collect::<Vec<_>>(), [(&name, "running")]);
@@ -217,8 +236,8 @@ fn a_term_to_the_client_does_not_reach_the_container() {
     let port = free_ports(1);
     let serve = format!("trap 'exit 0' TERM; /bin/httpd -f -p {INSIDE_PORT} -h /www & wait");
     let spec = RunSpec { args: vec!["/bin/sh".into(), "-c".into(), serve], ..scratch.spec(port) };
-    let client = scratch.run("web", &spec);
-    assert!(wait_for(LIMIT, || page(port).is_some()), "no page on {port}; {}", client.said());
+    let mut client = scratch.run("web", &spec);
+    client.serves(port, LIMIT);
     client.signal(Signal::TERM);
     let running = || scratch.listed().iter().any(|c| c.state == "running");
     assert!(!wait_for(Duration::from_secs(3), || !running()), "the TERM stopped it; {}", client.said());
@@ -231,7 +250,7 @@ fn a_killed_client_leaves_its_container_to_the_cleanup_by_label() {
     let (mine, theirs) = (Scratch::new(), Scratch::new());
     let port = free_ports(2);
     let mut client = mine.run("web", &mine.spec(port));
-    assert!(wait_for(LIMIT, || page(port).is_some()), "no page on {port}; {}", client.said());
+    client.serves(port, LIMIT);
     client.signal(Signal::KILL);
     client.exited_within(LIMIT).expect("a KILLed client exits");
     assert_eq!(page(port).as_deref(), Some(PAGE), "the container stopped with its client");
@@ -315,20 +334,16 @@ fn compose_runs_a_service_on_the_port_of_its_env_file() {
     std::fs::write(&file.file, yaml).unwrap();
     std::fs::write(&file.env_file, format!("WEB_PORT={port}\n")).unwrap();
     let mut client = Client::spawn(&compose.up(&file, "web"), &scratch.dir.path().join("up.log"), &["WEB_PORT"]);
+    let _failed = TakenDown(&compose, &file);
     // Compose v1 takes seconds to start, and more on a cold machine.
-    let up = wait_for(Duration::from_secs(180), || page(port).is_some());
-    let down = |limit| compose.run_down(&file, limit);
-    if !up {
-        let _ = down(Duration::ZERO);
-        panic!("no page on {port}; {}", client.said());
-    }
+    client.serves(port, Duration::from_secs(180));
     let listed = scratch.engine.list(&scratch.id.project_filter()).unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(scratch.id.owner(&listed[0]), Owner::OursInCompose("web".into()));
     let other = Identity::of(&scratch.dir.path().join("elsewhere"));
     assert_eq!(other.owner(&listed[0]), Owner::OtherCheckout(scratch.id.project().into()));
 
-    down(Duration::from_secs(1)).unwrap();
+    compose.run_down(&file, Duration::from_secs(1)).unwrap();
     client.exited_within(LIMIT).unwrap_or_else(|| panic!("up still runs after down; {}", client.said()));
     assert_eq!(scratch.engine.list(&scratch.id.project_filter()).unwrap(), []);
 }
