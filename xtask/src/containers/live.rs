@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::{free_ports, processes_with, wait_for};
 use rustix::process::{Pid, Signal};
@@ -44,7 +44,11 @@ impl Scratch {
 
     /// `docker run` of `service` in the foreground, as the supervisor runs it.
     fn run(&self, service: &str, spec: &RunSpec) -> Client {
-        Client::spawn(&self.engine.run_argv(&self.id, service, spec), &self.dir.path().join(service), &[])
+        Client::spawn(
+            &self.engine.run_argv(&self.id, service, spec),
+            &self.dir.path().join(format!("{service}.log")),
+            &[],
+        )
     }
 
     /// The same, detached: for a container whose client does not matter.
@@ -103,14 +107,12 @@ impl Client {
 
     /// How it exited, if it did within `limit`.
     fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let mut status = None;
+        wait_for(limit, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 }
 
