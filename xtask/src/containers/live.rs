@@ -178,7 +178,7 @@ fn the_engine_answers() {
 }
 
 #[test]
-#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+#[ignore = "needs the docker client: cargo xtask test runs it"]
 fn a_daemon_that_is_not_there_is_to_be_started() {
     let dir = tempfile::tempdir().unwrap();
     let program = client_of(dir.path(), &dir.path().join("none.sock"));
@@ -193,7 +193,7 @@ fn a_daemon_that_is_not_there_is_to_be_started() {
 
 /// A daemon that accepts connections and never answers: the client would wait forever.
 #[test]
-#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+#[ignore = "needs the docker client: cargo xtask test runs it"]
 fn a_hung_daemon_does_not_hang_the_runner() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("hung.sock");
