@@ -6,12 +6,10 @@
 // The layers, from the bottom up: each imports only from those before it
 // (ARCHITECTURE.md). The pure core: ports.toml, allocation, the port book.
 mod model;
-// The machine: files and locks, processes, who holds a port, records.
+// The machine: files and locks, processes, who holds a port, records, containers.
 mod system;
 // The operations every front end runs.
 mod engine;
-// Services in containers: the container engine's command line (issue 17, being wired in).
-mod containers;
 // Front ends: the command line (a module per command), the dashboard.
 mod cli;
 #[cfg(test)]

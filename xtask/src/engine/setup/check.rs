@@ -14,17 +14,8 @@ use crate::engine::Checkout;
 use crate::model::config::{Config, Service};
 use crate::system::files;
 use crate::system::paths::Project;
-use crate::system::spawn;
+use crate::system::spawn::{self, find_program, is_executable};
 use crate::system::users::Account;
-
-pub(super) fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
-    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| is_executable(p))
-}
-
-/// A file someone may run (exec needs an x bit, even for root).
-pub(super) fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-}
 
 /// The programs the services run (the first word of each command, and any
 /// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)

@@ -1,4 +1,4 @@
-//! Tests with real containers, on images built here (`images`). They need a
+//! Tests with real containers, on images built by the harness. They need a
 //! Docker daemon, so plain `cargo test` leaves them out (`#[ignore]`);
 //! `cargo xtask test` runs them, and `.ci/run` starts a daemon for it.
 //! Without one they fail, saying so. Each test is a checkout of its own (a
@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use harness::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE};
 use harness::{free_ports, processes_with, wait_for};
 use rustix::process::{Pid, Signal};
 
-use super::compose::Compose;
-use super::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE};
-use super::{ComposeFile, Container, Engine, Health, Identity, Owner, RunSpec, argv};
+use super::{Compose, ComposeFile, Container, Engine, Health, Identity, Owner, RunSpec, argv};
+use crate::system::process::Hurry;
 
 /// Long enough for anything the daemon does here, however loaded the machine.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -33,7 +33,7 @@ impl Scratch {
         let engine = Engine::find("docker", &path()).unwrap_or_else(|e| {
             panic!("this test needs a Docker daemon (`cargo xtask test` expects one; .ci/run starts it): {e:#}")
         });
-        images::build(&engine);
+        images::build();
         let dir = tempfile::tempdir().unwrap();
         Scratch { id: Identity::of(dir.path()), dir, engine }
     }
@@ -59,14 +59,14 @@ impl Scratch {
     }
 
     fn listed(&self) -> Vec<Container> {
-        self.engine.list(&self.id.filter()).unwrap()
+        self.engine.list(&[self.id.filter()]).unwrap()
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = self.engine.clean(&self.id.filter());
-        let _ = self.engine.clean(&self.id.project_filter());
+        let _ = self.engine.clean(&self.id.filter(), |_| false);
+        let _ = self.engine.clean(&self.id.project_filter(), |_| false);
     }
 }
 
@@ -222,11 +222,12 @@ fn a_container_runs_in_the_foreground_until_docker_stop() {
     assert_eq!(scratch.id.owner(&listed[0]), Owner::Ours("web".into()));
     assert_eq!(listed[0].ports, format!("127.0.0.1:{port}->{INSIDE_PORT}/tcp"));
     // httpd ignores TERM: the grace runs out, and the daemon KILLs it.
-    scratch.engine.stop(&name, Duration::from_secs(1)).unwrap();
+    scratch.engine.stop(&name, Duration::from_secs(1), &Hurry::default()).unwrap();
     let status = client.exited_within(LIMIT).unwrap_or_else(|| panic!("the client still runs; {}", client.said()));
     assert_eq!(status.code(), Some(137), "{}", client.said());
     assert!(wait_for(LIMIT, || scratch.listed().is_empty()), "--rm did not remove it: {:?}", scratch.listed());
-    scratch.engine.stop(&name, Duration::from_secs(1)).expect("a container that is gone is stopped");
+    let again = scratch.engine.stop(&name, Duration::from_secs(1), &Hurry::default());
+    again.expect("a container that is gone is stopped");
 }
 
 /// Only `docker stop` stops a container: a TERM to the client, which
@@ -262,7 +263,8 @@ fn a_killed_client_leaves_its_container_to_the_cleanup_by_label() {
     mine.engine.checked([create, vec![HTTPD.into()]].concat(), LIMIT).unwrap();
     theirs.detached("web", &theirs.spec(port + 1));
 
-    let mut removed: Vec<_> = mine.engine.clean(&mine.id.filter()).unwrap().into_iter().map(|c| c.name).collect();
+    let mut removed: Vec<_> =
+        mine.engine.clean(&mine.id.filter(), |_| false).unwrap().into_iter().map(|c| c.name).collect();
     removed.sort();
     assert_eq!(removed, [mine.id.container("db"), mine.id.container("web")]);
     assert_eq!(mine.listed(), []);
@@ -339,7 +341,7 @@ fn compose_runs_a_service_on_the_port_of_its_env_file() {
     let _failed = TakenDown(&compose, &file);
     // Compose v1 takes seconds to start, and more on a cold machine.
     client.serves(port, Duration::from_secs(180));
-    let listed = scratch.engine.list(&scratch.id.project_filter()).unwrap();
+    let listed = scratch.engine.list(&[scratch.id.project_filter()]).unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(scratch.id.owner(&listed[0]), Owner::OursInCompose("web".into()));
     let other = Identity::of(&scratch.dir.path().join("elsewhere"));
@@ -347,5 +349,5 @@ fn compose_runs_a_service_on_the_port_of_its_env_file() {
 
     compose.run_down(&file, Duration::from_secs(1)).unwrap();
     client.exited_within(LIMIT).unwrap_or_else(|| panic!("up still runs after down; {}", client.said()));
-    assert_eq!(scratch.engine.list(&scratch.id.project_filter()).unwrap(), []);
+    assert_eq!(scratch.engine.list(&[scratch.id.project_filter()]).unwrap(), []);
 }

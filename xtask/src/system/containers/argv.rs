@@ -60,16 +60,28 @@ pub fn remove(ids: &[String]) -> Vec<String> {
     argv
 }
 
-/// Every container `filter` matches (`label=k=v`), running or not.
-pub fn list(filter: &str) -> Vec<String> {
-    words(&["ps", "-a", "--filter", filter, "--format", FORMAT])
+/// Every container all of `filters` match (`label=k=v`), running or not.
+pub fn list(filters: &[String]) -> Vec<String> {
+    let mut argv = words(&["ps", "-a"]);
+    argv.extend(filters.iter().flat_map(|f| ["--filter".to_owned(), f.clone()]));
+    argv.extend(words(&["--format", FORMAT]));
+    argv
 }
 
-/// The running containers that publish host port `port`, on any address:
-/// its holder, which the bind probe may not see (with the userland proxy
-/// off, the daemon itself holds the socket).
-pub fn publishing(port: u16) -> Vec<String> {
-    words(&["ps", "--filter", &format!("publish={port}"), "--format", FORMAT])
+/// The running containers, with the ports they publish.
+pub fn running() -> Vec<String> {
+    words(&["ps", "--format", FORMAT])
+}
+
+/// KILL to the container's processes: a stop whose grace is cut short.
+pub fn kill(name: &str) -> Vec<String> {
+    words(&["kill", name])
+}
+
+/// Removes the networks `filter` matches that no container uses: a compose
+/// project's, once its last container is gone.
+pub fn prune_networks(filter: &str) -> Vec<String> {
+    words(&["network", "prune", "-f", "--filter", filter])
 }
 
 /// `null` for a container without a health check, which
@@ -122,13 +134,17 @@ mod tests {
 
     #[test]
     fn other_argvs() {
-        let rows: [(Vec<String>, &[&str]); 8] = [
+        let filters = ["label=k=v".to_owned(), "label=a=b".into()];
+        let rows: [(Vec<String>, &[&str]); 11] = [
             (stop("c", Duration::from_secs(5)), &["stop", "-t", "5", "c"]),
             (stop("c", Duration::from_millis(1500)), &["stop", "-t", "2", "c"]),
             (stop("c", Duration::ZERO), &["stop", "-t", "0", "c"]),
+            (kill("c"), &["kill", "c"]),
             (remove(&["a1".into(), "b2".into()]), &["rm", "-f", "a1", "b2"]),
-            (list("label=k=v"), &["ps", "-a", "--filter", "label=k=v", "--format", FORMAT]),
-            (publishing(5432), &["ps", "--filter", "publish=5432", "--format", FORMAT]),
+            (list(&filters[..1]), &["ps", "-a", "--filter", "label=k=v", "--format", FORMAT]),
+            (list(&filters), &["ps", "-a", "--filter", "label=k=v", "--filter", "label=a=b", "--format", FORMAT]),
+            (running(), &["ps", "--format", FORMAT]),
+            (prune_networks("label=k=v"), &["network", "prune", "-f", "--filter", "label=k=v"]),
             (health("c"), &["inspect", "--format", "{{json .State.Health}}", "c"]),
             (version(), &["version", "--format", "{{with .Server}}{{.Version}}{{end}}"]),
         ];

@@ -1,6 +1,8 @@
 //! What the engine says about containers: the lines `docker ps` prints in
 //! our format, and a container's health, parsed (pure).
 
+use std::collections::BTreeSet;
+
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
 
@@ -34,6 +36,23 @@ pub struct Container {
     pub project: Option<String>,
     #[serde(deserialize_with = "label")]
     pub compose_service: Option<String>,
+}
+
+impl Container {
+    /// The host ports it publishes for TCP, from `ports`
+    /// (`0.0.0.0:8000-8001->8000-8001/tcp, :::8000-8001->...`).
+    pub fn host_ports(&self) -> BTreeSet<u16> {
+        let mut found = BTreeSet::new();
+        for mapping in self.ports.split(", ") {
+            let Some((host, inside)) = mapping.split_once("->") else { continue }; // exposed, not published
+            let Some((_, ports)) = host.rsplit_once(':').filter(|_| inside.ends_with("/tcp")) else { continue };
+            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+            if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
+                found.extend(lo..=hi);
+            }
+        }
+        found
+    }
 }
 
 /// `{{.Label "k"}}` prints an empty string for a label a container lacks.
@@ -121,6 +140,33 @@ mod tests {
         let theirs = r#"{"ID":"2ac37e2b79b1","Labels":"dev.xtask.checkout=/tmp/a,b=c,dev.xtask.service=web"}"#;
         let error = format!("{:#}", containers(theirs).unwrap_err());
         assert!(error.starts_with("unexpected line from docker ps: {\"ID\""), "{error}");
+    }
+
+    #[test]
+    fn host_ports_of_what_docker_ps_shows() {
+        let rows: [(&str, &[u16]); 7] = [
+            ("127.0.0.1:18080->8080/tcp", &[18080]),
+            ("0.0.0.0:8080->80/tcp, :::8080->80/tcp", &[8080]),
+            ("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp", &[8080]),
+            ("0.0.0.0:8000-8002->8000-8002/tcp", &[8000, 8001, 8002]),
+            ("8080/tcp", &[]),
+            ("127.0.0.1:5353->53/udp, 127.0.0.1:5354->53/tcp", &[5354]),
+            ("", &[]),
+        ];
+        for (ports, want) in rows {
+            let container = Container {
+                id: "1".into(),
+                name: "c".into(),
+                image: "i".into(),
+                state: "running".into(),
+                ports: ports.into(),
+                checkout: None,
+                service: None,
+                project: None,
+                compose_service: None,
+            };
+            assert_eq!(container.host_ports(), want.iter().copied().collect(), "{ports}");
+        }
     }
 
     #[test]

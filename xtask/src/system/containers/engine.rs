@@ -1,10 +1,10 @@
 //! The container engine: finding its CLI and a daemon that answers, and
 //! running its short commands, each within a limit.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use super::argv::{self, RunSpec};
 use super::compose::Compose;
 use super::identity::Identity;
 use super::listing::{self, Container, Health};
+use crate::system::process::{Hurry, wait_until};
+use crate::system::spawn::{find_program, is_executable};
 
 /// How long a command that only asks the daemon may take. A daemon can
 /// hang (a wedged dockerd, a dead socket's listener): the client then
@@ -38,8 +40,23 @@ impl Engine {
         Engine::find_within(program, path, ANSWER_LIMIT)
     }
 
+    /// The engine `program` (a path, as found before), unchecked: for what
+    /// runs already, which its record names.
+    pub fn at(program: &str) -> Engine {
+        Engine { program: program.to_owned(), server: String::new() }
+    }
+
+    /// The program, as found in the search path.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
     pub(super) fn find_within(program: &str, path: &OsStr, limit: Duration) -> anyhow::Result<Engine> {
-        let Some(found) = which(program, path) else {
+        let found = match program.contains('/') {
+            true => Some(PathBuf::from(program)).filter(|p| is_executable(p)),
+            false => find_program(program, path),
+        };
+        let Some(found) = found else {
             let missing = if program.contains('/') { "is not an executable file" } else { "is not in PATH" };
             let install = match program {
                 "docker" => "install Docker (`sudo apt-get install docker.io`)",
@@ -73,25 +90,44 @@ impl Engine {
         [vec![self.program.clone()], args].concat()
     }
 
-    /// Every container `filter` (`Identity::filter`, `label=k=v`) matches, running or not.
-    pub fn list(&self, filter: &str) -> anyhow::Result<Vec<Container>> {
+    /// Every container all of `filters` (`Identity::filter`, `label=k=v`) match, running or not.
+    pub fn list(&self, filters: &[String]) -> anyhow::Result<Vec<Container>> {
         let text = self
-            .checked(argv::list(filter), ANSWER_LIMIT)
-            .with_context(|| format!("docker ps -a --filter {filter}"))?;
+            .checked(argv::list(filters), ANSWER_LIMIT)
+            .with_context(|| format!("docker ps -a --filter {}", filters.join(" --filter ")))?;
         listing::containers(&text)
     }
 
-    /// The running containers that publish host port `port`.
+    /// Every host port a running container publishes: busy, even where a
+    /// bind would succeed (no process of the daemon's need hold the socket).
+    pub fn published(&self) -> anyhow::Result<BTreeSet<u16>> {
+        Ok(self.running()?.iter().flat_map(Container::host_ports).collect())
+    }
+
+    /// The running containers that publish host port `port`, on any address:
+    /// who holds it, where the socket's holder is the engine's proxy or
+    /// its daemon.
     pub fn publishing(&self, port: u16) -> anyhow::Result<Vec<Container>> {
-        let text = self
-            .checked(argv::publishing(port), ANSWER_LIMIT)
-            .with_context(|| format!("docker ps --filter publish={port}"))?;
+        Ok(self.running()?.into_iter().filter(|c| c.host_ports().contains(&port)).collect())
+    }
+
+    fn running(&self) -> anyhow::Result<Vec<Container>> {
+        let text = self.checked(argv::running(), ANSWER_LIMIT).context("docker ps")?;
         listing::containers(&text)
     }
 
-    /// Stops container `name` (TERM, KILL after `grace`); one that is gone already is stopped.
-    pub fn stop(&self, name: &str, grace: Duration) -> anyhow::Result<()> {
-        let output = self.output(argv::stop(name, grace), grace + ANSWER_LIMIT)?;
+    /// Stops container `name`: TERM, KILL after `grace`, or at once when
+    /// `hurry` comes on meanwhile (a second Ctrl-C). One that is gone
+    /// already is stopped.
+    pub fn stop(&self, name: &str, grace: Duration, hurry: &Hurry) -> anyhow::Result<()> {
+        let grace = if hurry.is_on() { Duration::ZERO } else { grace };
+        let output = std::thread::scope(|scope| {
+            let stopping = scope.spawn(|| self.output(argv::stop(name, grace), grace + ANSWER_LIMIT));
+            if !wait_until(grace + ANSWER_LIMIT, || stopping.is_finished() || hurry.is_on()) || hurry.is_on() {
+                let _ = self.output(argv::kill(name), ANSWER_LIMIT);
+            }
+            stopping.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         let said = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() && !said.contains("No such container") {
             bail!("docker stop {name}: {}", said.trim());
@@ -99,16 +135,27 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes the containers `filter` matches, running or not: what a
-    /// runner killed with its services left. Returns them.
-    pub fn clean(&self, filter: &str) -> anyhow::Result<Vec<Container>> {
-        let found = self.list(filter)?;
-        if !found.is_empty() {
-            let ids: Vec<String> = found.iter().map(|c| c.id.clone()).collect();
-            self.checked(argv::remove(&ids), ANSWER_LIMIT)
-                .with_context(|| format!("docker rm -f {}", ids.join(" ")))?;
+    /// Removes containers, running or not; those gone already are removed.
+    pub fn remove(&self, ids: &[String]) -> anyhow::Result<()> {
+        if !ids.is_empty() {
+            self.checked(argv::remove(ids), ANSWER_LIMIT).with_context(|| format!("docker rm -f {}", ids.join(" ")))?;
         }
+        Ok(())
+    }
+
+    /// Removes the containers `filter` matches, running or not, but those
+    /// `keep` keeps: what a runner killed with its services left. Returns them.
+    pub fn clean(&self, filter: &str, keep: impl Fn(&Container) -> bool) -> anyhow::Result<Vec<Container>> {
+        let found: Vec<Container> = self.list(&[filter.to_owned()])?.into_iter().filter(|c| !keep(c)).collect();
+        self.remove(&found.iter().map(|c| c.id.clone()).collect::<Vec<_>>())?;
         Ok(found)
+    }
+
+    /// Removes the networks `filter` matches that no container uses.
+    pub fn prune_networks(&self, filter: &str) -> anyhow::Result<()> {
+        self.checked(argv::prune_networks(filter), ANSWER_LIMIT)
+            .with_context(|| format!("docker network prune --filter {filter}"))?;
+        Ok(())
     }
 
     /// The health of container `name`.
@@ -127,7 +174,7 @@ impl Engine {
         if plugin.is_ok_and(|o| o.status.success()) {
             return Ok(Compose::Plugin(self.program.clone()));
         }
-        match which("docker-compose", path).map(|p| p.into_os_string().into_string()) {
+        match find_program("docker-compose", path).map(|p| p.into_os_string().into_string()) {
             Some(Ok(program)) => Ok(Compose::Standalone(program)),
             _ => bail!(
                 "compose services need Docker Compose: neither `{} compose` nor `docker-compose` is there: install it \
@@ -182,16 +229,6 @@ pub(super) fn output_within(argv: &[String], limit: Duration, what: &str) -> any
         "`{what}` did not finish within {} s: the container engine's daemon may be hung: restart it",
         limit.as_secs_f64()
     )
-}
-
-/// `program` itself when it is a path, else the first executable file of
-/// that name in `path`.
-fn which(program: &str, path: &OsStr) -> Option<PathBuf> {
-    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    match program.contains('/') {
-        true => Some(PathBuf::from(program)).filter(|p| executable(p)),
-        false => std::env::split_paths(path).map(|dir| dir.join(program)).find(|p| executable(p)),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! Which container backs a service, as its record keeps it, and stopping
+//! it: through the engine, as the death of its client stops nothing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::engine::Engine;
+use super::identity::{COMPOSE_SERVICE_LABEL, PROJECT_LABEL};
+use super::listing::Container;
+use crate::system::process::Hurry;
+
+/// The container of a service, and the engine that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backing {
+    /// The engine's program, as found when the service started: a stop
+    /// needs neither `PATH` nor `ports.toml` (dev's guard, a later command).
+    pub engine: String,
+    pub container: Which,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Which {
+    /// `docker run --name`.
+    Run(String),
+    /// A compose file's service, in the checkout's project: compose names
+    /// its container (`_1` in v1, `-1` in v2).
+    Compose { project: String, service: String },
+}
+
+impl Backing {
+    /// Whether `container` is the one this backing names.
+    pub fn backs(&self, container: &Container) -> bool {
+        match &self.container {
+            Which::Run(name) => &container.name == name,
+            Which::Compose { project, service } => {
+                container.project.as_ref() == Some(project) && container.compose_service.as_ref() == Some(service)
+            }
+        }
+    }
+
+    /// The container as `status` names it.
+    pub fn name(&self) -> String {
+        match &self.container {
+            Which::Run(name) => name.clone(),
+            Which::Compose { project, service } => format!("{service} of the compose project {project}"),
+        }
+    }
+
+    /// Stops the container (TERM, KILL after `grace`, at once once `hurry`
+    /// is on) and removes it, with a compose project's network once no
+    /// container uses it. One that is gone already is stopped.
+    pub fn stop(&self, grace: Duration, hurry: &Hurry) -> anyhow::Result<()> {
+        let engine = Engine::at(&self.engine);
+        let ids = match &self.container {
+            Which::Run(name) => vec![name.clone()],
+            Which::Compose { project, service } => {
+                let filters =
+                    [format!("label={PROJECT_LABEL}={project}"), format!("label={COMPOSE_SERVICE_LABEL}={service}")];
+                engine.list(&filters)?.into_iter().map(|c| c.id).collect()
+            }
+        };
+        for id in &ids {
+            engine.stop(id, grace, hurry)?;
+        }
+        // `--rm` removes a container only some time after it stopped: its
+        // name would still be taken when it starts again. Compose's are
+        // kept stopped: removed alike.
+        engine.remove(&ids)?;
+        if let Which::Compose { project, .. } = &self.container {
+            engine.prune_networks(&format!("label={PROJECT_LABEL}={project}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backing_names_its_container_only() {
+        let container = |name: &str, project: Option<&str>, service: Option<&str>| Container {
+            id: "d12e18096444".into(),
+            name: name.into(),
+            image: "redis:7".into(),
+            state: "running".into(),
+            ports: String::new(),
+            checkout: None,
+            service: None,
+            project: project.map(Into::into),
+            compose_service: service.map(Into::into),
+        };
+        let run = Backing { engine: "docker".into(), container: Which::Run("xtask-app-1-db".into()) };
+        let compose = Backing {
+            engine: "docker".into(),
+            container: Which::Compose { project: "xtask-app-1".into(), service: "db".into() },
+        };
+        assert!(run.backs(&container("xtask-app-1-db", None, None)));
+        assert!(!run.backs(&container("xtask-app-1-db2", None, None)));
+        assert!(compose.backs(&container("xtask-app-1_db_1", Some("xtask-app-1"), Some("db"))));
+        assert!(!compose.backs(&container("xtask-app-2_db_1", Some("xtask-app-2"), Some("db"))));
+        assert!(!compose.backs(&container("xtask-app-1_web_1", Some("xtask-app-1"), Some("web"))));
+        // As a record keeps it.
+        let json = serde_json::to_string(&compose).unwrap();
+        assert_eq!(json, r#"{"engine":"docker","container":{"compose":{"project":"xtask-app-1","service":"db"}}}"#);
+        assert_eq!(serde_json::from_str::<Backing>(&json).unwrap(), compose);
+        let json = serde_json::to_string(&run).unwrap();
+        assert_eq!(json, r#"{"engine":"docker","container":{"run":"xtask-app-1-db"}}"#);
+    }
+}
