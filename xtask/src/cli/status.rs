@@ -11,7 +11,7 @@ use crate::system::term::{Style, say};
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     records::check_all(&project.root)?; // rather than call a service it may name stopped
     let states = match Checkout::load(project) {
-        Ok(checkout) => snapshot::status(&checkout, |service, port| probe::check(&service.ready, port)),
+        Ok(checkout) => snapshot::status(&checkout, probe::healthy),
         Err(e) => {
             let why = format!("{e:#}");
             let why = why.lines().next().unwrap_or_default();
@@ -34,9 +34,11 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `Backend (port 8001): ✓ Running (pid 12345)  http://…  healthy`.
+/// `Backend (port 8001): ✓ Running (pid 12345)  http://…  healthy`; a
+/// service in a container says which (`pid 12345, container NAME`).
 fn line(style: Style, state: &ServiceState) -> String {
     let head = format!("{} (port {}):", state.title, state.port);
+    let container = state.container.as_ref().map(|c| format!(", container {c}")).unwrap_or_default();
     let url = state.url.as_deref().map(|url| format!("  {url}")).unwrap_or_default();
     match state.pid {
         Some(pid) if state.suspended => {
@@ -49,7 +51,7 @@ fn line(style: Style, state: &ServiceState) -> String {
                 Some(false) => format!("  {}", style.yellow("not answering")),
                 None => String::new(),
             };
-            format!("{head} {} (pid {pid}){url}{health}", style.green("✓ Running"))
+            format!("{head} {} (pid {pid}{container}){url}{health}", style.green("✓ Running"))
         }
         None => format!("{head} {}", style.dim("✗ Stopped")),
     }

@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::model::policy::Class;
+use crate::system::containers;
 use crate::system::group::Group;
 use crate::system::paths::Project;
 use crate::system::process::{self, ProcId, Stat};
@@ -172,6 +173,8 @@ impl Known {
         let groups = || self.ours.iter().map(|(_, g)| g).chain(self.others.iter().map(|(_, g)| g));
         if id.pid == 1 {
             Class::Init
+        } else if containers::is_engine_process(&holder.command) {
+            Class::Engine
         } else if self.dashboard == Some(id) {
             Class::Dashboard
         } else if self.ancestors.contains(&id.pid) || id.pid == std::process::id() as i32 {
@@ -240,6 +243,8 @@ mod tests {
         let unseen = Holder { id: None, pgid: 0, uid: 0, command: String::new(), mark: None };
         assert_eq!(known.classify(&unseen), Class::Unknown);
         assert_eq!(known.classify(&holder(700, 5, 700, 1000)), Class::Dashboard);
+        let proxy = Holder { command: "/usr/sbin/docker-proxy -proto tcp".into(), ..holder(800, 3, 800, 1000) };
+        assert_eq!(known.classify(&proxy), Class::Engine);
         // Gone from its group (setsid, a daemon) with the group's mark.
         assert_eq!(known.classify(&marked(7)), Class::Ours("web".into()));
         assert_eq!(known.ours_of(&marked(7)).map(|(s, _)| s.as_str()), Some("web"));

@@ -25,7 +25,9 @@ fn check_programs(project: &Project, config: &Config, services: &[String], path:
     let mut needed = BTreeMap::new(); // program -> where the first command that runs it is written
     for name in services {
         let service = &config.services[name];
-        let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default())).collect();
+        // (A container's engine is found by `containers::check`.)
+        let command: Vec<String> =
+            service.command().unwrap_or_default().iter().map(|t| t.render(None, &Default::default())).collect();
         let run = (&command, format!("the command of {name} ({})", service.place(&ports_toml, "command")));
         let steps = service.setup.iter().enumerate();
         let steps = steps.map(|(i, s)| {
@@ -191,7 +193,7 @@ fn check_program_paths(project: &Project, service: &Service, made: Option<&BTree
 /// The file a service runs, when its command names it by its path. (A
 /// program with a port in its name is known only once the port is.)
 pub(super) fn program_file(project: &Project, service: &Service) -> Option<PathBuf> {
-    by_path(&cwd_of(project, service), &service.command.first()?.plain()?)
+    by_path(&cwd_of(project, service), &service.command()?.first()?.plain()?)
 }
 
 /// The file `program`, run in `dir`, names by its path; `None` for a name

@@ -50,28 +50,35 @@ impl Backing {
 
     /// Stops the container (TERM, KILL after `grace`, at once once `hurry`
     /// is on) and removes it, with a compose project's network once no
-    /// container uses it. One that is gone already is stopped.
-    pub fn stop(&self, grace: Duration, hurry: &Hurry) -> anyhow::Result<()> {
+    /// container uses it. Whether it was running: one that has stopped, or
+    /// is gone, is stopped.
+    pub fn stop(&self, grace: Duration, hurry: &Hurry) -> anyhow::Result<bool> {
         let engine = Engine::at(&self.engine);
-        let ids = match &self.container {
-            Which::Run(name) => vec![name.clone()],
-            Which::Compose { project, service } => {
-                let filters =
-                    [format!("label={PROJECT_LABEL}={project}"), format!("label={COMPOSE_SERVICE_LABEL}={service}")];
-                engine.list(&filters)?.into_iter().map(|c| c.id).collect()
-            }
-        };
-        for id in &ids {
-            engine.stop(id, grace, hurry)?;
+        let found = engine.list(&self.filters())?;
+        let running: Vec<&Container> =
+            found.iter().filter(|c| !matches!(c.state.as_str(), "created" | "exited" | "dead")).collect();
+        for container in &running {
+            engine.stop(&container.id, grace, hurry)?;
         }
         // `--rm` removes a container only some time after it stopped: its
-        // name would still be taken when it starts again. Compose's are
-        // kept stopped: removed alike.
-        engine.remove(&ids)?;
+        // name would still be taken when it starts again. Compose keeps
+        // its containers: removed alike.
+        engine.remove(&found.iter().map(|c| c.id.clone()).collect::<Vec<_>>())?;
         if let Which::Compose { project, .. } = &self.container {
             engine.prune_networks(&format!("label={PROJECT_LABEL}={project}"))?;
         }
-        Ok(())
+        Ok(!running.is_empty())
+    }
+
+    /// The `docker ps --filter`s that find the container.
+    fn filters(&self) -> Vec<String> {
+        match &self.container {
+            // A name is `[a-z0-9_-]` (`Identity::container`): the pattern is the name.
+            Which::Run(name) => vec![format!("name=^{name}$")],
+            Which::Compose { project, service } => {
+                vec![format!("label={PROJECT_LABEL}={project}"), format!("label={COMPOSE_SERVICE_LABEL}={service}")]
+            }
+        }
     }
 }
 

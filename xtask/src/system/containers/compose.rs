@@ -1,17 +1,9 @@
-//! Compose, for a service of an existing compose file: its command lines
-//! (pure) and `down`. The file's `ports:` interpolate the variables of
-//! `.env.runtime`, passed as the env file, under a project of the checkout's.
+//! Compose, for a service of an existing compose file: its command line
+//! (pure). The file's `ports:` interpolate the variables of `.env.runtime`,
+//! passed as the env file, under a project of the checkout's. Its container
+//! is stopped as any other, through the engine (`Backing`).
 
 use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::bail;
-
-use super::engine::output_within;
-
-/// Compose v1 starts slowly (seconds of Python imports) and stops one
-/// container after another: more time than a daemon's answer.
-const DOWN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Which compose there is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,29 +34,6 @@ impl Compose {
     /// that one client runs one container, which `docker stop` ends).
     pub fn up(&self, file: &ComposeFile, service: &str) -> Vec<String> {
         self.command(file, &["up", "--no-deps", "--no-log-prefix", service])
-    }
-
-    /// `down` of the whole project: its containers (stopped with `grace`,
-    /// whole seconds rounded up) and its network.
-    pub fn down(&self, file: &ComposeFile, grace: Duration) -> Vec<String> {
-        self.command(file, &["down", "-t", &grace.as_secs_f64().ceil().to_string()])
-    }
-
-    /// Runs `down`.
-    pub fn run_down(&self, file: &ComposeFile, grace: Duration) -> anyhow::Result<()> {
-        let what = format!("{} down", self.program());
-        let output = output_within(&self.down(file, grace), grace + DOWN_LIMIT, &what)?;
-        if !output.status.success() {
-            bail!("{what} of the compose project {}: {}", file.project, String::from_utf8_lossy(&output.stderr).trim());
-        }
-        Ok(())
-    }
-
-    fn program(&self) -> &str {
-        match self {
-            Compose::Plugin(docker) => docker,
-            Compose::Standalone(compose) => compose,
-        }
     }
 
     fn command(&self, file: &ComposeFile, verb: &[&str]) -> Vec<String> {
@@ -100,8 +69,6 @@ mod tests {
                 compose.up(&file, "db").join(" "),
                 format!("{program} {common} up --no-deps --no-log-prefix db")
             );
-            let down = compose.down(&file, Duration::from_millis(2500)).join(" ");
-            assert_eq!(down, format!("{program} {common} down -t 3"));
         }
         // Words stay whole: a path with a space is one argument.
         let spaced = ComposeFile { file: "/my app/compose.yaml".into(), ..file };

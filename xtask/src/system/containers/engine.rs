@@ -117,9 +117,9 @@ impl Engine {
     }
 
     /// Stops container `name`: TERM, KILL after `grace`, or at once when
-    /// `hurry` comes on meanwhile (a second Ctrl-C). One that is gone
-    /// already is stopped.
-    pub fn stop(&self, name: &str, grace: Duration, hurry: &Hurry) -> anyhow::Result<()> {
+    /// `hurry` comes on meanwhile (a second Ctrl-C). Whether it was there:
+    /// one that is gone already is stopped.
+    pub fn stop(&self, name: &str, grace: Duration, hurry: &Hurry) -> anyhow::Result<bool> {
         let grace = if hurry.is_on() { Duration::ZERO } else { grace };
         let output = std::thread::scope(|scope| {
             let stopping = scope.spawn(|| self.output(argv::stop(name, grace), grace + ANSWER_LIMIT));
@@ -129,10 +129,10 @@ impl Engine {
             stopping.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         let said = String::from_utf8_lossy(&output.stderr);
-        if !output.status.success() && !said.contains("No such container") {
-            bail!("docker stop {name}: {}", said.trim());
+        if output.status.success() || said.contains("No such container") {
+            return Ok(output.status.success());
         }
-        Ok(())
+        bail!("docker stop {name}: {}", said.trim())
     }
 
     /// Removes containers, running or not; those gone already are removed.
@@ -200,6 +200,15 @@ impl Engine {
     }
 }
 
+/// Whether `command`, a process holding a port, is the engine's own: its
+/// proxy for a port a container publishes (`docker-proxy`, root's), or its
+/// daemon, which holds the port itself when the proxy is off. It stands for
+/// a container, and is never signalled.
+pub fn is_engine_process(command: &str) -> bool {
+    let program = command.split_whitespace().next().unwrap_or_default();
+    matches!(program.rsplit('/').next(), Some("docker-proxy" | "dockerd"))
+}
+
 /// Runs `argv` to its end, stdin empty, its output captured, in a process
 /// group of its own. Past `limit`, `what` (the command, as the error names
 /// it) is taken to hang on the daemon: the group is killed (a CLI plugin
@@ -234,6 +243,17 @@ pub(super) fn output_within(argv: &[String], limit: Duration, what: &str) -> any
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engines_own_processes() {
+        let proxy = "/usr/sbin/docker-proxy -proto tcp -host-ip 127.0.0.1 -host-port 18080 -container-ip 172.17.0.2";
+        for (command, engine) in [(proxy, true), ("dockerd", true), ("/usr/bin/dockerd -H fd://", true)] {
+            assert_eq!(is_engine_process(command), engine, "{command}");
+        }
+        for command in ["docker run --rm web", "python3 -m http.server", "my-dockerd-wrapper", ""] {
+            assert!(!is_engine_process(command), "{command}");
+        }
+    }
 
     #[test]
     fn a_missing_engine_says_what_to_install() {

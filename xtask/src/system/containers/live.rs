@@ -15,7 +15,7 @@ use harness::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE};
 use harness::{free_ports, processes_with, wait_for};
 use rustix::process::{Pid, Signal};
 
-use super::{Compose, ComposeFile, Container, Engine, Health, Identity, Owner, RunSpec, argv};
+use super::{Backing, ComposeFile, Container, Engine, Health, Identity, Owner, RunSpec, Which, argv};
 use crate::system::process::Hurry;
 
 /// Long enough for anything the daemon does here, however loaded the machine.
@@ -132,13 +132,13 @@ impl Drop for Foreign<'_> {
     }
 }
 
-/// A compose project a failed test takes down (its network too).
-struct TakenDown<'a>(&'a Compose, &'a ComposeFile);
+/// A container a failed test stops and removes (a compose project's network too).
+struct Stopped<'a>(&'a Backing);
 
-impl Drop for TakenDown<'_> {
+impl Drop for Stopped<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.0.run_down(self.1, Duration::ZERO);
+            let _ = self.0.stop(Duration::ZERO, &Hurry::default());
         }
     }
 }
@@ -320,7 +320,9 @@ fn health_with_and_without_a_check() {
 }
 
 /// The compose file's port comes from the env file (none in the
-/// environment), under the checkout's project, whose name compose keeps.
+/// environment), under the checkout's project, whose name compose keeps;
+/// the container is stopped and removed through the engine, and the
+/// project's network with it.
 #[test]
 #[ignore = "needs a Docker daemon: cargo xtask test runs it"]
 fn compose_runs_a_service_on_the_port_of_its_env_file() {
@@ -338,7 +340,12 @@ fn compose_runs_a_service_on_the_port_of_its_env_file() {
     std::fs::write(&file.file, yaml).unwrap();
     std::fs::write(&file.env_file, format!("WEB_PORT={port}\n")).unwrap();
     let mut client = Client::spawn(&compose.up(&file, "web"), &scratch.dir.path().join("up.log"), &["WEB_PORT"]);
-    let _failed = TakenDown(&compose, &file);
+    let project = scratch.id.project().to_owned();
+    let backing = Backing {
+        engine: scratch.engine.program().to_owned(),
+        container: Which::Compose { project, service: "web".into() },
+    };
+    let _failed = Stopped(&backing);
     // Compose v1 takes seconds to start, and more on a cold machine.
     client.serves(port, Duration::from_secs(180));
     let listed = scratch.engine.list(&[scratch.id.project_filter()]).unwrap();
@@ -347,7 +354,19 @@ fn compose_runs_a_service_on_the_port_of_its_env_file() {
     let other = Identity::of(&scratch.dir.path().join("elsewhere"));
     assert_eq!(other.owner(&listed[0]), Owner::OtherCheckout(scratch.id.project().into()));
 
-    compose.run_down(&file, Duration::from_secs(1)).unwrap();
-    client.exited_within(LIMIT).unwrap_or_else(|| panic!("up still runs after down; {}", client.said()));
+    assert!(backing.stop(Duration::from_secs(1), &Hurry::default()).unwrap(), "it was not running");
+    client
+        .exited_within(LIMIT)
+        .unwrap_or_else(|| panic!("up still runs after its container stopped; {}", client.said()));
     assert_eq!(scratch.engine.list(&[scratch.id.project_filter()]).unwrap(), []);
+    let networks = scratch
+        .engine
+        .checked(
+            ["network", "ls", "-q", "--filter", &format!("label=com.docker.compose.project={}", scratch.id.project())]
+                .map(str::to_owned)
+                .to_vec(),
+            LIMIT,
+        )
+        .unwrap();
+    assert_eq!(networks, "", "the project's network is left");
 }
