@@ -2,10 +2,13 @@
 //! pulled (no registry is reachable from our machines): by the first test
 //! of a process that needs them (docker's cache makes a rebuild quick).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// busybox's httpd serving `PAGE` on port 8080: its first process ignores
 /// TERM (it has no handler as PID 1), as many servers' do.
@@ -14,6 +17,19 @@ pub const HTTPD: &str = "xtask-test/httpd:1";
 pub const HTTPD_HEALTHY: &str = "xtask-test/httpd-health:1";
 pub const PAGE: &str = "hello from a container\n";
 pub const INSIDE_PORT: u16 = 8080;
+
+/// The body of `GET /` on 127.0.0.1:`port` when it answers 200. A
+/// connection alone proves nothing: docker's proxy accepts it before the
+/// server inside listens, then closes it.
+pub fn page(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_owned())
+}
 
 /// Whether a Docker daemon answers `docker` (from PATH).
 pub fn docker_answers() -> bool {

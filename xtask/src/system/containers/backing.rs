@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::engine::Engine;
 use super::identity::{COMPOSE_SERVICE_LABEL, PROJECT_LABEL};
 use super::listing::Container;
-use crate::system::process::Hurry;
+use crate::system::process::{Hurry, wait_until};
+
+/// How long a container may take to go once removed.
+const REMOVAL: Duration = Duration::from_secs(10);
 
 /// The container of a service, and the engine that runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,10 +64,13 @@ impl Backing {
         for container in &running {
             engine.stop(&container.id, grace, hurry)?;
         }
-        // `--rm` removes a container only some time after it stopped: its
-        // name would still be taken when it starts again. Compose keeps
-        // its containers: removed alike.
+        // Compose keeps its containers; `--rm` removes one only some time
+        // after it stopped, while its name is still taken: removed here,
+        // and waited for, so that it may start again at once.
         engine.remove(&found.iter().map(|c| c.id.clone()).collect::<Vec<_>>())?;
+        if !found.is_empty() && !wait_until(REMOVAL, || engine.list(&self.filters()).is_ok_and(|l| l.is_empty())) {
+            bail!("{} is still there {} s after its removal", self.name(), REMOVAL.as_secs());
+        }
         if let Which::Compose { project, .. } = &self.container {
             engine.prune_networks(&format!("label={PROJECT_LABEL}={project}"))?;
         }

@@ -135,10 +135,17 @@ impl Engine {
         bail!("docker stop {name}: {}", said.trim())
     }
 
-    /// Removes containers, running or not; those gone already are removed.
+    /// Removes containers, running or not; those gone already, or going
+    /// (`--rm` removes a stopped one meanwhile), are removed.
     pub fn remove(&self, ids: &[String]) -> anyhow::Result<()> {
-        if !ids.is_empty() {
-            self.checked(argv::remove(ids), ANSWER_LIMIT).with_context(|| format!("docker rm -f {}", ids.join(" ")))?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let output = self.output(argv::remove(ids), ANSWER_LIMIT)?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        let gone = |line: &str| line.contains("No such container") || line.contains("is already in progress");
+        if !output.status.success() && !said.lines().filter(|l| !l.trim().is_empty()).all(gone) {
+            bail!("docker rm -f {}: {}", ids.join(" "), said.trim());
         }
         Ok(())
     }

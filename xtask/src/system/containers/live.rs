@@ -4,14 +4,12 @@
 //! Without one they fail, saying so. Each test is a checkout of its own (a
 //! temporary folder), whose containers go by label however it ends.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use harness::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE};
+use harness::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE, page};
 use harness::{free_ports, processes_with, wait_for};
 use rustix::process::{Pid, Signal};
 
@@ -145,19 +143,6 @@ impl Drop for Stopped<'_> {
 
 fn path() -> std::ffi::OsString {
     std::env::var_os("PATH").unwrap_or_default()
-}
-
-/// The body of `GET /` on 127.0.0.1:`port` when it answers 200. A
-/// connection alone proves nothing: docker's proxy accepts it before the
-/// server inside listens, then closes it.
-fn page(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_owned())
 }
 
 /// A program that runs the real docker client against the daemon `socket`,
