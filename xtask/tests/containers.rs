@@ -85,8 +85,9 @@ const FETCHER: &str = "[services.app]\nport = {port}\ndepends_on = [\"web\"]\nco
 #[ignore = "needs a Docker daemon: cargo xtask test runs it"]
 fn an_image_service_is_reached_by_a_host_service_through_its_url() {
     let base = free_ports(10);
-    let c =
-        checkout(&format!("{}{}", image_service("web", base, ""), FETCHER.replace("{port}", &(base + 5).to_string())));
+    let says = "args = [\"/bin/sh\", \"-c\", \"echo serving from a container; exec /bin/httpd -f -p 8080 -h /www\"]";
+    let fetcher = FETCHER.replace("{port}", &(base + 5).to_string());
+    let c = checkout(&format!("{}{fetcher}", image_service("web", base, says)));
     let out = c.ok(&["start"]);
     assert!(out.contains("✓ 2 services ready"), "{out}");
     assert_eq!(c.read("fetched").as_deref(), Some(PAGE), "{out}");
@@ -99,8 +100,12 @@ fn an_image_service_is_reached_by_a_host_service_through_its_url() {
     let status = c.ok(&["status"]);
     assert!(status.contains(&format!("Web (port {base}): ✓ Running (pid ")), "{status}");
     assert!(status.contains(&format!(", container {name})")) && status.contains("healthy"), "{status}");
-    // Its output is the service's log.
-    let (processes, stopped) = (service_processes(&c), c.ok(&["stop"]));
+    // What the container says is the service's log.
+    let logs = c.ok(&["logs", "web"]);
+    assert!(logs.contains("serving from a container"), "{logs}");
+    // Stopped through the engine, on its own: a stop of everything would
+    // also remove the checkout's containers by their label.
+    let (processes, stopped) = (service_processes(&c), c.ok(&["stop", "web"]));
     assert!(stopped.contains("web | stopped"), "{stopped}");
     assert_eq!(containers_of(&c), BTreeMap::new(), "the container is left:\n{stopped}");
     assert_all_gone(&c, &processes, &[base, base + 5]);

@@ -28,7 +28,7 @@ use super::output::{Printer, copy_lines};
 use super::stopper::{self, Target};
 use super::{Checkout, containers, preflight, setup};
 use crate::model::book::Ports;
-use crate::model::config::{DEFAULT_STOP_GRACE, Ready, Run};
+use crate::model::config::{DEFAULT_STOP_GRACE, Ready};
 use crate::model::envfile;
 use crate::system::containers::Backing;
 use crate::system::files::Lock;
@@ -127,8 +127,9 @@ impl Supervisor {
         self.kept.keys().map(String::as_str)
     }
 
-    /// The environment of a service: ours, every `.env.runtime` variable,
-    /// `PORT`, and its own `env`.
+    /// The environment of a service: ours, every `.env.runtime` variable
+    /// (over ours: compose, for one, reads a variable from its environment
+    /// before its env file), `PORT`, and its own `env`.
     fn environment(&self, name: &str) -> Vec<(String, String)> {
         let service = &self.checkout.config.services[name];
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
@@ -140,11 +141,6 @@ impl Supervisor {
         env.extend(envfile::vars(&self.checkout.config, &self.ports));
         env.insert("PORT".into(), self.ports[name].to_string());
         env.extend(service.env.iter().map(|(k, t)| (k.clone(), t.render(Some(name), &self.ports))));
-        if let Run::Compose(_) = service.run {
-            // Compose takes a variable from its environment before its env
-            // file (`.env.runtime`): they must agree.
-            env.extend(envfile::vars(&self.checkout.config, &self.ports));
-        }
         env.into_iter().collect()
     }
 

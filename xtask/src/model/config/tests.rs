@@ -249,6 +249,16 @@ fn containers_errors_name_line_and_column() {
             "services.a.compose is 'compose.yaml', but must be a table like { file = \"compose.yaml\", service = \"db\" }",
         ),
         (
+            "compose = { file = 'c.yaml', service = 'db' }\nenv = { X = '1', A_PORT = '5' }\n",
+            (4, 18),
+            "`env` of a sets A_PORT, which .env.runtime sets",
+        ),
+        (
+            "compose = { file = 'c.yaml', service = 'db' }\nenv = { DB = '{a.port}' }\n[env]\nDB = 'x'\n",
+            (4, 9),
+            "`env` of a sets DB, which .env.runtime sets",
+        ),
+        (
             "compose = { file = 'c.yaml', service = 'db' }\n[services.b]\nport = 2001\ncompose = { file = 'd.yaml', service = 'db' }\n",
             (6, 40),
             "a and b both run the compose service \"db\": the checkout's compose project has one container of that name",

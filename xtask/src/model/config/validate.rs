@@ -71,6 +71,7 @@ impl Validator<'_> {
         self.unique_ports(&raw_services);
         self.unique_compose_services(&raw_services);
         self.unique_env_names(&raw_services, &raw.env);
+        self.compose_env(&raw_services, &raw.env);
         let order = self.dependency_order(&raw_services);
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
@@ -528,6 +529,34 @@ impl Validator<'_> {
                 self.error(
                     key.span(),
                     format!("{k} is already set in .env.runtime for the service {service}: rename it (a service's URL is set with its `url`)"),
+                );
+            }
+        }
+    }
+
+    /// Compose reads `.env.runtime`, its env file, and a compose service's
+    /// `env`, its environment, which wins: one must not say another value
+    /// of a variable of the other.
+    fn compose_env(
+        &mut self,
+        services: &BTreeMap<Spanned<String>, RawService>,
+        env: &BTreeMap<Spanned<String>, Spanned<String>>,
+    ) {
+        let prefixes = services.keys().map(|name| env_prefix(name.get_ref()));
+        let runtime: BTreeSet<String> = prefixes
+            .flat_map(|p| [format!("{p}_PORT"), format!("{p}_URL")])
+            .chain(env.keys().map(|k| k.get_ref().clone()))
+            .collect();
+        for (name, service) in services.iter().filter(|(_, s)| s.compose.is_some()) {
+            for key in service.env.keys().filter(|k| runtime.contains(k.get_ref())) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "`env` of {} sets {}, which .env.runtime sets, and compose would take this value over \
+                         the one its env file (.env.runtime) gives: remove it",
+                        name.get_ref(),
+                        key.get_ref()
+                    ),
                 );
             }
         }
