@@ -273,8 +273,8 @@ fn another_checkouts_container_is_never_stopped() {
     let base = free_ports(10);
     let (c, other) = (checkout(&image_service("web", base, "")), checkout(&image_service("web", base, "")));
     other.ok(&["start"]);
+    let theirs = containers_of(&other).into_keys().next().expect("the other checkout's container");
     let out = c.ok(&["start"]);
-    let theirs = containers_of(&other).into_keys().next().unwrap();
     let why = format!("not stopping it: it is a service of the checkout {}", other.dir.path().display());
     assert!(out.contains(&format!("web: port {base} is held by container {theirs} (image {HTTPD}); {why}")), "{out}");
     assert_eq!(c.ports()["web"], base + 1);
