@@ -147,9 +147,12 @@ pub fn client(checkout: &Checkout, name: &str, ports: &Ports) -> anyhow::Result<
 }
 
 /// Whether the container of `backing` is ready on `port`: its server
-/// answers through the engine's proxy (`probe::serves`), the container that
-/// publishes the port is this one, and its health check, if its image has
-/// one, says healthy. The engine is asked only once the server answers.
+/// answers through the engine's proxy (`probe::serves`), the container
+/// that publishes the port is this one, its health check (if its image has
+/// one) says healthy, and, for a TCP check, its server accepts a
+/// connection on its own address, past the proxy: while the container's
+/// network comes up, the proxy holds a connection open, unanswered, for a
+/// second or so. The engine is asked only once the proxy lets one through.
 pub fn ready(backing: &Backing, ready: &Ready, port: u16) -> bool {
     if !probe::serves(ready, port) {
         return false;
@@ -157,7 +160,13 @@ pub fn ready(backing: &Backing, ready: &Ready, port: u16) -> bool {
     let engine = Engine::at(&backing.engine);
     let Ok(published) = engine.publishing(port) else { return false };
     let Some(container) = published.iter().find(|c| backing.backs(c)) else { return false };
-    matches!(engine.health(&container.id), Ok(Health::None | Health::Healthy))
+    let Ok(inspected) = engine.inspect(&container.id) else { return false };
+    // (An HTTP check had its answer; a container on the host's network has no address of its own.)
+    let accepts = match (ready, container.port_inside(port)) {
+        (Ready::Tcp, Some(inside)) if !inspected.addresses.is_empty() => probe::accepts(&inspected.addresses, inside),
+        _ => true,
+    };
+    accepts && matches!(inspected.health, Health::None | Health::Healthy)
 }
 
 /// The probe of a free port: free on every address (`probe::is_free`) and

@@ -6,7 +6,7 @@
 
 use std::io::ErrorKind;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::model::alloc::{KernelPorts, parse_port_range, parse_reserved_ports};
@@ -70,6 +70,11 @@ pub fn serves(ready: &Ready, port: u16) -> bool {
             Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         }
     })
+}
+
+/// Whether a connection to `port` on one of `addresses` is accepted.
+pub fn accepts(addresses: &[IpAddr], port: u16) -> bool {
+    addresses.iter().any(|ip| TcpStream::connect_timeout(&SocketAddr::new(*ip, port), TIMEOUT).is_ok())
 }
 
 /// Whether a service that runs answers on `port`, as `status` asks.

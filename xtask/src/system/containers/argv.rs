@@ -84,11 +84,14 @@ pub fn prune_networks(filter: &str) -> Vec<String> {
     words(&["network", "prune", "-f", "--filter", filter])
 }
 
-/// `null` for a container without a health check, which
-/// `{{.State.Health.Status}}` would make an error.
-pub fn health(name: &str) -> Vec<String> {
-    words(&["inspect", "--format", "{{json .State.Health}}", name])
+/// Its health, `null` for a container without a health check (which
+/// `{{.State.Health.Status}}` would make an error), then, on a line of
+/// their own, its addresses on its networks.
+pub fn inspect(name: &str) -> Vec<String> {
+    words(&["inspect", "--format", INSPECT, name])
 }
+
+const INSPECT: &str = "{{json .State.Health}}\n{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
 
 /// Answered only by a daemon: the client fails when it cannot reach one.
 /// The server's version, empty where it has none (podman without a service).
@@ -145,7 +148,7 @@ mod tests {
             (list(&filters), &["ps", "-a", "--filter", "label=k=v", "--filter", "label=a=b", "--format", FORMAT]),
             (running(), &["ps", "--format", FORMAT]),
             (prune_networks("label=k=v"), &["network", "prune", "-f", "--filter", "label=k=v"]),
-            (health("c"), &["inspect", "--format", "{{json .State.Health}}", "c"]),
+            (inspect("c"), &["inspect", "--format", INSPECT, "c"]),
             (version(), &["version", "--format", "{{with .Server}}{{.Version}}{{end}}"]),
         ];
         for (argv, want) in rows {

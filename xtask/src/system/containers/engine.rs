@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use super::argv::{self, RunSpec};
 use super::compose::Compose;
 use super::identity::Identity;
-use super::listing::{self, Container, Health};
+use super::listing::{self, Container, Inspected};
 use crate::system::process::{Hurry, wait_until};
 use crate::system::spawn::{find_program, is_executable};
 
@@ -165,10 +165,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The health of container `name`.
-    pub fn health(&self, name: &str) -> anyhow::Result<Health> {
-        let text = self.checked(argv::health(name), ANSWER_LIMIT).with_context(|| format!("docker inspect {name}"))?;
-        listing::health(&text)
+    /// The health of container `name`, and its addresses.
+    pub fn inspect(&self, name: &str) -> anyhow::Result<Inspected> {
+        let text = self.checked(argv::inspect(name), ANSWER_LIMIT).with_context(|| format!("docker inspect {name}"))?;
+        listing::inspected(&text)
     }
 
     /// Compose, for services of a compose file: `docker compose` (v2, a

@@ -2,6 +2,7 @@
 //! our format, and a container's health, parsed (pure).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
@@ -39,20 +40,43 @@ pub struct Container {
 }
 
 impl Container {
-    /// The host ports it publishes for TCP, from `ports`
-    /// (`0.0.0.0:8000-8001->8000-8001/tcp, :::8000-8001->...`).
+    /// The host ports it publishes for TCP.
     pub fn host_ports(&self) -> BTreeSet<u16> {
-        let mut found = BTreeSet::new();
+        self.published().into_iter().map(|(host, _)| host).collect()
+    }
+
+    /// The port inside that host port `port` leads to.
+    pub fn port_inside(&self, port: u16) -> Option<u16> {
+        self.published().into_iter().find_map(|(host, inside)| (host == port).then_some(inside))
+    }
+
+    /// Each host port it publishes for TCP, with the port inside, from
+    /// `ports` (`0.0.0.0:8000-8001->8000-8001/tcp, :::8000-8001->...`).
+    fn published(&self) -> Vec<(u16, u16)> {
+        let range = |ports: &str| -> Option<(u16, u16)> {
+            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+            Some((lo.parse().ok()?, hi.parse().ok()?))
+        };
+        let mut found = Vec::new();
         for mapping in self.ports.split(", ") {
             let Some((host, inside)) = mapping.split_once("->") else { continue }; // exposed, not published
-            let Some((_, ports)) = host.rsplit_once(':').filter(|_| inside.ends_with("/tcp")) else { continue };
-            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
-            if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
-                found.extend(lo..=hi);
+            let (Some((_, host)), Some(inside)) = (host.rsplit_once(':'), inside.strip_suffix("/tcp")) else {
+                continue;
+            };
+            if let (Some((lo, hi)), Some((inside, _))) = (range(host), range(inside)) {
+                found.extend((lo..=hi).zip(inside..));
             }
         }
         found
     }
+}
+
+/// A container as `docker inspect` shows it (`argv::inspect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub health: Health,
+    /// Its addresses on its networks (none on the host's network).
+    pub addresses: Vec<IpAddr>,
 }
 
 /// `{{.Label "k"}}` prints an empty string for a label a container lacks.
@@ -77,10 +101,20 @@ pub enum Health {
     Unhealthy(String),
 }
 
+/// What `docker inspect --format` printed for `argv::inspect`: its health,
+/// and its addresses on the next line.
+pub fn inspected(text: &str) -> anyhow::Result<Inspected> {
+    let (health_line, addresses) = text.split_once('\n').unwrap_or((text, ""));
+    let addresses = addresses
+        .split_whitespace()
+        .map(|a| a.parse().with_context(|| format!("unexpected address from docker inspect: {a}")));
+    Ok(Inspected { health: health(health_line)?, addresses: addresses.collect::<anyhow::Result<_>>()? })
+}
+
 /// The health in the output of `docker inspect --format '{{json .State.Health}}'`:
 /// `null` when the container has no check (`{{.State.Health.Status}}` would
 /// be an error then).
-pub fn health(text: &str) -> anyhow::Result<Health> {
+fn health(text: &str) -> anyhow::Result<Health> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct State {
@@ -144,13 +178,13 @@ mod tests {
 
     #[test]
     fn host_ports_of_what_docker_ps_shows() {
-        let rows: [(&str, &[u16]); 7] = [
-            ("127.0.0.1:18080->8080/tcp", &[18080]),
-            ("0.0.0.0:8080->80/tcp, :::8080->80/tcp", &[8080]),
-            ("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp", &[8080]),
-            ("0.0.0.0:8000-8002->8000-8002/tcp", &[8000, 8001, 8002]),
+        let rows: [(&str, &[(u16, u16)]); 7] = [
+            ("127.0.0.1:18080->8080/tcp", &[(18080, 8080)]),
+            ("0.0.0.0:8080->80/tcp, :::8080->80/tcp", &[(8080, 80)]),
+            ("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp", &[(8080, 80)]),
+            ("0.0.0.0:8000-8002->9000-9002/tcp", &[(8000, 9000), (8001, 9001), (8002, 9002)]),
             ("8080/tcp", &[]),
-            ("127.0.0.1:5353->53/udp, 127.0.0.1:5354->53/tcp", &[5354]),
+            ("127.0.0.1:5353->53/udp, 127.0.0.1:5354->53/tcp", &[(5354, 53)]),
             ("", &[]),
         ];
         for (ports, want) in rows {
@@ -165,7 +199,11 @@ mod tests {
                 project: None,
                 compose_service: None,
             };
-            assert_eq!(container.host_ports(), want.iter().copied().collect(), "{ports}");
+            assert_eq!(container.host_ports(), want.iter().map(|(host, _)| *host).collect(), "{ports}");
+            for (host, inside) in want {
+                assert_eq!(container.port_inside(*host), Some(*inside), "{ports}");
+            }
+            assert_eq!(container.port_inside(1), None);
         }
     }
 
@@ -194,6 +232,11 @@ mod tests {
         for (text, want) in rows {
             assert_eq!(health(text).unwrap(), want, "{text}");
         }
+        let two = inspected("null\n172.17.0.2 172.18.0.5 \n").unwrap();
+        assert_eq!(two.health, Health::None);
+        let addresses: Vec<IpAddr> = vec!["172.17.0.2".parse().unwrap(), "172.18.0.5".parse().unwrap()];
+        assert_eq!(two.addresses, addresses);
+        assert_eq!(inspected("null\n\n").unwrap().addresses, Vec::<IpAddr>::new()); // the host's network
         for (text, error) in [
             (r#"{"Status":"sleepy"}"#, "unexpected health status from docker inspect: sleepy"),
             ("", "unexpected health from docker inspect: : EOF while parsing"),

@@ -293,14 +293,16 @@ fn health_with_and_without_a_check() {
     let elsewhere = ["/bin/httpd", "-f", "-p", "8081", "-h", "/www"].map(str::to_owned).to_vec();
     scratch.detached("failing", &RunSpec { image: HTTPD_HEALTHY.into(), args: elsewhere, ..scratch.spec(port + 2) });
 
-    let health = |service| scratch.engine.health(&scratch.id.container(service)).unwrap();
+    let health = |service| scratch.engine.inspect(&scratch.id.container(service)).unwrap().health;
     assert_eq!(health("plain"), Health::None);
     assert!(matches!(health("checked"), Health::Starting | Health::Healthy), "{:?}", health("checked"));
     assert!(wait_for(LIMIT, || health("checked") == Health::Healthy), "{:?}", health("checked"));
     assert!(wait_for(LIMIT, || health("failing") != Health::Starting), "{:?}", health("failing"));
     let Health::Unhealthy(said) = health("failing") else { panic!("{:?}", health("failing")) };
     assert!(said.starts_with("wget: can't connect to remote host"), "{said}");
-    let error = format!("{:#}", scratch.engine.health(&scratch.id.container("none")).unwrap_err());
+    let addresses = scratch.engine.inspect(&scratch.id.container("plain")).unwrap().addresses;
+    assert!(matches!(addresses[..], [std::net::IpAddr::V4(_)]), "{addresses:?}");
+    let error = format!("{:#}", scratch.engine.inspect(&scratch.id.container("none")).unwrap_err());
     assert!(error.contains("No such object"), "{error}");
 }
 
