@@ -282,31 +282,28 @@ fn another_checkouts_container_is_never_stopped() {
 }
 
 /// A userland proxy accepts a connection before anything inside listens:
-/// ready waits for the server (and, in an image with a health check, for
-/// its health).
+/// ready waits for the server; in an image with a health check, for its
+/// health, whatever answers before.
 #[test]
 #[ignore = "needs a Docker daemon: cargo xtask test runs it"]
 fn ready_means_the_server_inside_answers() {
     let base = free_ports(10);
-    // Their servers listen 2 s after the container starts.
+    // Its server listens 2 s after the container starts.
     let late = "args = [\"/bin/sh\", \"-c\", \"sleep 2; exec /bin/httpd -f -p 8080 -h /www\"]";
+    // Its server answers at once, with no page (404), which its health
+    // check fetches; 2 s later it has the page.
+    let unhealthy = "/bin/httpd -f -p 8080 -h /bin & sleep 2; kill $!; wait; exec /bin/httpd -f -p 8080 -h /www";
+    let unhealthy = format!("args = [\"/bin/sh\", \"-c\", \"{unhealthy}\"]");
     let c = checkout(&format!(
         "{}{}",
         image_service("plain", base, late),
-        service_of(HTTPD_HEALTHY, "checked", base + 1, late)
+        service_of(HTTPD_HEALTHY, "checked", base + 1, &unhealthy)
     ));
     for service in ["plain", "checked"] {
         c.ok(&["start", service]);
         let port = c.ports()[service];
         assert_eq!(page(port).as_deref(), Some(PAGE), "{service} was ready before its server");
     }
-    let health = docker(&[
-        "inspect",
-        "--format",
-        "{{.State.Health.Status}}",
-        containers_of(&c).keys().find(|n| n.ends_with("checked")).unwrap(),
-    ]);
-    assert_eq!(health.trim(), "healthy");
 }
 
 /// Bad input changes nothing: neither a squatter a forced start would
