@@ -72,9 +72,13 @@ pub fn serves(ready: &Ready, port: u16) -> bool {
     })
 }
 
-/// Whether a connection to `port` on one of `addresses` is accepted.
+/// Whether a connection to `port` on one of `addresses` of this machine's
+/// (a container's) is accepted. Such an address answers at once; a SYN
+/// dropped while its network comes up is sent again at the next check,
+/// not after the kernel's second.
 pub fn accepts(addresses: &[IpAddr], port: u16) -> bool {
-    addresses.iter().any(|ip| TcpStream::connect_timeout(&SocketAddr::new(*ip, port), TIMEOUT).is_ok())
+    let local = Duration::from_millis(50);
+    addresses.iter().any(|ip| TcpStream::connect_timeout(&SocketAddr::new(*ip, port), local).is_ok())
 }
 
 /// Whether a service that runs answers on `port`, as `status` asks.

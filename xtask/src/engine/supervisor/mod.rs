@@ -199,7 +199,7 @@ impl Supervisor {
     /// polls readiness until it succeeds, the service exits, or time is up.
     /// Ready means that the service answers, not whoever took its port: its
     /// group holds it, or, in a container, the engine says it publishes it
-    /// for the service's container (`containers::ready`).
+    /// for the service's container (`containers::Readiness`).
     fn watch(
         &self,
         name: &str,
@@ -219,6 +219,7 @@ impl Supervisor {
         });
         let ready = self.checkout.config.services[name].ready.clone();
         let (sender, polled, service) = (self.sender.clone(), handle.clone(), name.to_owned());
+        let mut in_container = container.map(|c| containers::Readiness::new(c, ready.clone(), port));
         std::thread::spawn(move || {
             let deadline = Instant::now() + READY_TIMEOUT;
             let mut pause = FIRST_PAUSE;
@@ -226,9 +227,9 @@ impl Supervisor {
                 if !matches!(polled.try_wait(), Ok(None)) {
                     return; // exited: the waiter reports it
                 }
-                let answers = match &container {
+                let answers = match &mut in_container {
                     None => probe::check(&ready, port) && holder::held_by_group(port, pgid),
-                    Some(container) => containers::ready(container, &ready, port),
+                    Some(readiness) => readiness.poll(),
                 };
                 if answers {
                     let _ = sender.send(Event::Ready { service, generation });

@@ -84,14 +84,17 @@ pub fn prune_networks(filter: &str) -> Vec<String> {
     words(&["network", "prune", "-f", "--filter", filter])
 }
 
-/// Its health, `null` for a container without a health check (which
-/// `{{.State.Health.Status}}` would make an error), then, on a line of
-/// their own, its addresses on its networks.
+/// A line each: whether it runs; its health, `null` for a container
+/// without a health check (which `{{.State.Health.Status}}` would make an
+/// error); its addresses on its networks; the ports it publishes.
 pub fn inspect(name: &str) -> Vec<String> {
     words(&["inspect", "--format", INSPECT, name])
 }
 
-const INSPECT: &str = "{{json .State.Health}}\n{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
+const INSPECT: &str = concat!(
+    "{{json .State.Running}}\n{{json .State.Health}}\n",
+    "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}\n{{json .NetworkSettings.Ports}}"
+);
 
 /// Answered only by a daemon: the client fails when it cannot reach one.
 /// The server's version, empty where it has none (podman without a service).

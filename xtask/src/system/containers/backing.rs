@@ -78,7 +78,7 @@ impl Backing {
     }
 
     /// The `docker ps --filter`s that find the container.
-    fn filters(&self) -> Vec<String> {
+    pub fn filters(&self) -> Vec<String> {
         match &self.container {
             // A name is `[a-z0-9_-]` (`Identity::container`): the pattern is the name.
             Which::Run(name) => vec![format!("name=^{name}$")],

@@ -1,7 +1,7 @@
 //! What the engine says about containers: the lines `docker ps` prints in
 //! our format, and a container's health, parsed (pure).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::{Context, bail};
@@ -40,43 +40,38 @@ pub struct Container {
 }
 
 impl Container {
-    /// The host ports it publishes for TCP.
+    /// The host ports it publishes for TCP, from `ports`
+    /// (`0.0.0.0:8000-8001->8000-8001/tcp, :::8000-8001->...`).
     pub fn host_ports(&self) -> BTreeSet<u16> {
-        self.published().into_iter().map(|(host, _)| host).collect()
-    }
-
-    /// The port inside that host port `port` leads to.
-    pub fn port_inside(&self, port: u16) -> Option<u16> {
-        self.published().into_iter().find_map(|(host, inside)| (host == port).then_some(inside))
-    }
-
-    /// Each host port it publishes for TCP, with the port inside, from
-    /// `ports` (`0.0.0.0:8000-8001->8000-8001/tcp, :::8000-8001->...`).
-    fn published(&self) -> Vec<(u16, u16)> {
-        let range = |ports: &str| -> Option<(u16, u16)> {
-            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
-            Some((lo.parse().ok()?, hi.parse().ok()?))
-        };
-        let mut found = Vec::new();
+        let mut found = BTreeSet::new();
         for mapping in self.ports.split(", ") {
             let Some((host, inside)) = mapping.split_once("->") else { continue }; // exposed, not published
-            let (Some((_, host)), Some(inside)) = (host.rsplit_once(':'), inside.strip_suffix("/tcp")) else {
-                continue;
-            };
-            if let (Some((lo, hi)), Some((inside, _))) = (range(host), range(inside)) {
-                found.extend((lo..=hi).zip(inside..));
+            let Some((_, ports)) = host.rsplit_once(':').filter(|_| inside.ends_with("/tcp")) else { continue };
+            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+            if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
+                found.extend(lo..=hi);
             }
         }
         found
     }
 }
 
-/// A container as `docker inspect` shows it (`argv::inspect`).
+/// A container as `docker inspect` shows it (`argv::inspect`), for readiness.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspected {
+    pub running: bool,
     pub health: Health,
     /// Its addresses on its networks (none on the host's network).
     pub addresses: Vec<IpAddr>,
+    /// Each host port it publishes for TCP, with the port inside it leads to.
+    pub published: Vec<(u16, u16)>,
+}
+
+impl Inspected {
+    /// The port inside that host port `port` leads to, if it publishes it.
+    pub fn port_inside(&self, port: u16) -> Option<u16> {
+        self.published.iter().find_map(|(host, inside)| (*host == port).then_some(*inside))
+    }
 }
 
 /// `{{.Label "k"}}` prints an empty string for a label a container lacks.
@@ -101,14 +96,27 @@ pub enum Health {
     Unhealthy(String),
 }
 
-/// What `docker inspect --format` printed for `argv::inspect`: its health,
-/// and its addresses on the next line.
+/// What `docker inspect --format` printed for `argv::inspect`: a line
+/// each for whether it runs, its health, its addresses and its ports
+/// (`{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":"23580"}],"9000/tcp":null}`).
 pub fn inspected(text: &str) -> anyhow::Result<Inspected> {
-    let (health_line, addresses) = text.split_once('\n').unwrap_or((text, ""));
-    let addresses = addresses
-        .split_whitespace()
-        .map(|a| a.parse().with_context(|| format!("unexpected address from docker inspect: {a}")));
-    Ok(Inspected { health: health(health_line)?, addresses: addresses.collect::<anyhow::Result<_>>()? })
+    type Ports = BTreeMap<String, Option<Vec<Binding>>>;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Binding {
+        host_port: String,
+    }
+    let unexpected = || format!("unexpected answer from docker inspect: {text}");
+    let [running, health_line, addresses, ports] = text.lines().collect::<Vec<_>>()[..] else { bail!(unexpected()) };
+    let addresses = addresses.split_whitespace().map(str::parse).collect::<Result<_, _>>().with_context(unexpected)?;
+    let ports: Ports = serde_json::from_str::<Option<Ports>>(ports).with_context(unexpected)?.unwrap_or_default();
+    let mut published = Vec::new();
+    for (inside, bindings) in ports {
+        let Some(Ok(inside)) = inside.strip_suffix("/tcp").map(str::parse::<u16>) else { continue };
+        let hosts = bindings.into_iter().flatten().filter_map(|b| b.host_port.parse::<u16>().ok());
+        published.extend(hosts.map(|host| (host, inside)).filter(|p| !published.contains(p)).collect::<Vec<_>>());
+    }
+    Ok(Inspected { running: running == "true", health: health(health_line)?, addresses, published })
 }
 
 /// The health in the output of `docker inspect --format '{{json .State.Health}}'`:
@@ -178,13 +186,13 @@ mod tests {
 
     #[test]
     fn host_ports_of_what_docker_ps_shows() {
-        let rows: [(&str, &[(u16, u16)]); 7] = [
-            ("127.0.0.1:18080->8080/tcp", &[(18080, 8080)]),
-            ("0.0.0.0:8080->80/tcp, :::8080->80/tcp", &[(8080, 80)]),
-            ("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp", &[(8080, 80)]),
-            ("0.0.0.0:8000-8002->9000-9002/tcp", &[(8000, 9000), (8001, 9001), (8002, 9002)]),
+        let rows: [(&str, &[u16]); 7] = [
+            ("127.0.0.1:18080->8080/tcp", &[18080]),
+            ("0.0.0.0:8080->80/tcp, :::8080->80/tcp", &[8080]),
+            ("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp", &[8080]),
+            ("0.0.0.0:8000-8002->8000-8002/tcp", &[8000, 8001, 8002]),
             ("8080/tcp", &[]),
-            ("127.0.0.1:5353->53/udp, 127.0.0.1:5354->53/tcp", &[(5354, 53)]),
+            ("127.0.0.1:5353->53/udp, 127.0.0.1:5354->53/tcp", &[5354]),
             ("", &[]),
         ];
         for (ports, want) in rows {
@@ -199,11 +207,7 @@ mod tests {
                 project: None,
                 compose_service: None,
             };
-            assert_eq!(container.host_ports(), want.iter().map(|(host, _)| *host).collect(), "{ports}");
-            for (host, inside) in want {
-                assert_eq!(container.port_inside(*host), Some(*inside), "{ports}");
-            }
-            assert_eq!(container.port_inside(1), None);
+            assert_eq!(container.host_ports(), want.iter().copied().collect(), "{ports}");
         }
     }
 
@@ -232,11 +236,25 @@ mod tests {
         for (text, want) in rows {
             assert_eq!(health(text).unwrap(), want, "{text}");
         }
-        let two = inspected("null\n172.17.0.2 172.18.0.5 \n").unwrap();
-        assert_eq!(two.health, Health::None);
+    }
+
+    /// Printed by the 28.2.2 and 20.10.24 clients alike, for `argv::inspect`.
+    #[test]
+    fn reads_what_readiness_asks() {
+        let ports = r#"{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":"23580"}],"9000/tcp":null,"53/udp":[{"HostIp":"127.0.0.1","HostPort":"5353"}]}"#;
+        let two = inspected(&format!("true\nnull\n172.17.0.2 172.18.0.5 \n{ports}\n")).unwrap();
         let addresses: Vec<IpAddr> = vec!["172.17.0.2".parse().unwrap(), "172.18.0.5".parse().unwrap()];
-        assert_eq!(two.addresses, addresses);
-        assert_eq!(inspected("null\n\n").unwrap().addresses, Vec::<IpAddr>::new()); // the host's network
+        assert_eq!(two, Inspected { running: true, health: Health::None, addresses, published: vec![(23580, 8080)] });
+        assert_eq!((two.port_inside(23580), two.port_inside(5353)), (Some(8080), None));
+        // Created, not started; on the host's network (no address, no ports).
+        let created = inspected("false\n{\"Status\":\"starting\"}\n\n{}\n").unwrap();
+        assert_eq!(
+            (created.running, created.health, created.addresses, created.published),
+            (false, Health::Starting, vec![], vec![])
+        );
+        assert!(inspected("true\nnull\n\nnull").unwrap().published.is_empty());
+        let error = format!("{:#}", inspected("true\nnull\n").unwrap_err());
+        assert!(error.starts_with("unexpected answer from docker inspect"), "{error}");
         for (text, error) in [
             (r#"{"Status":"sleepy"}"#, "unexpected health status from docker inspect: sleepy"),
             ("", "unexpected health from docker inspect: : EOF while parsing"),

@@ -17,4 +17,4 @@ pub use backing::{Backing, Which};
 pub use compose::{Compose, ComposeFile};
 pub use engine::{Engine, is_engine_process};
 pub use identity::{Identity, Owner};
-pub use listing::{Container, Health};
+pub use listing::{Container, Health, Inspected};
