@@ -57,15 +57,6 @@ pub struct RawService {
     pub stop_grace: Option<Spanned<f64>>,
 }
 
-impl RawService {
-    /// The key that says what it runs, and where, when one does.
-    pub fn run_key(&self) -> Option<(&'static str, std::ops::Range<usize>)> {
-        let command = self.command.as_ref().map(|c| ("command", c.span()));
-        let image = || self.image.as_ref().map(|i| ("image", i.span()));
-        command.or_else(image).or_else(|| self.compose.as_ref().map(|c| ("compose", c.span())))
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = r#"a table like { file = "compose.yaml", service = "db" }"#)]
 pub struct RawCompose {

@@ -43,6 +43,13 @@ struct Validator<'a> {
     errors: Vec<(Range<usize>, String)>,
 }
 
+/// The key that says what a service runs, and where, when one does.
+fn run_key(raw: &RawService) -> Option<(&'static str, Range<usize>)> {
+    let command = raw.command.as_ref().map(|c| ("command", c.span()));
+    let image = || raw.image.as_ref().map(|i| ("image", i.span()));
+    command.or_else(image).or_else(|| raw.compose.as_ref().map(|c| ("compose", c.span())))
+}
+
 impl Validator<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push((span, message.into()));
@@ -252,7 +259,7 @@ impl Validator<'_> {
             ready,
             url,
             user: raw.user.as_ref().map(|u| u.get_ref().clone()),
-            places: (raw.run_key().into_iter().chain(volumes))
+            places: (run_key(raw).into_iter().chain(volumes))
                 .map(|(key, span)| (key, Some(span)))
                 .chain([("cwd", raw.cwd.as_ref().map(|c| c.span())), ("user", raw.user.as_ref().map(|u| u.span()))])
                 .chain([("dirs", raw.dirs.first().map(|d| d.span()))])
