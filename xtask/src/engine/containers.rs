@@ -28,19 +28,22 @@ use crate::system::term::say;
 /// search path under that name (podman's `podman-docker`).
 const PROGRAM: &str = "docker";
 
-/// The engine of this command, found (and its daemon asked) once: an
-/// answer, or why there is none.
-fn found(config: &Config) -> Result<&'static Engine, String> {
-    static FOUND: OnceLock<Result<Engine, String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| Engine::find(PROGRAM, &setup::search_path(config)).map_err(|e| format!("{e:#}")));
-    found.as_ref().map_err(Clone::clone)
+/// The engine, found (and its daemon asked) once per command: a `dev`
+/// started before its daemon asks again until it answers.
+fn found(config: &Config) -> anyhow::Result<&'static Engine> {
+    static FOUND: OnceLock<Engine> = OnceLock::new();
+    if let Some(engine) = FOUND.get() {
+        return Ok(engine);
+    }
+    let engine = Engine::find(PROGRAM, &setup::search_path(config))?;
+    Ok(FOUND.get_or_init(|| engine))
 }
 
 /// The engine, when one of `names` runs in a container: an error says what
 /// to install or start. Asked before anything changes (`preflight`).
 pub fn engine(config: &Config, names: &[String]) -> anyhow::Result<Option<&'static Engine>> {
     match names.iter().any(|n| config.services[n].in_container()) {
-        true => found(config).map(Some).map_err(anyhow::Error::msg),
+        true => found(config).map(Some),
         false => Ok(None),
     }
 }
@@ -118,7 +121,7 @@ pub fn check(checkout: &Checkout, names: &[String]) -> anyhow::Result<()> {
 pub fn client(checkout: &Checkout, name: &str, ports: &Ports) -> anyhow::Result<(Vec<String>, Backing)> {
     let (project, config) = (&checkout.project, &checkout.config);
     let service = &config.services[name];
-    let engine = found(config).map_err(anyhow::Error::msg)?;
+    let engine = found(config)?;
     let id = Identity::of(&project.root);
     let (argv, container) = match &service.run {
         Run::Command(_) => bail!("{name} runs a command, not a container"),
@@ -291,7 +294,7 @@ pub fn said(container: &Container) -> String {
 /// `grace`: this checkout's is removed too (a runner's that was killed),
 /// another's is only stopped, as `docker stop` would.
 pub fn stop(config: &Config, container: &Container, ours: bool, grace: Duration) -> anyhow::Result<()> {
-    let engine = found(config).map_err(anyhow::Error::msg)?;
+    let engine = found(config)?;
     engine.stop(&container.id, grace, &Hurry::default())?;
     if ours {
         engine.remove(std::slice::from_ref(&container.id))?;
