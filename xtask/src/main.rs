@@ -10,8 +10,10 @@ mod model;
 mod system;
 // The operations every front end runs.
 mod engine;
-// Front ends: the command line (a module per command), the dashboard.
+// Front ends: the command line (a module per command), the dashboard, the
+// agent interface.
 mod cli;
+mod mcp;
 #[cfg(test)]
 mod tidy;
 mod ui;
@@ -79,6 +81,7 @@ fn run(command: Command, project: &Project) -> anyhow::Result<()> {
         Command::Test => cli::test::run(project),
         Command::Bench { runs, json } => cli::bench::run(project, runs, json.as_deref()),
         Command::Ui => ui::run(project),
+        Command::Mcp => mcp::run(project),
         Command::Guard { runner_pid, runner_start } => {
             cli::guard::run(project, ProcId { pid: runner_pid, start: runner_start })
         }

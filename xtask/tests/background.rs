@@ -353,6 +353,92 @@ fn a_port_change_restarts_the_services_that_refer_to_it() {
     assert!(is_free(base));
 }
 
+/// What depends on a user of the port without using it (a dependent's
+/// dependent: the frontend, when postgres moves) is stopped with it,
+/// dependents first, and so starts again with it.
+#[test]
+fn a_port_change_restarts_what_depends_on_its_users() {
+    let base = free_ports(10);
+    let toml = format!(
+        "{}[services.user]\nport = {}\ncommand = [\"sh\", \"-c\", \"echo a is on {{a.port}}; exec python3 -m http.server {{port}} --bind 127.0.0.1\"]\n\
+         depends_on = [\"a\"]\n\n{}",
+        http_service("a", base, ""),
+        base + 1,
+        http_service("web", base + 2, "depends_on = [\"user\"]"),
+    );
+    let c = Checkout::new(XTASK, &toml);
+    c.ok(&["start"]);
+    let web = c.pid_of("web").unwrap();
+    let out = c.ok(&["ports", "set", "a", &(base + 7).to_string()]);
+    let status = c.status();
+    assert_eq!(status["web"]["running"], true, "web was stopped and left so:\n{out}");
+    assert_ne!(c.pid_of("web").unwrap(), web, "{out}");
+    assert!(!out.contains("nothing is running"), "{out}");
+    c.ok(&["stop"]);
+}
+
+/// A restart of what does not run starts it, and says nothing of nothing running.
+#[test]
+fn a_restart_of_what_is_stopped_starts_it_without_a_word_about_stopping() {
+    let base = free_ports(10);
+    let c = Checkout::new(XTASK, &two(base));
+    c.ok(&["start", "a"]);
+    let out = c.ok(&["restart", "b"]);
+    assert!(!out.contains("nothing is running"), "{out}");
+    assert_eq!(c.status()["b"]["running"], true, "{out}");
+    c.ok(&["stop"]);
+}
+
+/// A broken `.ports.json` is an error with its place and its fix, not a
+/// `ports.toml` that cannot be read.
+#[test]
+fn status_with_a_broken_port_book_says_what_is_wrong_with_it() {
+    let base = free_ports(10);
+    let c = Checkout::new(XTASK, &two(base));
+    c.ok(&["start", "a"]);
+    std::fs::write(c.path(".ports.json"), "{\"a\": 1").unwrap();
+    let out = c.fails(&["status"]);
+    assert!(out.contains(".ports.json:1:") && out.contains("cargo xtask ports reset"), "{out}");
+    assert!(!out.contains("ports.toml could not be read"), "{out}");
+    c.ok(&["stop"]);
+}
+
+fn two(base: u16) -> String {
+    http_service("a", base, "") + &http_service("b", base + 1, "depends_on = [\"a\"]")
+}
+
+/// A second Ctrl-C while `start` stops what it began cuts the graces short, as in dev.
+#[test]
+fn a_second_ctrl_c_cuts_the_grace_of_a_start_short() {
+    let base = free_ports(10);
+    let toml = format!(
+        "[services.stubborn]\nport = {base}\nstop_grace = 60\n\
+         command = [\"sh\", \"-c\", \"trap '' TERM; python3 -m http.server {{port}} --bind 127.0.0.1\"]\n\
+         [services.never]\nport = {}\ncommand = [\"sleep\", \"300\"]\n",
+        base + 1
+    );
+    let c = Checkout::new(XTASK, &toml);
+    let out = std::fs::File::create(c.path("start.out")).unwrap();
+    let mut start = c.command(&["start"]).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let said = |what: &str| c.read("start.out").is_some_and(|o| o.contains(what));
+    assert!(wait_for(LONG, || said("stubborn | ready")));
+    let processes = service_processes(&c);
+    let interrupt = || std::process::Command::new("kill").args(["-INT", &start.id().to_string()]).status().unwrap();
+    interrupt();
+    assert!(wait_for(LONG, || said("received SIGINT: stopping")));
+    // A second later: two at once are one Ctrl-C passed on twice.
+    std::thread::sleep(Duration::from_millis(1200));
+    interrupt();
+    // Well inside the 60 s grace.
+    let ended = wait_for(LONG, || start.try_wait().unwrap().is_some());
+    let out = c.read("start.out").unwrap();
+    assert!(ended, "start still waits out the grace:\n{out}");
+    assert!(out.contains("received SIGINT again: killing what is still running"), "{out}");
+    // The start failed: it took back the folders it made, `.pids` with them.
+    assert!(processes.iter().all(|p| !alive(*p)), "{out}");
+    assert!(wait_for(Duration::from_secs(2), || is_free(base)), "{out}");
+}
+
 #[test]
 fn logs_shows_each_service() {
     let base = free_ports(10);

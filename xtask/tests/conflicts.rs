@@ -180,6 +180,9 @@ impl SharedListener {
         assert!(wait_for(std::time::Duration::from_secs(10), listening), "nothing listens on {port}");
         let pid = parent.id() as i32;
         let child = group_members(pid).into_iter().find(|m| m.pid != pid).expect("the child runs").pid;
+        // Until it has run `sleep`, the child is a copy of python: named so, the question would be right.
+        let slept = || processes_with("sleep 60").iter().any(|(p, _)| *p == child);
+        assert!(wait_for(std::time::Duration::from_secs(10), slept), "the child never ran sleep");
         SharedListener { parent, child }
     }
 
@@ -374,4 +377,29 @@ mod needs_root {
         let output = nobody.run(c.dir.path(), &["stop"]);
         assert!(output.status.success() && is_free(base), "{}", text(&output));
     }
+}
+
+/// A start that waited for another's to end reads the ports that one gave:
+/// a port it moved a service away from is no reason to kill its holder.
+#[test]
+fn a_start_that_waited_for_another_kills_nobody_for_a_port_the_other_left() {
+    let base = free_ports(20);
+    // a's set-up ends once the second start waits: it has read the book by then.
+    let toml = format!(
+        "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"until grep -q waiting b.out; do sleep 0.05; done\"]\n\n{}",
+        http_service("a", base, ""),
+        http_service("b", base + 10, ""),
+    );
+    let c = Checkout::new(XTASK, &toml);
+    let squatter = Squatter::start(base + 10, "127.0.0.1", None);
+    let (piped, also) = (std::process::Stdio::piped(), std::process::Stdio::piped());
+    let first = c.command(&["start", "a"]).stdout(piped).stderr(also).spawn().unwrap();
+    let log = std::fs::File::create(c.path("b.out")).unwrap();
+    let second = c.command(&["start", "b"]).stdout(log.try_clone().unwrap()).stderr(log).output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    let out = format!("{}\n{}", text(&first), c.read("b.out").unwrap());
+    assert!(first.status.success() && second.status.success(), "{out}");
+    assert!(alive(squatter.pid()), "the second start killed the squatter for nothing:\n{out}");
+    assert_eq!(c.ports()["b"], base + 11, "{out}");
+    c.ok(&["stop"]);
 }

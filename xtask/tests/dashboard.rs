@@ -328,6 +328,27 @@ fn set_port_in_dev_says_where_the_service_really_went() {
     dev.stop();
 }
 
+/// While another launch holds the checkout, dev's dashboard refuses a
+/// restart or a port change before it stops or writes anything.
+#[test]
+fn a_dev_action_refused_for_another_launch_changes_nothing() {
+    let base = free_ports(10);
+    let c = Checkout::new(XTASK, &two_services(base));
+    let dev = dev_of(&c, &[]);
+    let before = (c.pid_of("a"), c.pid_of("b"), c.ports());
+    // What a `start` in another terminal holds while it starts services.
+    let launch = std::fs::File::open(c.path(".pids/launch.lock")).unwrap();
+    launch.try_lock().unwrap();
+    let (code, reply) = dev.api("POST", "/api/services/a/restart", "");
+    assert_eq!(code, 409, "{reply}");
+    assert_eq!((c.pid_of("a"), c.pid_of("b"), c.ports()), before, "the refused restart stopped them: {reply}");
+    let (code, reply) = dev.api("POST", "/api/services/a/port", &format!("{{\"port\": {}}}", base + 5));
+    assert_eq!(code, 409, "{reply}");
+    assert_eq!((c.pid_of("a"), c.pid_of("b"), c.ports()), before, "{reply}");
+    drop(launch);
+    dev.stop();
+}
+
 /// While a dev runs, a `start` in another terminal is refused, even of what
 /// dev does not run: its dashboard starts it.
 #[test]

@@ -601,3 +601,19 @@ fn a_registry_that_cannot_be_written_changes_no_file() {
     let fix = format!("may not create files in {}: fix its permissions", dir.display());
     assert!(out.contains("registry.json: Permission denied") && out.contains(&fix), "{out}");
 }
+
+/// `ports set` restarts the services that use the port as a `start` would:
+/// with nobody at a terminal, a process of this user holding the new port
+/// is killed for it (the dashboard, where a click answers no question,
+/// moves instead).
+#[test]
+fn ports_set_frees_the_port_as_a_start_would() {
+    let base = free_ports(20);
+    let c = Checkout::new(XTASK, &http_service("api", base, ""));
+    c.ok(&["start"]);
+    let squatter = Squatter::start(base + 5, "127.0.0.1", None);
+    let out = c.ok(&["ports", "set", "api", &(base + 5).to_string()]);
+    assert!(out.contains(&format!("api: killed pid {}", squatter.pid())), "{out}");
+    assert!(!alive(squatter.pid()), "{out}");
+    assert_eq!(c.status()["api"]["port"], base + 5, "{out}");
+}

@@ -1,6 +1,7 @@
-//! The seven cases, each measuring the runner and the baseline side by side
-//! (or the runner alone, where the baseline has nothing to compare), and
-//! the check that the runner reads the bench's stacks as they are meant.
+//! The cases, each measuring the runner and the baseline side by side (or
+//! the runner alone, where the baseline has nothing to compare; or, for the
+//! agent interface, against the runner's own command), and the check that
+//! the runner reads the bench's stacks as they are meant.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 use crate::report::{Case, Figure, median};
 use crate::stack::{Service, critical_path, needed};
-use crate::tools::{Bench, Crowd, Foreground, Tool, timed};
+use crate::tools::{Bench, Crowd, Foreground, McpServer, Tool, timed};
 
 /// How much each case does.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +42,7 @@ impl Sizes {
 pub type CaseFn = fn(&Bench, &Sizes) -> anyhow::Result<Case>;
 
 /// The cases, in the table's order.
-pub const CASES: [CaseFn; 7] = [allocation, holder_lookup, status, start, stop, idle, container];
+pub const CASES: [CaseFn; 8] = [allocation, holder_lookup, status, start, stop, idle, mcp_status, container];
 
 /// The runner reads a stack as the bench writes it: every service on its
 /// port; started, each service needed comes up (its dependencies with it),
@@ -300,7 +301,39 @@ fn idle(bench: &Bench, sizes: &Sizes) -> anyhow::Result<Case> {
     Ok(case)
 }
 
-/// Case 7: a service in a container, from `start` until it is ready: the
+/// Case 7: `status` asked of a running `xtask mcp`, as an agent asks it
+/// (the round trip of a `tools/call`, from the request written to the
+/// answer read), against `xtask status --json`, a process per question, in
+/// the baseline's column; 4 services running.
+fn mcp_status(bench: &Bench, sizes: &Sizes) -> anyhow::Result<Case> {
+    let stack = Service::four();
+    let checkout = bench.checkout(Tool::Runner, &stack, free_ports(stack.len() as u16))?;
+    checkout.run(&["start"])?;
+    let mut server = McpServer::start(&checkout)?;
+    let call = serde_json::json!({"name": "status", "arguments": {}});
+    let (mcp, cli) = alternate(bench, sizes.runs, |tool| {
+        let started = Instant::now();
+        let (rows, by) = match tool {
+            Tool::Runner => {
+                (server.request("tools/call", call.clone())?["structuredContent"]["services"].clone(), "MCP")
+            }
+            Tool::Baseline => {
+                let out = checkout.run(&["status", "--json"])?.1;
+                (serde_json::from_str(&out).context("parsing `status --json`")?, "the command line")
+            }
+        };
+        let took = started.elapsed().as_secs_f64();
+        let healthy = rows.as_array().map_or(0, |rows| rows.iter().filter(|r| r["healthy"] == true).count());
+        ensure!(healthy == stack.len(), "status over {by} does not show every service healthy: {rows}");
+        Ok(took)
+    })?;
+    let title = "status over MCP, a call to a running `xtask mcp` (baseline: `xtask status --json`), 4 services";
+    let mut case = Case::new(title.into(), mcp, cli, "no slower than the command");
+    case.met = case.speedup() >= 1.0;
+    Ok(case)
+}
+
+/// Case 8: a service in a container, from `start` until it is ready: the
 /// runner (its engine asked, the checkout's containers looked for, the
 /// allocation, `docker run` in the foreground, readiness past the engine's
 /// proxy) against `docker run -d` and a poll of the container's page, what

@@ -1,13 +1,14 @@
 //! The two tools measured (the runner and the baseline), their checkouts,
-//! and the processes the bench starts around them, each stopped when
-//! dropped.
+//! the processes the bench starts around them, each stopped when dropped,
+//! and a client of the runner's MCP server.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use harness::{answers, is_free, poll, processes_in};
 use rustix::process::{Pid, Signal};
+use serde_json::{Value, json};
 
 use crate::stack::{Service, ports_toml, services_sh};
 
@@ -262,6 +264,63 @@ impl Foreground {
 impl Drop for Foreground {
     fn drop(&mut self) {
         let _ = self.interrupt(Duration::from_secs(30));
+    }
+}
+
+/// `xtask mcp` in a checkout, spoken to as an agent's client does:
+/// newline-delimited JSON-RPC on its stdin and stdout, past the (legacy)
+/// handshake. Its input is closed on drop, which ends it.
+pub struct McpServer {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+    id: u64,
+}
+
+impl McpServer {
+    pub fn start(checkout: &Checkout) -> anyhow::Result<McpServer> {
+        let mut command = checkout.command(&["mcp"]);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = command.spawn().context("starting xtask mcp")?;
+        let (input, output) = (child.stdin.take(), BufReader::new(child.stdout.take().context("no stdout")?));
+        let mut server = McpServer { child, input, output, id: 0 };
+        let hello = json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}});
+        server.request("initialize", hello)?;
+        server.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))?;
+        server.request("tools/list", json!({}))?;
+        Ok(server)
+    }
+
+    fn send(&mut self, message: &Value) -> anyhow::Result<()> {
+        let input = self.input.as_mut().context("xtask mcp's input is closed")?;
+        writeln!(input, "{message}").context("writing to xtask mcp")
+    }
+
+    /// Sends a request and reads until its answer: its result.
+    pub fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params}))?;
+        loop {
+            let mut line = String::new();
+            ensure!(self.output.read_line(&mut line)? > 0, "xtask mcp ended before answering {method}");
+            let message: Value = serde_json::from_str(&line).with_context(|| format!("xtask mcp wrote {line:?}"))?;
+            if message["id"] == self.id {
+                ensure!(message.get("error").is_none(), "xtask mcp refused {method}: {message}");
+                return Ok(message["result"].clone());
+            }
+        }
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        drop(self.input.take());
+        let ended =
+            poll(Duration::from_millis(5), Duration::from_secs(10), || matches!(self.child.try_wait(), Ok(Some(_))));
+        if !ended {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }
 

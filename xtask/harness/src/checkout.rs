@@ -74,6 +74,15 @@ impl Checkout {
         command
     }
 
+    /// Another program, run as the runner's commands are: in the checkout,
+    /// with its environment (an MCP client that starts the runner itself).
+    pub fn other_command(&self, program: impl AsRef<OsStr>, args: &[&OsStr]) -> Command {
+        let mut command = Command::new(program);
+        command.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        self.settle_env(&mut command);
+        command
+    }
+
     /// `command` as nobody, from a copy of the runner nobody may run: the
     /// build's own is under the repository's target/, which may be in a folder
     /// nobody may enter (root's home is 0700 on Debian).

@@ -8,6 +8,7 @@ use crate::engine::Checkout;
 use crate::engine::launch;
 use crate::engine::supervisor::Event;
 use crate::engine::supervisor::Output;
+use crate::engine::watch::Unwatched;
 use crate::model::policy::Mode;
 use crate::system::paths::Project;
 use crate::system::term::say;
@@ -20,7 +21,7 @@ pub type Dashboard<'a> = Box<dyn FnOnce(Sender<Event>) -> anyhow::Result<(String
 pub fn run(project: &Project, services: &[String], mode: Mode, dashboard: Dashboard) -> anyhow::Result<()> {
     let checkout = Checkout::load(project)?;
     let names = checkout.config.closure(super::selection(services))?;
-    let mut up = launch::up(&checkout, &names, mode, Output::Terminal)?;
+    let mut up = launch::up(&checkout, &names, mode, Output::Terminal, &Unwatched)?;
     let (url, close) = dashboard(up.supervisor.sender())?;
     say!("Dashboard: {url}");
     let kept: Vec<&str> = up.supervisor.kept().collect();

@@ -79,6 +79,8 @@ pub enum Command {
     },
     /// Serve the dashboard: ports, services, logs, actions
     Ui,
+    /// Serve this checkout to coding agents over MCP (the Model Context Protocol) on stdin and stdout
+    Mcp,
     /// Run every test suite of the repository
     Test,
     /// dev's guard: stops dev's services if dev ends without stopping them
@@ -233,5 +235,6 @@ mod tests {
         assert!(parse(&["ports", "who"]).is_err());
         assert!(parse(&["dev", "--force", "--no-kill"]).is_err());
         assert!(parse(&["status", "--json"]).is_ok());
+        assert!(parse(&["mcp"]).is_ok());
     }
 }

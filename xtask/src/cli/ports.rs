@@ -8,7 +8,6 @@ use crate::engine::actions::{self, Action};
 use crate::engine::control::Background;
 use crate::engine::snapshot::{self, Held, PortsView};
 use crate::engine::{Checkout, allocation};
-use crate::model::policy::Mode;
 use crate::system::paths::Project;
 use crate::system::term::{Style, say};
 
@@ -26,8 +25,10 @@ impl PortsArgs {
                 show(&snapshot::ports(&Checkout::load(project)?)?, false)
             }
             Some(PortsAction::Set { service, port }) => {
-                // A port changed by hand kills no one's process: its users restart, moving if they must.
-                let mut services = Background::new(Checkout::load(project)?, Mode::NoKill);
+                // Its users restart as a `start` would: a holder of their ports is asked about (or
+                // killed without a terminal, or with FORCE_MODE), as ever.
+                let mode = crate::cli::ConflictFlags::default().resolve()?;
+                let mut services = Background::new(Checkout::load(project)?, mode);
                 actions::act(&mut services, &Action::SetPort(service, port)).map(drop)
             }
             Some(PortsAction::Reset) => crate::engine::load_config(project).and_then(|_| allocation::reset(project)),

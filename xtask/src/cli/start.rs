@@ -14,14 +14,7 @@ pub fn start(project: &Project, services: &[String], mode: Mode) -> anyhow::Resu
 
 /// A stop works from the records alone when `ports.toml` cannot be read.
 pub fn stop(project: &Project, services: &[String]) -> anyhow::Result<()> {
-    let config = match crate::engine::load_config(project) {
-        Ok(config) => config,
-        Err(e) => return control::stop_from_records(project, &chosen(services), &e),
-    };
-    // The port book plays no part in a stop: a broken one does not keep services running.
-    let (book, _) = crate::engine::read_book(project, &config).unwrap_or_default();
-    let mut background = Background::new(Checkout { project: project.clone(), config, book }, Mode::NoKill);
-    actions::act(&mut background, &Action::Stop(chosen(services))).map(drop)
+    control::stop_services(project, &chosen(services)).map(drop)
 }
 
 pub fn restart(project: &Project, services: &[String], mode: Mode) -> anyhow::Result<()> {

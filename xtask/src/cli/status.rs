@@ -1,25 +1,16 @@
 //! `cargo xtask status`: one line per service in the seed's format, with its
 //! URL and whether it answers.
 
-use crate::engine::Checkout;
 use crate::engine::snapshot::{self, ServiceState};
 use crate::system::paths::Project;
-use crate::system::probe;
-use crate::system::records;
 use crate::system::term::{Style, say};
 
 pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
-    records::check_all(&project.root)?; // rather than call a service it may name stopped
-    let states = match Checkout::load(project) {
-        Ok(checkout) => snapshot::status(&checkout, probe::healthy),
-        Err(e) => {
-            let why = format!("{e:#}");
-            let why = why.lines().next().unwrap_or_default();
-            // On stderr, so that `--json` output stays JSON.
-            eprintln!("warning: {why}\nports.toml could not be read: showing what the records of .pids/ say runs");
-            snapshot::status_from_records(project)
-        }
-    };
+    let status = snapshot::status_now(project)?;
+    if let Some(warning) = &status.warning {
+        eprintln!("warning: {warning}"); // on stderr, so that `--json` output stays JSON
+    }
+    let states = status.services;
     if as_json {
         say!("{}", serde_json::to_string_pretty(&states)?);
         return Ok(());

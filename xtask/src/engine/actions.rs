@@ -8,8 +8,9 @@
 use anyhow::ensure;
 
 use super::Checkout;
-use super::allocation;
+use super::allocation::{self, Allocation};
 use super::stopper::refuse_survivors;
+use crate::model::config::Config;
 use crate::system::term::say;
 
 /// A selection of services: `None` is every one.
@@ -42,13 +43,14 @@ pub trait Services {
     /// in another terminal), found before anything changes.
     fn refuses(&mut self, selection: &Selection) -> anyhow::Result<()>;
     /// Stops the running services of `selection` and what depends on them;
-    /// returns those that could not be stopped.
-    fn stop(&mut self, selection: &Selection) -> anyhow::Result<Vec<String>>;
+    /// returns those that could not be stopped. `say_idle`: say so when
+    /// nothing ran (a stop asked for as such, not one on the way to a start).
+    fn stop(&mut self, selection: &Selection, say_idle: bool) -> anyhow::Result<Vec<String>>;
     /// Starts `names` (closed over their dependencies, in order), setting
     /// up what they need and resolving conflicts on their ports.
     fn start(&mut self, names: &[String]) -> anyhow::Result<()>;
     /// The port book changed (a port was set): start from these ports.
-    fn ports_changed(&mut self, ports: &crate::model::book::Ports);
+    fn ports_changed(&mut self, allocation: &Allocation);
 }
 
 /// Carries out `action`; returns what was done, in a few words.
@@ -67,20 +69,14 @@ pub fn act(services: &mut impl Services, action: &Action) -> anyhow::Result<Stri
         }
         Action::Stop(selection) => {
             config.closure(selection.as_deref())?; // checks the names
-            refuse_survivors(&services.stop(selection)?)?;
+            refuse_survivors(&services.stop(selection, true)?)?;
             Ok(format!("{} stopped", shown(selection)))
         }
         Action::Restart(selection) => {
-            let mut names = config.closure(selection.as_deref())?;
             let running = services.running();
-            let reached = match selection {
-                None => running.clone(),
-                Some(selected) => config.dependents_closure(selected),
-            };
-            names.extend(reached.into_iter().filter(|n| running.contains(n)));
-            let names: Vec<String> = config.order.iter().filter(|n| names.contains(n)).cloned().collect();
+            let names = restarted(&config, selection, &running)?;
             services.check(&names)?;
-            let survivors = services.stop(selection)?;
+            let survivors = services.stop(selection, false)?;
             ensure!(
                 survivors.is_empty(),
                 "{} could not be stopped, so nothing was started again",
@@ -93,17 +89,18 @@ pub fn act(services: &mut impl Services, action: &Action) -> anyhow::Result<Stri
             allocation::check_pin(&config, name, *port)?;
             let running = services.running();
             let users: Vec<String> = config.users_of(name).into_iter().filter(|n| running.contains(n)).collect();
+            // The stop of the users reaches what depends on them: all start again.
+            let restart = restarted(&config, &Some(users.clone()), &running)?;
             // What would keep them from starting again, before the new port is written.
             if !users.is_empty() {
                 services.refuses(&Some(users.clone()))?;
-                services.check(&users)?;
+                services.check(&restart)?;
             }
-            let ports = allocation::pin(services.checkout(), name, *port)?;
-            services.ports_changed(&ports);
+            services.ports_changed(&allocation::pin(services.checkout(), name, *port)?);
             if !users.is_empty() {
                 say!("restarting {} with the new port", users.join(", "));
-                refuse_survivors(&services.stop(&Some(users.clone()))?)?;
-                services.start(&users)?;
+                refuse_survivors(&services.stop(&Some(users.clone()), false)?)?;
+                services.start(&restart)?;
             }
             // Where it is now: a port taken before it could bind moved it on.
             let checkout = services.checkout();
@@ -111,6 +108,18 @@ pub fn act(services: &mut impl Services, action: &Action) -> anyhow::Result<Stri
             Ok(moved(name, *port, book.get(name).copied().unwrap_or(*port)))
         }
     }
+}
+
+/// What a restart of `selection` starts again: it with what it depends on,
+/// and what runs of what depends on it (its stop reaches them), in order.
+fn restarted(config: &Config, selection: &Selection, running: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut names = config.closure(selection.as_deref())?;
+    let reached = match selection {
+        None => running.to_vec(),
+        Some(selected) => config.dependents_closure(selected),
+    };
+    names.extend(reached.into_iter().filter(|n| running.contains(n)));
+    Ok(config.order.iter().filter(|n| names.contains(n)).cloned().collect())
 }
 
 /// The services of a selection, in a few words.

@@ -4,8 +4,10 @@
 //! writes, for every operation.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use anyhow::{bail, ensure};
+use serde::Serialize;
 
 use super::{Checkout, containers};
 use crate::model::alloc::{self, Exhausted, KernelPorts};
@@ -19,17 +21,47 @@ use crate::system::probe;
 use crate::system::registry::Registry;
 use crate::system::term::say;
 
+/// What an allocation gave: every service's port, and the services it moved.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    pub ports: Ports,
+    pub moves: Vec<Move>,
+}
+
+/// A service given another port than the one it would have had (the book's,
+/// else its preferred one), and why: what the runner says in one line, and
+/// what the agent interface returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Move {
+    pub service: String,
+    pub from: u16,
+    pub to: u16,
+    /// Why `from` could not be used: "is held by pid 4242 (python3 -m
+    /// http.server 8000, user ann); not killing it: --no-kill".
+    pub why: String,
+    /// Why the walk to `to` went around the kernel's ephemeral range, when it did.
+    pub around: Option<String>,
+}
+
+impl fmt::Display for Move {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Move { service, from, to, why, around } = self;
+        write!(f, "{service}: port {from} {why}; using {to}")?;
+        around.as_ref().map_or(Ok(()), |around| write!(f, ", as {around}"))
+    }
+}
+
 /// Allocates a port for every service and writes `.ports.json`,
 /// `.env.runtime` and this checkout's registry entry, under the checkout's
 /// lock and the registry's, so concurrent runs here or in other checkouts
 /// never hand out one port twice. Services in `running` keep their port.
 /// Each move is said in one line, with the reason from `why_busy` when the
-/// caller knows it. On failure nothing is written.
+/// caller knows it, and returned. On failure nothing is written.
 pub fn allocate_and_write(
     checkout: &Checkout,
     running: &Ports,
     why_busy: &BTreeMap<String, String>,
-) -> anyhow::Result<Ports> {
+) -> anyhow::Result<Allocation> {
     let (project, config) = (&checkout.project, &checkout.config);
     let _lock = Lock::acquire(&project.lock_file())?;
     let mut registry = Registry::open()?;
@@ -71,7 +103,7 @@ fn allocate_locked(
     current: &Ports,
     fixed: &Ports,
     why_busy: &BTreeMap<String, String>,
-) -> anyhow::Result<Ports> {
+) -> anyhow::Result<Allocation> {
     let (project, config) = (&checkout.project, &checkout.config);
     let reserved = registry.entries.reserved_by_others(&project.root);
     let kernel = probe::kernel_ports();
@@ -82,6 +114,7 @@ fn allocate_locked(
     write(checkout, registry, &ports)?;
     let start: Ports = current.iter().chain(fixed).map(|(name, port)| (name.clone(), *port)).collect();
     let given_to: BTreeMap<u16, &String> = ports.iter().map(|(name, port)| (*port, name)).collect();
+    let mut moves = Vec::new();
     for (name, port) in ports.iter().filter(|(name, port)| start[*name] != **port) {
         let from = start[name];
         // Services are served in dependency order: an earlier one may have
@@ -90,10 +123,10 @@ fn allocate_locked(
             Some(other) => format!("is given to {other}"),
             None => why_busy.get(name).cloned().unwrap_or_else(|| why_moved(from, config, registry, project)),
         };
-        match around_ephemeral(from, *port, config, &kernel) {
-            Some(around) => say!("{name}: port {from} {why}; using {port}, as {around}"),
-            None => say!("{name}: port {from} {why}; using {port}"),
-        }
+        let around = around_ephemeral(from, *port, config, &kernel);
+        let moved = Move { service: name.clone(), from, to: *port, why, around };
+        say!("{moved}");
+        moves.push(moved);
     }
     if let Some((lo, hi)) = kernel.ephemeral {
         for (name, port) in ports.iter().filter(|(_, port)| kernel.is_ephemeral(**port)) {
@@ -103,7 +136,7 @@ fn allocate_locked(
             );
         }
     }
-    Ok(ports)
+    Ok(Allocation { ports, moves })
 }
 
 /// Writes `.ports.json`, `.env.runtime` and this checkout's registry entry
@@ -184,8 +217,8 @@ fn explain_exhausted(e: &Exhausted, registry: &Registry, project: &Project) -> S
 /// Pins `service` to `port` in `.ports.json`, `.env.runtime` and the
 /// registry. The other services keep the ports they run on, and the rest are
 /// allocated as usual: the ports they would prefer may be another
-/// checkout's, or busy.
-pub fn pin(checkout: &Checkout, service: &str, port: u16) -> anyhow::Result<Ports> {
+/// checkout's, or busy (those that move are in the allocation's moves).
+pub fn pin(checkout: &Checkout, service: &str, port: u16) -> anyhow::Result<Allocation> {
     check_pin(&checkout.config, service, port)?;
     let (project, config) = (&checkout.project, &checkout.config);
     let _lock = Lock::acquire(&project.lock_file())?;
@@ -201,9 +234,9 @@ pub fn pin(checkout: &Checkout, service: &str, port: u16) -> anyhow::Result<Port
         bail!("port {port} is already given to {other}: pick another, or move {other} first");
     }
     fixed.insert(service.to_owned(), port);
-    let ports = allocate_locked(checkout, &mut registry, &current, &fixed, &BTreeMap::new())?;
+    let allocation = allocate_locked(checkout, &mut registry, &current, &fixed, &BTreeMap::new())?;
     say!("{service}: pinned to port {port}");
-    Ok(ports)
+    Ok(allocation)
 }
 
 /// What is wrong with a port asked for by hand, found before anything is

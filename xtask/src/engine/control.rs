@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::actions::{Selection, Services};
+use super::actions::{self, Action, Selection, Services};
+use super::allocation::Allocation;
 use super::launch;
 use super::output::Printer;
 use super::preflight;
 use super::stopper::{self, Target, refuse_survivors};
 use super::supervisor::Output;
+use super::watch::{Unwatched, Watch};
 use super::{Checkout, containers, running};
-use crate::model::book::Ports;
 use crate::model::config::DEFAULT_STOP_GRACE;
 use crate::model::policy::Mode;
 use crate::system::paths::Project;
@@ -23,20 +24,28 @@ use crate::system::process::{self, Hurry, ProcId};
 use crate::system::records::{self, Record};
 use crate::system::term::say;
 
-/// The background services of a checkout, and how a start of them resolves
-/// conflicts on their ports.
-pub struct Background {
+/// The background services of a checkout, how a start of them resolves
+/// conflicts on their ports, and who follows that start.
+pub struct Background<'a> {
     pub checkout: Checkout,
     pub mode: Mode,
+    watch: &'a dyn Watch,
 }
 
-impl Background {
-    pub fn new(checkout: Checkout, mode: Mode) -> Background {
-        Background { checkout, mode }
+impl Background<'static> {
+    pub fn new(checkout: Checkout, mode: Mode) -> Background<'static> {
+        Background { checkout, mode, watch: &Unwatched }
     }
 }
 
-impl Services for Background {
+impl<'a> Background<'a> {
+    /// The same, its starts followed (and maybe called off) by `watch`.
+    pub fn watched(self, watch: &'a dyn Watch) -> Background<'a> {
+        Background { watch, ..self }
+    }
+}
+
+impl Services for Background<'_> {
     fn checkout(&self) -> &Checkout {
         &self.checkout
     }
@@ -56,27 +65,42 @@ impl Services for Background {
         }
     }
 
-    fn stop(&mut self, selection: &Selection) -> anyhow::Result<Vec<String>> {
-        stop(&self.checkout, selection)
+    fn stop(&mut self, selection: &Selection, say_idle: bool) -> anyhow::Result<Vec<String>> {
+        stop(&self.checkout, selection, say_idle)
     }
 
     fn start(&mut self, names: &[String]) -> anyhow::Result<()> {
-        let up = launch::up(&self.checkout, names, self.mode, Output::Files)?;
+        let up = launch::up(&self.checkout, names, self.mode, Output::Files, self.watch)?;
         say!("running in the background: `cargo xtask status`, `cargo xtask logs`, `cargo xtask stop`");
         up.supervisor.detach();
         Ok(())
     }
 
-    fn ports_changed(&mut self, ports: &Ports) {
-        self.checkout.book = ports.clone();
+    fn ports_changed(&mut self, allocation: &Allocation) {
+        self.checkout.book = allocation.ports.clone();
+        allocation.moves.iter().for_each(|moved| self.watch.moved(moved));
     }
+}
+
+/// `stop` of the background services of `selection` (every one when
+/// `None`), for the command line and the agent interface; from the records
+/// alone when `ports.toml` cannot be read. Says what it did.
+pub fn stop_services(project: &Project, selection: &Selection) -> anyhow::Result<String> {
+    let config = match super::load_config(project) {
+        Ok(config) => config,
+        Err(e) => return stop_from_records(project, selection, &e).map(|()| "every service stopped".into()),
+    };
+    // The port book plays no part in a stop: a broken one does not keep services running.
+    let (book, _) = super::read_book(project, &config).unwrap_or_default();
+    let mut background = Background::new(Checkout { project: project.clone(), config, book }, Mode::NoKill);
+    actions::act(&mut background, &Action::Stop(selection.clone()))
 }
 
 /// Stops the running services of `selection` and what depends on them, and
 /// what is left of services whose first process has gone; a stop of
 /// everything also stops a `dev` in another terminal, and what `ports.toml`
 /// no longer names (renamed, removed). Returns those that still run.
-pub fn stop(checkout: &Checkout, selection: &Selection) -> anyhow::Result<Vec<String>> {
+pub fn stop(checkout: &Checkout, selection: &Selection, say_idle: bool) -> anyhow::Result<Vec<String>> {
     let (project, config) = (&checkout.project, &checkout.config);
     records::check_all(&project.root)?;
     if let Some(dev) = other_dev(project) {
@@ -99,7 +123,9 @@ pub fn stop(checkout: &Checkout, selection: &Selection) -> anyhow::Result<Vec<St
         .filter(|r| names.contains(&r.service) || selection.is_none())
         .partition(|r| config.services.contains_key(&r.service));
     if named.is_empty() && unnamed.is_empty() {
-        say!("nothing is running");
+        if say_idle {
+            say!("nothing is running");
+        }
     } else {
         let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
         let targets = named.iter().map(|r| Target::recorded(r, grace(r))).collect();
@@ -118,7 +144,7 @@ pub fn stop(checkout: &Checkout, selection: &Selection) -> anyhow::Result<Vec<St
 /// `stop` when ports.toml cannot be read (a merge conflict, deleted): the
 /// services its records name, all at once, as dev's guard stops them. What
 /// depends on a service is not known then: a selection stops nothing.
-pub fn stop_from_records(project: &Project, selection: &Selection, e: &anyhow::Error) -> anyhow::Result<()> {
+fn stop_from_records(project: &Project, selection: &Selection, e: &anyhow::Error) -> anyhow::Result<()> {
     let why = format!("{e:#}");
     let why = why.lines().next().unwrap_or_default();
     records::check_all(&project.root)?;

@@ -13,6 +13,7 @@ use super::guard::{self, Guard};
 use super::output::Printer;
 use super::stopper::{self, Target, refuse_survivors};
 use super::supervisor::{self, Output, Supervisor};
+use super::watch::Watch;
 use super::{Checkout, allocation, conflict, containers, preflight, setup};
 use crate::model::alloc;
 use crate::model::book::Ports;
@@ -36,8 +37,9 @@ pub struct Up {
 /// Starts `names` (closed over their dependencies, in order) and waits until
 /// they are ready. With `Output::Terminal` (dev) services of the selection
 /// that run in the background are taken over; with `Output::Files` (start)
-/// they keep running.
-pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> anyhow::Result<Up> {
+/// they keep running. `watch` is told of each service moved, starting and
+/// ready, and may call the start off.
+pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output, watch: &dyn Watch) -> anyhow::Result<Up> {
     crate::system::term::say_from_a_thread(); // a signal stops the services even while stdout blocks
     let project = &checkout.project;
     preflight::check(checkout, names)?;
@@ -46,18 +48,22 @@ pub fn up(checkout: &Checkout, names: &[String], mode: Mode, output: Output) -> 
     // service not running, and start it twice.
     let waiting = "waiting for another `cargo xtask` of this checkout to finish starting services";
     let _launch = Lock::acquire_saying(&project.launch_lock(), waiting)?;
+    // The book again, now that no other launch runs: one that held the lock
+    // may have moved services since it was read, and a port it left is not
+    // worth anyone's process (`contested`, `check_allocatable`).
+    let checkout = &Checkout { book: super::read_book(project, &checkout.config)?.0, ..checkout.clone() };
     // dev's services must not outlive it: its guard watches before the first starts.
     let guard = match output {
         Output::Terminal => Some(guard::spawn(project)?),
         Output::Files => None,
     };
     let hurry = Hurry::default();
-    let (ports, kept) = prepare(checkout, names, mode, output)?;
+    let (ports, kept) = prepare(checkout, names, mode, output, watch)?;
     let mut supervisor = Supervisor::new(checkout.clone(), ports, output, kept, hurry.clone());
-    // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; in the
-    // foreground, a second Ctrl-C cuts the graces short.
-    supervisor::forward_signals(supervisor.sender(), (output == Output::Terminal).then_some(hurry))?;
-    supervisor.start_all(names)?;
+    // Ctrl-C, SIGTERM and SIGHUP stop what this runner starts; a second
+    // Ctrl-C cuts the graces short (`start` too, while it stops what it began).
+    supervisor::forward_signals(supervisor.sender(), Some(hurry))?;
+    supervisor.start_all(names, watch)?;
     Ok(Up { supervisor, _guard: guard, _dev_lock: dev_lock })
 }
 
@@ -68,6 +74,7 @@ fn prepare(
     names: &[String],
     mode: Mode,
     output: Output,
+    watch: &dyn Watch,
 ) -> anyhow::Result<(Ports, BTreeMap<String, Record>)> {
     let (project, config) = (&checkout.project, &checkout.config);
     let me = ProcId::myself();
@@ -134,8 +141,9 @@ fn prepare(
     for (name, port) in contested(checkout, &to_start)? {
         busy.extend(conflict::resolve(checkout, &name, port, mode)?.map(|why| (name, why)));
     }
-    let ports = allocation::allocate_and_write(checkout, &fixed, &busy)?;
-    Ok((ports, kept))
+    let allocation = allocation::allocate_and_write(checkout, &fixed, &busy)?;
+    allocation.moves.iter().for_each(|moved| watch.moved(moved));
+    Ok((allocation.ports, kept))
 }
 
 /// The busy ports of `to_start` that the allocation would give as they are,

@@ -16,6 +16,7 @@ pub mod setup;
 pub mod snapshot;
 pub mod stopper;
 pub mod supervisor;
+pub mod watch;
 
 use anyhow::Context;
 
@@ -41,11 +42,16 @@ impl Checkout {
     /// `--json` output stays JSON), each entry of the book that names a
     /// service `ports.toml` no longer has.
     pub fn load(project: &Project) -> anyhow::Result<Checkout> {
-        let (checkout, notes) = Checkout::read(project)?;
+        Checkout::with_config(project, load_config(project)?)
+    }
+
+    /// `load`, once `ports.toml` has been read.
+    pub fn with_config(project: &Project, config: Config) -> anyhow::Result<Checkout> {
+        let (book, notes) = read_book(project, &config)?;
         for note in notes {
             eprintln!("note: {note}");
         }
-        Ok(checkout)
+        Ok(Checkout { project: project.clone(), config, book })
     }
 
     /// `load`, with the notes for the caller to say (or not: it said them once).

@@ -43,8 +43,12 @@ impl Printer {
     /// its output, and what is said about it.
     pub fn prefix(&self, name: &str) -> String {
         const COLOURS: [&str; 6] = ["36", "35", "34", "33", "32", "31"];
-        let i = self.order.iter().position(|n| n == name).unwrap_or(0);
-        self.style.paint(COLOURS[i % COLOURS.len()], &format!("{name:width$} |", width = self.width))
+        let prefix = format!("{name:width$} |", width = self.width);
+        // A service no ports.toml names has no place, and no colour.
+        match self.order.iter().position(|n| n == name) {
+            Some(i) => self.style.paint(COLOURS[i % COLOURS.len()], &prefix),
+            None => prefix,
+        }
     }
 
     /// A line about a service: its prefix, then `message`, dimmed.

@@ -16,7 +16,7 @@ use crate::system::containers::Container;
 use crate::system::holder::{self, Holder, Known};
 use crate::system::paths::Project;
 use crate::system::probe;
-use crate::system::records::Record;
+use crate::system::records::{self, Record};
 use crate::system::registry::{Entries, Registry};
 use crate::system::users;
 
@@ -37,8 +37,40 @@ pub struct ServiceState {
     /// Stopped by a signal (SIGSTOP, Ctrl-Z): it cannot answer, and is not asked.
     pub suspended: bool,
     /// The container its client runs, for a service in a container.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+}
+
+/// What `status` shows: every service's state and, when `ports.toml` could
+/// not be read and the records alone say what runs, why. The agent
+/// interface's `status` (its `--json` is `services`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub services: Vec<ServiceState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Every service's state, each running one asked whether it answers; what
+/// the records say runs when `ports.toml` cannot be read (a merge conflict,
+/// deleted). A record that cannot be read is an error: a service it names
+/// might be taken for stopped.
+pub fn status_now(project: &Project) -> anyhow::Result<Status> {
+    records::check_all(&project.root)?;
+    // Only a `ports.toml` that cannot be read leaves the records alone to say
+    // what runs; a broken `.ports.json` is an error, with its fix.
+    Ok(match super::load_config(project) {
+        Ok(config) => {
+            let checkout = Checkout::with_config(project, config)?;
+            let services = status(&checkout, probe::healthy);
+            Status { services, warning: None }
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            let why = why.lines().next().unwrap_or_default();
+            let warning = format!("{why}\nports.toml could not be read: showing what the records of .pids/ say runs");
+            Status { services: status_from_records(project), warning: Some(warning) }
+        }
+    })
 }
 
 /// Every service of the checkout, in dependency order. `healthy(service,
@@ -71,7 +103,7 @@ pub fn status(checkout: &Checkout, mut healthy: impl FnMut(&Service, u16) -> boo
 
 /// What the records say runs, when `ports.toml` cannot be read (a merge
 /// conflict, deleted): no URL, no health.
-pub fn status_from_records(project: &Project) -> Vec<ServiceState> {
+fn status_from_records(project: &Project) -> Vec<ServiceState> {
     let records = super::running(project);
     let stopped = stopped_groups(&records);
     let state = |r: &Record| ServiceState {

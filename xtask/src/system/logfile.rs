@@ -1,6 +1,7 @@
 //! The services' logs (`.logs/`): their last lines, and what is appended
 //! to them, read in bounded memory however big they grow.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -20,6 +21,39 @@ pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
         return Vec::new();
     };
     last_lines_before(&mut file, n, len)
+}
+
+/// The last `n` lines of a log that contain `text` (none if it does not
+/// exist). The whole log is read, a chunk at a time, up to where it ended
+/// when asked; only `n` lines are kept.
+pub fn last_lines_containing(path: &Path, n: usize, text: &str) -> Vec<String> {
+    let mut found = VecDeque::new();
+    let mut keep = |line: String| {
+        if n > 0 && line.contains(text) {
+            if found.len() == n {
+                found.pop_front();
+            }
+            found.push_back(line);
+        }
+    };
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let end = file.metadata().map_or(0, |m| m.len());
+    let mut cursor = Cursor::default();
+    while cursor.offset < end {
+        let before = cursor.offset;
+        let Ok(lines) = cursor.read_new(&mut file) else { break };
+        lines.into_iter().for_each(&mut keep);
+        if cursor.offset == before {
+            break; // cut shorter meanwhile
+        }
+    }
+    // An unfinished last line counts, as in `last_lines`.
+    if !cursor.pending.is_empty() {
+        keep(String::from_utf8_lossy(&cursor.pending).into_owned());
+    }
+    found.into()
 }
 
 /// The last `n` lines of the first `until` bytes of a log.
@@ -231,6 +265,34 @@ mod tests {
         assert_eq!(last_lines(&log.path, 2), ["", "c"]);
         assert!(last_lines(&log.path, 0).is_empty());
         assert_eq!(last_lines(&log.path, usize::MAX), ["a", "b", "", "c"]);
+    }
+
+    #[test]
+    fn the_last_lines_containing_a_text() {
+        let log = Log::new();
+        assert!(last_lines_containing(&log.path, 5, "x").is_empty());
+        log.append(b"GET /a 200\nPOST /b 500\nGET /c 404\r\nstarted\nGET /d 200\nGET /e");
+        let cases: [(usize, &str, &[&str]); 6] = [
+            (2, "GET", &["GET /d 200", "GET /e"]),
+            (10, "GET", &["GET /a 200", "GET /c 404", "GET /d 200", "GET /e"]),
+            (10, " 200", &["GET /a 200", "GET /d 200"]),
+            (3, "", &["started", "GET /d 200", "GET /e"]),
+            (0, "GET", &[]),
+            (5, "DELETE", &[]),
+        ];
+        for (n, text, want) in cases {
+            assert_eq!(last_lines_containing(&log.path, n, text), want, "{n} lines containing {text:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_lines_containing_a_text_are_found_past_many_chunks() {
+        let log = Log::new();
+        log.append(b"needle first\n");
+        log.append(&numbered(300_000)); // 3.6 MB: several chunks
+        log.append(b"needle last\n");
+        assert_eq!(last_lines_containing(&log.path, 5, "needle"), ["needle first", "needle last"]);
+        assert_eq!(last_lines_containing(&log.path, 2, "line 2999"), ["line 299998", "line 299999"]);
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     supervisor::forward_signals(sender, None)?; // the services run on: nothing to hurry
     let actions = Arc::new(Mutex::new(()));
     let dashboard = serve(project, Control::Background(actions.clone()))?;
+    // What it notes of the port book, once: refreshes and actions read it quietly.
+    for note in Checkout::read(project).map(|(_, notes)| notes).unwrap_or_default() {
+        eprintln!("note: {note}");
+    }
     say!("Dashboard: {}", dashboard.url);
     say!("Ctrl-C stops the dashboard (the services keep running).");
     let _ = events.recv();
@@ -242,7 +246,7 @@ fn act(shared: &Shared, action: Action) -> Result<String, String> {
         Control::Background(one_at_a_time) => {
             let _guard = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
             // A click never kills anyone's process: a busy port moves the service.
-            let checkout = Checkout::load(&shared.project).map_err(|e| format!("{e:#}"))?;
+            let (checkout, _) = Checkout::read(&shared.project).map_err(|e| format!("{e:#}"))?;
             actions::act(&mut Background::new(checkout, Mode::NoKill), &action).map_err(|e| format!("{e:#}"))
         }
     }

@@ -55,7 +55,8 @@ pub(super) fn signal_name(signal: i32) -> &'static str {
 /// Ctrl-C, SIGTERM and SIGHUP become events instead of killing the runner
 /// with its services still up. They go to the first who asks, one per
 /// process: in `cargo xtask ui` the dashboard, whose Ctrl-C stops no service,
-/// not the starts its actions run, which go on to their end. With `hurry`,
+/// not the starts its actions run, which go on to their end; in `cargo xtask
+/// mcp` the server, which calls its starts off. With `hurry`,
 /// a Ctrl-C while stopping sets it: the services' graces are cut short.
 /// Only one that comes a second or more after the signal that began the
 /// stop: a wrapper such as `npm run` passes on the Ctrl-C its group got

@@ -23,9 +23,11 @@ mod starting;
 use events::signal_name;
 pub use events::{Event, Output, forward_signals};
 
-use super::actions::{self, Selection, Services};
+use super::actions::{self, Action, Selection, Services};
+use super::allocation::Allocation;
 use super::output::{Printer, copy_lines};
 use super::stopper::{self, Target};
+use super::watch::Unwatched;
 use super::{Checkout, containers, preflight, setup};
 use crate::model::book::Ports;
 use crate::model::config::{DEFAULT_STOP_GRACE, Ready};
@@ -314,7 +316,7 @@ impl Supervisor {
                     }
                 }
                 Event::Command { action, reply } => {
-                    let _ = reply.send(actions::act(self, &action).map_err(|e| format!("{e:#}")));
+                    let _ = reply.send(self.act(&action).map_err(|e| format!("{e:#}")));
                     if self.interrupted {
                         break;
                     }
@@ -341,8 +343,18 @@ impl Supervisor {
         }
     }
 
-    /// The checkout's launch lock for a dashboard action that starts
-    /// services, at once or not at all: dev must stay free to take Ctrl-C.
+    /// A dashboard action. One that starts services takes the checkout's
+    /// launch lock before anything changes (a `start` in another terminal
+    /// may run now), at once or not at all: refused, it has changed nothing,
+    /// and dev stays free to take Ctrl-C.
+    fn act(&mut self, action: &Action) -> anyhow::Result<String> {
+        let _launch = match action {
+            Action::Stop(_) => None,
+            _ => Some(self.launch_lock()?),
+        };
+        actions::act(self, action)
+    }
+
     fn launch_lock(&self) -> anyhow::Result<Lock> {
         match Lock::try_acquire(&self.checkout.project.launch_lock())? {
             Some(lock) => Ok(lock),
@@ -379,7 +391,7 @@ impl Services for Supervisor {
         Ok(()) // this is the dev: it stops and restarts what it runs
     }
 
-    fn stop(&mut self, selection: &Selection) -> anyhow::Result<Vec<String>> {
+    fn stop(&mut self, selection: &Selection, _: bool) -> anyhow::Result<Vec<String>> {
         self.adopt(); // what a `start` in another terminal began is stopped too
         let running: Vec<Record> = super::running(&self.checkout.project);
         let names = super::reach(&self.checkout.config, selection, &running)?;
@@ -387,21 +399,20 @@ impl Services for Supervisor {
     }
 
     fn start(&mut self, names: &[String]) -> anyhow::Result<()> {
-        // A `start` in another terminal may run now, or have run: one
-        // launch at a time, and what it started is known here.
-        let _launch = self.launch_lock()?;
+        // Under the launch lock (`act`): what a `start` in another terminal
+        // started is known here.
         self.adopt();
         // As `start` does: what is not running yet is checked and set up first.
         let new: Vec<String> =
             names.iter().filter(|n| !self.running.contains_key(*n) && !self.kept.contains_key(*n)).cloned().collect();
         preflight::check(&self.checkout, &new)?;
         setup::prepare(&self.checkout, &new)?;
-        self.start_all(names)
+        self.start_all(names, &Unwatched)
     }
 
-    fn ports_changed(&mut self, ports: &Ports) {
-        self.checkout.book = ports.clone();
-        self.ports = ports.clone();
+    fn ports_changed(&mut self, allocation: &Allocation) {
+        self.checkout.book = allocation.ports.clone();
+        self.ports = allocation.ports.clone();
     }
 }
 

@@ -14,6 +14,7 @@ use super::{READY_TIMEOUT, Supervisor};
 use crate::engine::allocation;
 use crate::engine::output::{COPY_WAIT, copied};
 use crate::engine::stopper::stop_service;
+use crate::engine::watch::{self, Watch};
 use crate::model::book::Ports;
 use crate::system::group::Stopped;
 use crate::system::probe;
@@ -22,17 +23,20 @@ use crate::system::term::say;
 
 /// How many times a service whose port was taken before it could bind moves on.
 const PORT_RETRIES: u32 = 3;
+/// How long a start waits without news before it says what it waits for.
+const WAITING_NOTE: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// Starts `names` (in dependency order): each once its dependencies are
-    /// ready. Returns when all are ready. On failure it stops what it
-    /// started and says why; on a signal it stops everything this runner
-    /// started. What runs already, here or in the background, is left as it is.
-    pub fn start_all(&mut self, names: &[String]) -> anyhow::Result<()> {
+    /// ready. Returns when all are ready. On failure, or when `watch` calls
+    /// it off, it stops what it started and says why; on a signal it stops
+    /// everything this runner started. What runs already, here or in the
+    /// background, is left as it is.
+    pub fn start_all(&mut self, names: &[String], watch: &dyn Watch) -> anyhow::Result<()> {
         let pending: Vec<String> =
             names.iter().filter(|n| !self.running.contains_key(*n) && !self.kept.contains_key(*n)).cloned().collect();
         let mut ours: BTreeSet<String> = pending.iter().cloned().collect();
-        let result = self.starting(pending, &mut ours);
+        let result = self.starting(pending, &mut ours, watch);
         if result.is_err() {
             self.stop_started(&ours);
         }
@@ -40,10 +44,19 @@ impl Supervisor {
     }
 
     /// `start_all`'s loop; `ours` gains what it restarts on a new port.
-    fn starting(&mut self, mut pending: Vec<String>, ours: &mut BTreeSet<String>) -> anyhow::Result<()> {
+    fn starting(
+        &mut self,
+        mut pending: Vec<String>,
+        ours: &mut BTreeSet<String>,
+        watch: &dyn Watch,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut retries: BTreeMap<String, u32> = BTreeMap::new();
+        let mut quiet_since = Instant::now();
         loop {
+            if watch.cancelled() {
+                bail!("the start was cancelled: what it had started is stopped");
+            }
             let ready =
                 |s: &Supervisor, dep: &String| s.kept.contains_key(dep) || s.running.get(dep).is_some_and(|r| r.ready);
             let (now, later): (Vec<String>, Vec<String>) = pending
@@ -52,6 +65,7 @@ impl Supervisor {
             pending = later;
             for name in now {
                 self.spawn(&name)?;
+                watch.starting(&name, self.ports[&name]);
             }
             if let Some((name, dep)) = self.lost_dependency(&pending) {
                 bail!("{name} cannot start: {dep}, which it depends on, exited");
@@ -64,12 +78,21 @@ impl Supervisor {
                 }
                 return Ok(());
             }
-            let event = match self.events.recv_timeout(Duration::from_secs(5)) {
-                Ok(event) => event,
+            // Woken now and then to ask `watch` whether to go on: while
+            // starting, as the readiness checks do.
+            let event = match self.events.recv_timeout(watch::CHECK_EVERY) {
+                Ok(event) => {
+                    quiet_since = Instant::now();
+                    event
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    let waiting: Vec<&String> = self.running.iter().filter(|(_, r)| !r.ready).map(|(n, _)| n).collect();
-                    let waiting = waiting.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
-                    say!("… waiting for {waiting} ({:.0}s)", started.elapsed().as_secs_f64());
+                    if quiet_since.elapsed() >= WAITING_NOTE {
+                        quiet_since = Instant::now();
+                        let waiting: Vec<&String> =
+                            self.running.iter().filter(|(_, r)| !r.ready).map(|(n, _)| n).collect();
+                        let waiting = waiting.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+                        say!("… waiting for {waiting} ({:.0}s)", started.elapsed().as_secs_f64());
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => bail!("the event channel closed"),
@@ -81,6 +104,7 @@ impl Supervisor {
                         let took = r.started.elapsed().as_secs_f64();
                         let url = self.checkout.config.services[&service].url.render(Some(&service), &self.ports);
                         say!("{}", self.say(&service, &format!("ready in {took:.1}s: {url}")));
+                        watch.ready(&service, &url);
                     }
                 }
                 Event::NotReady { service, generation } if self.is_current(&service, generation) => {
@@ -121,7 +145,7 @@ impl Supervisor {
                     // and restart what uses the port with the new environment.
                     *tries += 1;
                     say!("{}", self.say(&service, &format!("port {port} was taken before it could bind; moving")));
-                    self.reallocate()?;
+                    self.reallocate(watch)?;
                     let users: Vec<String> = self
                         .checkout
                         .config
@@ -195,9 +219,11 @@ impl Supervisor {
     }
 
     /// New ports for what is not running, keeping the running services' own.
-    fn reallocate(&mut self) -> anyhow::Result<()> {
+    fn reallocate(&mut self, watch: &dyn Watch) -> anyhow::Result<()> {
         let keep: Ports = self.running.keys().chain(self.kept.keys()).map(|n| (n.clone(), self.ports[n])).collect();
-        self.ports = allocation::allocate_and_write(&self.checkout, &keep, &BTreeMap::new())?;
+        let allocation = allocation::allocate_and_write(&self.checkout, &keep, &BTreeMap::new())?;
+        allocation.moves.iter().for_each(|moved| watch.moved(moved));
+        self.ports = allocation.ports;
         Ok(())
     }
 }
