@@ -6,7 +6,7 @@
 // The layers, from the bottom up: each imports only from those before it
 // (ARCHITECTURE.md). The pure core: ports.toml, allocation, the port book.
 mod model;
-// The machine: files and locks, processes, who holds a port, records.
+// The machine: files and locks, processes, who holds a port, records, containers.
 mod system;
 // The operations every front end runs.
 mod engine;

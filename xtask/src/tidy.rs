@@ -33,6 +33,21 @@ fn the_repository_ports_toml_is_valid() {
     );
 }
 
+/// The example of services in containers stays a valid ports.toml, with a
+/// service of each kind.
+#[test]
+fn the_containers_example_is_valid() {
+    use crate::model::config::Run;
+    let path = root().join("examples/containers/ports.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = crate::model::config::parse(&text).unwrap_or_else(|e| panic!("{}", e.with_path(&path)));
+    let runs: Vec<&Run> = config.services.values().map(|s| &s.run).collect();
+    assert!(runs.iter().any(|r| matches!(r, Run::Image(_))), "{} has no image service", path.display());
+    assert!(runs.iter().any(|r| matches!(r, Run::Compose(_))), "{} has no compose service", path.display());
+    let compose = std::fs::read_to_string(root().join("examples/containers/compose.yaml")).unwrap();
+    assert!(compose.contains("${POSTGRES_PORT"), "its compose.yaml must publish postgres on ${{POSTGRES_PORT}}");
+}
+
 #[test]
 fn readme_starts_with_the_two_commands() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();

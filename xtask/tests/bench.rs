@@ -19,6 +19,6 @@ fn one_tiny_run_of_every_case() {
     assert!(output.status.success(), "bench failed:\n{shown}");
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
     let cases = results["cases"].as_array().unwrap_or_else(|| panic!("no cases in {results}"));
-    assert_eq!(cases.len(), 8, "{results}");
+    assert_eq!(cases.len(), 9, "{results}");
     assert!(shown.contains("| case |"), "no table printed:\n{shown}");
 }

@@ -1,8 +1,8 @@
-//! The eight cases, each measuring the runner and the baseline side by
-//! side (or the runner alone, where the baseline has nothing to compare;
-//! or, for the agent interface, against the runner's own command; or, for
-//! the named URLs' proxy, against direct access), and the check that the
-//! runner reads the bench's stacks as they are meant.
+//! The cases, each measuring the runner and the baseline side by side (or
+//! the runner alone, where the baseline has nothing to compare; or, for the
+//! agent interface, against the runner's own command; or, for the named
+//! URLs' proxy, against direct access), and the check that the runner reads
+//! the bench's stacks as they are meant.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use harness::{Said, answers, free_ports, is_free};
+use harness::{Said, answers, free_ports, images, is_free};
 use procscan::{ProcId, Stat};
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ pub struct Sizes {
     sleepers: usize,
     /// Case 6: how long the idle supervisor is watched.
     idle: Duration,
-    /// Case 8: requests timed one after another, and how long 32
+    /// Case 9: requests timed one after another, and how long 32
     /// connections are counted, in each round.
     requests: usize,
     load: Duration,
@@ -51,7 +51,7 @@ impl Sizes {
 pub type CaseFn = fn(&Bench, &Sizes) -> anyhow::Result<Case>;
 
 /// The cases, in the table's order.
-pub const CASES: [CaseFn; 8] = [allocation, holder_lookup, status, start, stop, idle, mcp_status, proxy];
+pub const CASES: [CaseFn; 9] = [allocation, holder_lookup, status, start, stop, idle, mcp_status, container, proxy];
 
 /// The runner reads a stack as the bench writes it: every service on its
 /// port; started, each service needed comes up (its dependencies with it),
@@ -342,6 +342,62 @@ fn mcp_status(bench: &Bench, sizes: &Sizes) -> anyhow::Result<Case> {
     Ok(case)
 }
 
+/// Case 8: a service in a container, from `start` until it is ready: the
+/// runner (its engine asked, the checkout's containers looked for, the
+/// allocation, `docker run` in the foreground, readiness past the engine's
+/// proxy) against `docker run -d` and a poll of the container's page, what
+/// a script would do. The image is built here, never pulled. Skipped, with
+/// a line that says so, where no Docker daemon answers.
+fn container(bench: &Bench, sizes: &Sizes) -> anyhow::Result<Case> {
+    let title = "a service in a container to ready (baseline: docker run -d, then its page)".to_owned();
+    let target = "overhead < 300 ms";
+    if !images::docker_answers() {
+        return Ok(Case::skipped(title, target, "no Docker daemon answers `docker version`"));
+    }
+    images::build();
+    let (port, inside) = (free_ports(2), images::INSIDE_PORT);
+    let ports_toml = format!(
+        "[services.web]\nport = {port}\nimage = \"{}\"\ncontainer_port = {inside}\nstop_grace = 0\n",
+        images::HTTPD
+    );
+    let runner = harness::Checkout::create(&[&bench.runner], "ports.toml", &ports_toml, None)?;
+    let name = format!("xtask-bench-{}", port + 1);
+    let publish = format!("127.0.0.1:{}:{inside}", port + 1);
+    let (runner, baseline) = alternate(bench, sizes.runs, |tool| {
+        let (took, port) = match tool {
+            Tool::Runner => {
+                let (took, _) = timed(&mut runner.command(&["start"]), "the runner (start)")?;
+                (took, port)
+            }
+            Tool::Baseline => {
+                let _removed = Removed(&name);
+                let started = Instant::now();
+                let run = ["run", "-d", "--rm", "--name", &name, "-p", &publish, images::HTTPD];
+                timed(Command::new("docker").args(run), "docker run -d")?;
+                bench.wait_for("the container's page", Duration::from_secs(30), || images::page(port + 1).is_some())?;
+                return Ok(started.elapsed().as_secs_f64());
+            }
+        };
+        ensure!(images::page(port).is_some(), "the {tool}'s start returned before its container served");
+        timed(&mut runner.command(&["stop"]), "the runner (stop)")?;
+        Ok(took)
+    })?;
+    let overhead = median(&runner).unwrap_or(f64::NAN) - median(&baseline).unwrap_or(f64::NAN);
+    let mut case = Case::new(title, runner, baseline, target);
+    case.figures = vec![("runner overhead", Figure::Seconds(overhead))];
+    case.met = overhead < 0.300;
+    Ok(case)
+}
+
+/// The baseline's container, removed when its run ends, however it ends.
+struct Removed<'a>(&'a str);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", self.0]).output();
+    }
+}
+
 /// The repository's backend stack (uvicorn with FastAPI, as
 /// `backend/requirements.txt` pins them) with one small endpoint, of the
 /// kind the backend's `/health` is, without its database round trips.
@@ -365,7 +421,7 @@ creates = ".venv/bin/uvicorn"
 command = [".venv/bin/pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"]
 "#;
 
-/// Case 8: the backend's stack reached by its named URL, through the
+/// Case 9: the backend's stack reached by its named URL, through the
 /// runner's proxy, against the same reached directly, alternating in each
 /// round: the latency the proxy adds to a small answer (median and 99th
 /// percentile of requests one after another on a kept-alive connection),

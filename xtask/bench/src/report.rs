@@ -14,11 +14,18 @@ pub struct Case {
     pub figures: Vec<(&'static str, Figure)>,
     target: &'static str,
     pub met: bool,
+    /// Why it was not measured (what this machine lacks), if it was not.
+    skipped: Option<&'static str>,
 }
 
 impl Case {
     pub fn new(title: String, runner: Vec<f64>, baseline: Vec<f64>, target: &'static str) -> Case {
-        Case { title, runner, baseline, figures: Vec::new(), target, met: false }
+        Case { title, runner, baseline, figures: Vec::new(), target, met: false, skipped: None }
+    }
+
+    /// A case this machine cannot measure, and why.
+    pub fn skipped(title: String, target: &'static str, why: &'static str) -> Case {
+        Case { skipped: Some(why), ..Case::new(title, Vec::new(), Vec::new(), target) }
     }
 
     pub fn runner_median(&self) -> f64 {
@@ -32,13 +39,17 @@ impl Case {
 
     /// The runner's cell: its median time, or its figures when it has no times.
     fn runner_cell(&self) -> String {
-        match median(&self.runner) {
-            Some(t) => Figure::Seconds(t).to_string(),
-            None => self.figures.iter().map(|(name, f)| format!("{f} {name}")).collect::<Vec<_>>().join(", "),
+        match (median(&self.runner), self.skipped) {
+            (_, Some(why)) => format!("skipped: {why}"),
+            (Some(t), None) => Figure::Seconds(t).to_string(),
+            (None, None) => self.figures.iter().map(|(name, f)| format!("{f} {name}")).collect::<Vec<_>>().join(", "),
         }
     }
 
     pub fn summary(&self) -> String {
+        if let Some(why) = self.skipped {
+            return format!("skipped: {why}");
+        }
         let mut text = format!("runner {}", self.runner_cell());
         if let Some(b) = median(&self.baseline) {
             text += &format!(", baseline {}, {} faster", Figure::Seconds(b), Figure::Times(self.speedup()));
@@ -60,6 +71,7 @@ impl Case {
             "figures": figures,
             "target": self.target,
             "met": self.met,
+            "skipped": self.skipped,
         })
     }
 }
@@ -136,7 +148,11 @@ pub fn table(cases: &[Case]) -> String {
             case.title,
             case.runner_cell(),
             case.target,
-            if case.met { "✓" } else { "✗" }
+            match (case.skipped, case.met) {
+                (Some(_), _) => "—",
+                (None, true) => "✓",
+                (None, false) => "✗",
+            }
         );
     }
     for (i, case) in cases.iter().enumerate().filter(|(_, c)| !c.runner.is_empty() && !c.figures.is_empty()) {

@@ -1,14 +1,15 @@
 //! What the runner's integration tests (`xtask/tests`) and its bench
 //! (`xtask/bench`) share: temporary checkouts driven through the real `xtask`
 //! binary, each with a registry of its own, and the services they run; ports
-//! free on every address; waiting; and the processes a test starts or looks
-//! for. Whatever a value of this crate started is stopped when it is dropped,
-//! also when a test fails.
+//! free on every address; waiting; the processes a test starts or looks
+//! for; and the container tests' images (`images`). Whatever a value of
+//! this crate started is stopped when it is dropped, also when a test fails.
 //!
 //! A test takes it whole (`use harness::*`). It panics where a test would:
 //! what fails is the test.
 
 mod checkout;
+pub mod images;
 mod ports;
 mod processes;
 mod wait;

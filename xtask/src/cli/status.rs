@@ -38,9 +38,11 @@ pub fn run(project: &Project, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `Backend (port 8001): ✓ Running (pid 12345)  http://…  healthy`.
+/// `Backend (port 8001): ✓ Running (pid 12345)  http://…  healthy`; a
+/// service in a container says which (`pid 12345, container NAME`).
 fn line(style: Style, state: &ServiceState) -> String {
     let head = format!("{} (port {}):", state.title, state.port);
+    let container = state.container.as_ref().map(|c| format!(", container {c}")).unwrap_or_default();
     let url = [&state.url, &state.public_url].into_iter().flatten().map(|url| format!("  {url}")).collect::<String>();
     match state.pid {
         Some(pid) if state.suspended => {
@@ -53,7 +55,7 @@ fn line(style: Style, state: &ServiceState) -> String {
                 Some(false) => format!("  {}", style.yellow("not answering")),
                 None => String::new(),
             };
-            format!("{head} {} (pid {pid}){url}{health}", style.green("✓ Running"))
+            format!("{head} {} (pid {pid}{container}){url}{health}", style.green("✓ Running"))
         }
         None => format!("{head} {}", style.dim("✗ Stopped")),
     }

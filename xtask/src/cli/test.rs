@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every test suite of the repository. The Rust tests
 //! include the stack's end-to-end test (real postgres, redis, uvicorn,
-//! `next dev` and headless Chromium), which plain `cargo test` skips, and,
-//! when run as root, the tests that need root (another user's processes, a
+//! `next dev` and headless Chromium) and the services in containers (a
+//! Docker daemon), which plain `cargo test` skips, and, when run as root, the tests that need root (another user's processes, a
 //! chosen pid, an immutable file): they live in modules named `needs_root`.
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, ensure};
 use xshell::{Shell, cmd};
 
+use crate::system::containers::Engine;
 use crate::system::paths::Project;
 use crate::system::term::say;
 
@@ -19,6 +20,9 @@ pub fn run(project: &Project) -> anyhow::Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(&project.root);
     check_browser()?;
+    // Asked first, as the browser is: else each container test fails alone.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    Engine::find("docker", &path).context("the container tests need a Docker daemon")?;
     install_browser_driver(&sh, project)?;
     let root = crate::system::users::current_uid() == 0;
     let skip: &[&str] = if root { &[] } else { &["--skip", NEEDS_ROOT] };

@@ -9,7 +9,7 @@ use std::fmt;
 use anyhow::{bail, ensure};
 use serde::Serialize;
 
-use super::{Checkout, proxy};
+use super::{Checkout, containers, proxy};
 use crate::model::alloc::{self, Exhausted, KernelPorts};
 use crate::model::book::{self, Ports};
 use crate::model::config::{Config, MIN_PORT};
@@ -85,7 +85,8 @@ pub fn check_allocatable(checkout: &Checkout, running: &Ports, freeable: &BTreeS
     let registry = Registry::open()?;
     let current = checkout.ports(&Ports::new());
     let reserved = registry.entries.reserved_by_others(&project.root);
-    let usable = |port| freeable.contains(&port) || probe::is_free(port);
+    let free = containers::free(config)?;
+    let usable = |port| freeable.contains(&port) || free(port);
     match alloc::allocate(config, &current, running, &reserved, &probe::kernel_ports(), usable) {
         Ok(_) => Ok(()),
         Err(exhausted) => bail!(explain_exhausted(&exhausted, &registry, project)),
@@ -106,7 +107,7 @@ fn allocate_locked(
     let (project, config) = (&checkout.project, &checkout.config);
     let reserved = registry.entries.reserved_by_others(&project.root);
     let kernel = probe::kernel_ports();
-    let ports = match alloc::allocate(config, current, fixed, &reserved, &kernel, probe::is_free) {
+    let ports = match alloc::allocate(config, current, fixed, &reserved, &kernel, containers::free(config)?) {
         Ok(ports) => ports,
         Err(exhausted) => bail!(explain_exhausted(&exhausted, registry, project)),
     };

@@ -1,13 +1,16 @@
 //! A service's port is busy: find who holds it and apply the policy
 //! (ARCHITECTURE.md, "Conflicts"). What is done is said in one line: here
 //! for a kill, by the allocation for a move (with the reason found here). A kill is
-//! confirmed by the port becoming free.
+//! confirmed by the port becoming free. A port a container publishes is held
+//! by the container, whichever process of the engine holds its socket.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::Checkout;
+use super::{Checkout, containers};
+use crate::model::config::Config;
 use crate::model::policy::{self, Action, Class, Mode};
+use crate::system::containers::Container;
 use crate::system::group::Stopped;
 use crate::system::holder::{self, Holder, Known};
 use crate::system::probe;
@@ -27,6 +30,8 @@ enum Judged {
     Unseen,
     Held {
         holders: Vec<Holder>,
+        /// The containers that publish it, with what each is to this checkout.
+        containers: Vec<(Container, Class)>,
         known: Known,
         action: Action,
     },
@@ -44,14 +49,31 @@ fn judge(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> anyhow::R
     if registry.entries.reserved_by_others(&project.root).contains(&port) {
         return Ok(Judged::Reserved);
     }
-    if holders.is_empty() {
+    let known = Known::gather(project, &registry);
+    let mut holders: Vec<(Holder, Class)> = holders
+        .into_iter()
+        .map(|h| {
+            let class = known.classify(&h);
+            (h, class)
+        })
+        .collect();
+    // The engine's proxy or daemon stands for the container that publishes
+    // the port, which the engine names; a port may be published with no
+    // process of the engine's seen holding it.
+    let engine_held = holders.iter().any(|(_, class)| *class == Class::Engine);
+    let containers = containers::publishing(checkout, &registry, port, engine_held);
+    if !containers.is_empty() {
+        holders.retain(|(_, class)| *class != Class::Engine);
+    }
+    if holders.is_empty() && containers.is_empty() {
         return Ok(Judged::Unseen);
     }
-    let known = Known::gather(project, &registry);
-    let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
+    let classes: Vec<Class> =
+        holders.iter().map(|(_, c)| c).chain(containers.iter().map(|(_, c)| c)).cloned().collect();
     let siblings = config.services.keys().map(String::as_str).filter(|s| *s != service).collect();
     let action = policy::decide_all(&classes, &siblings, mode);
-    Ok(Judged::Held { holders, known, action })
+    let holders = holders.into_iter().map(|(holder, _)| holder).collect();
+    Ok(Judged::Held { holders, containers, known, action })
 }
 
 /// Whether the policy may free `port` for `service` (it would stop, kill,
@@ -65,14 +87,16 @@ pub fn may_free(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> an
 /// another checkout reserves it (the allocation moves past it and says so);
 /// else why it stays busy, for the line that says where the service moves.
 pub fn resolve(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> anyhow::Result<Option<String>> {
-    let (holders, known, action) = match judge(checkout, service, port, mode)? {
+    let (holders, containers, known, action) = match judge(checkout, service, port, mode)? {
         Judged::Reserved => return Ok(None),
         Judged::Unseen => {
             return Ok((!probe::is_free(port)).then(|| "is busy, but nobody can be seen listening on it".to_owned()));
         }
-        Judged::Held { holders, known, action } => (holders, known, action),
+        Judged::Held { holders, containers, known, action } => (holders, containers, known, action),
     };
-    let who = holders.iter().map(Holder::to_string).collect::<Vec<_>>().join(", ");
+    let said = holders.iter().map(Holder::to_string).chain(containers.iter().map(|(c, _)| containers::said(c)));
+    let who = said.collect::<Vec<_>>().join(", ");
+    let config = &checkout.config;
     Ok(match action {
         Action::StopOurs => {
             for h in &holders {
@@ -85,6 +109,14 @@ pub fn resolve(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> any
                     records::remove(&checkout.project, name, *group)?;
                 }
             }
+            // A container no record names (those of records were stopped with them).
+            for (container, _) in &containers {
+                if let Err(e) = containers::stop(config, container, true, GRACE) {
+                    return Ok(Some(format!(
+                        "is held by this checkout's earlier {who}, which could not be stopped ({e:#})"
+                    )));
+                }
+            }
             say!("{service}: port {port} was held by this checkout's earlier {who}; stopped it");
             freed(port)
         }
@@ -93,26 +125,49 @@ pub fn resolve(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> any
             let named: Vec<String> =
                 holders.iter().filter_map(|h| h.id.map(|id| format!("{} ({})", id.pid, h.command))).collect();
             let noun = if named.len() == 1 { "process" } else { "processes" };
-            let question = format!("Kill {noun} {} to free port {port}?", named.join(", "));
+            let mut asked: Vec<String> =
+                (!named.is_empty()).then(|| format!("kill {noun} {}", named.join(", "))).into_iter().collect();
+            asked.extend(containers.iter().map(|(c, _)| format!("stop {}", containers::said(c))));
+            let asked = asked.join(" and ");
+            let question = format!("{}{} to free port {port}?", asked[..1].to_uppercase(), &asked[1..]);
             if term::confirm(&question) {
-                kill(service, port, &holders, &who)
+                kill(config, service, port, &holders, &containers, &who)
             } else {
-                Some(format!("is held by {who}; not killed (answered no)"))
+                let not = if containers.is_empty() { "not killed" } else { "not stopped" };
+                Some(format!("is held by {who}; {not} (answered no)"))
             }
         }
-        Action::Kill => kill(service, port, &holders, &who),
-        Action::Move(reason) => Some(format!("is held by {who}; not killing it: {reason}")),
+        Action::Kill => kill(config, service, port, &holders, &containers, &who),
+        Action::Move(reason) => {
+            let not = if containers.is_empty() { "not killing it" } else { "not stopping it" };
+            Some(format!("is held by {who}; {not}: {reason}"))
+        }
     })
 }
 
-fn kill(service: &str, port: u16, holders: &[Holder], who: &str) -> Option<String> {
+/// Kills the processes that hold `port`, and stops the containers that
+/// publish it (never removed: they are not ours).
+fn kill(
+    config: &Config,
+    service: &str,
+    port: u16,
+    holders: &[Holder],
+    containers: &[(Container, Class)],
+    who: &str,
+) -> Option<String> {
     for id in holders.iter().filter_map(|h| h.id) {
         if let Err(e) = process::kill(id, GRACE) {
             return Some(format!("is held by {who}, which could not be killed ({e})"));
         }
     }
-    say!("{service}: killed {who} to free port {port}");
-    freed(port).map(|still| format!("{still} after killing {who}"))
+    for (container, _) in containers {
+        if let Err(e) = containers::stop(config, container, false, GRACE) {
+            return Some(format!("is held by {who}, which could not be stopped ({e:#})"));
+        }
+    }
+    let done = if containers.is_empty() { "killed" } else { "stopped" };
+    say!("{service}: {done} {who} to free port {port}");
+    freed(port).map(|still| format!("{still} after stopping {who}"))
 }
 
 /// Waits a little for the kernel to release the port.

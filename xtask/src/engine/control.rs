@@ -16,7 +16,7 @@ use super::preflight;
 use super::stopper::{self, Target, refuse_survivors};
 use super::supervisor::Output;
 use super::watch::{Unwatched, Watch};
-use super::{Checkout, running};
+use super::{Checkout, containers, running};
 use crate::model::config::DEFAULT_STOP_GRACE;
 use crate::model::policy::Mode;
 use crate::system::paths::Project;
@@ -126,13 +126,18 @@ pub fn stop(checkout: &Checkout, selection: &Selection, say_idle: bool) -> anyho
         if say_idle {
             say!("nothing is running");
         }
-        return Ok(survivors);
+    } else {
+        let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+        let targets = named.iter().map(|r| Target::recorded(r, grace(r))).collect();
+        let hurry = Hurry::default();
+        survivors.extend(stopper::stop(project, Some(config), targets, &hurry, &Printer::new(config)));
+        survivors.extend(stop_unordered(project, unnamed));
     }
-    let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
-    let targets = named.iter().map(|r| Target::recorded(&r.service, r.group, grace(r))).collect();
-    let hurry = Hurry::default();
-    survivors.extend(stopper::stop(project, Some(config), targets, &hurry, &Printer::new(config)));
-    survivors.extend(stop_unordered(project, unnamed));
+    // A stop of everything also removes the containers no record names: a
+    // runner killed with its guard left them.
+    if selection.is_none() {
+        containers::sweep(checkout)?;
+    }
     Ok(survivors)
 }
 
@@ -171,8 +176,7 @@ pub fn stop_left(project: &Project, left: Vec<Record>) {
     let (known, unknown): (Vec<_>, Vec<_>) = left.into_iter().partition(named);
     match &config {
         Ok(config) => {
-            let targets =
-                known.iter().map(|r| Target::recorded(&r.service, r.group, config.services[&r.service].stop_grace));
+            let targets = known.iter().map(|r| Target::recorded(r, config.services[&r.service].stop_grace));
             stopper::stop(project, Some(config), targets.collect(), &Hurry::default(), &Printer::new(config));
         }
         Err(e) => say!("{e:#}: stopping without the dependency order"),
@@ -183,7 +187,7 @@ pub fn stop_left(project: &Project, left: Vec<Record>) {
 /// Stops services that `ports.toml` does not name (or cannot say the order
 /// of), all at once with the default grace. Returns those that still run.
 fn stop_unordered(project: &Project, records: Vec<Record>) -> Vec<String> {
-    let targets = records.iter().map(|r| Target::recorded(&r.service, r.group, DEFAULT_STOP_GRACE)).collect();
+    let targets = records.iter().map(|r| Target::recorded(r, DEFAULT_STOP_GRACE)).collect();
     stopper::stop(project, None, targets, &Hurry::default(), &Printer::plain())
 }
 

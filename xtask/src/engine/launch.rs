@@ -1,5 +1,6 @@
 //! Bringing services up, for `dev` and `start`: check the input, take the
-//! checkout's locks, stop the leftovers of a runner that was killed, settle
+//! checkout's locks, stop the leftovers of a runner that was killed (and
+//! remove the containers no record names), settle
 //! who may keep running, set up, resolve conflicts on the services' ports,
 //! allocate, see that the proxy of the named URLs runs, then start them in
 //! dependency order and wait until they are ready.
@@ -13,14 +14,13 @@ use super::output::Printer;
 use super::stopper::{self, Target, refuse_survivors};
 use super::supervisor::{self, Output, Supervisor};
 use super::watch::Watch;
-use super::{Checkout, allocation, conflict, preflight, proxy, setup};
+use super::{Checkout, allocation, conflict, containers, preflight, proxy, setup};
 use crate::model::alloc;
 use crate::model::book::Ports;
 use crate::model::config::DEFAULT_STOP_GRACE;
 use crate::model::policy::Mode;
 use crate::system::files::Lock;
 use crate::system::paths::Project;
-use crate::system::probe;
 use crate::system::process::{Hurry, ProcId};
 use crate::system::records::{self, Record};
 use crate::system::term::say;
@@ -115,7 +115,7 @@ fn prepare(
     // freed? If not, fail now, while nothing is stopped or killed.
     // What is about to be stopped frees its port too.
     let mut freeable: BTreeSet<u16> = going.iter().map(|(r, _)| r.port).collect();
-    for (name, port) in contested(checkout, &to_start) {
+    for (name, port) in contested(checkout, &to_start)? {
         if conflict::may_free(checkout, &name, port, mode)? {
             freeable.insert(port);
         }
@@ -130,13 +130,15 @@ fn prepare(
         say!("{}: {doing} (pid {})", record.service, record.pid());
     }
     let grace = |r: &Record| config.services.get(&r.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
-    let targets = going.iter().map(|(r, _)| Target::recorded(&r.service, r.group, grace(r))).collect();
+    let targets = going.iter().map(|(r, _)| Target::recorded(r, grace(r))).collect();
     let printer = Printer::new(config);
     refuse_survivors(&stopper::stop(project, Some(config), targets, &Hurry::default(), &printer))?;
+    // What no record names any more: containers of a runner killed with its guard.
+    containers::sweep(checkout)?;
     // Before any holder of a port is killed: a step that fails leaves it be.
     setup::prepare(checkout, &to_start)?;
     let mut busy = BTreeMap::new();
-    for (name, port) in contested(checkout, &to_start) {
+    for (name, port) in contested(checkout, &to_start)? {
         busy.extend(conflict::resolve(checkout, &name, port, mode)?.map(|why| (name, why)));
     }
     // The proxy first: should its port move, the names written with the
@@ -150,11 +152,12 @@ fn prepare(
 /// The busy ports of `to_start` that the allocation would give as they are,
 /// so that their holders may be asked to go. One below the range, say, is
 /// moved past whoever holds it: nobody is killed for it.
-fn contested(checkout: &Checkout, to_start: &[String]) -> Vec<(String, u16)> {
+fn contested(checkout: &Checkout, to_start: &[String]) -> anyhow::Result<Vec<(String, u16)>> {
     let config = &checkout.config;
     let ports = checkout.ports(&Ports::new());
     let as_is = |p: u16| alloc::in_range(p, config.range) && !alloc::is_browser_blocked(p);
-    to_start.iter().map(|n| (n.clone(), ports[n])).filter(|(_, p)| as_is(*p) && !probe::is_free(*p)).collect()
+    let free = containers::free(config)?;
+    Ok(to_start.iter().map(|n| (n.clone(), ports[n])).filter(|(_, p)| as_is(*p) && !free(*p)).collect())
 }
 
 /// One `dev` per checkout, and no `start` or `restart` beside it (it takes

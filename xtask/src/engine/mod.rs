@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod allocation;
 pub mod conflict;
+pub mod containers;
 pub mod control;
 pub mod guard;
 pub mod launch;

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::Checkout;
 use super::allocation::around_ephemeral;
+use super::{Checkout, containers};
 use crate::model::book::Ports;
 use crate::model::config::Service;
 use crate::model::policy::Class;
+use crate::system::containers::Container;
 use crate::system::holder::{self, Holder, Known};
 use crate::system::paths::Project;
 use crate::system::probe;
@@ -37,6 +38,8 @@ pub struct ServiceState {
     pub healthy: Option<bool>,
     /// Stopped by a signal (SIGSTOP, Ctrl-Z): it cannot answer, and is not asked.
     pub suspended: bool,
+    /// The container its client runs, for a service in a container.
+    pub container: Option<String>,
 }
 
 /// What `status` shows: every service's state and, when `ports.toml` could
@@ -60,7 +63,7 @@ pub fn status_now(project: &Project) -> anyhow::Result<Status> {
     Ok(match super::load_config(project) {
         Ok(config) => {
             let checkout = Checkout::with_config(project, config)?;
-            let services = status(&checkout, |service, port| probe::check(&service.ready, port));
+            let services = status(&checkout, probe::healthy);
             Status { services, warning: None }
         }
         Err(e) => {
@@ -96,6 +99,7 @@ pub fn status(checkout: &Checkout, mut healthy: impl FnMut(&Service, u16) -> boo
             public_url: names.as_ref().filter(|_| service.http).map(|names| names.url(name)),
             healthy: Some(record.is_some() && !suspended && healthy(service, port)),
             suspended,
+            container: record.and_then(|r| r.container.as_ref()).map(|c| c.name()),
         }
     };
     config.order.iter().map(state).collect()
@@ -116,6 +120,7 @@ fn status_from_records(project: &Project) -> Vec<ServiceState> {
         public_url: None,
         healthy: None,
         suspended: stopped.contains(&r.pid()),
+        container: r.container.as_ref().map(|c| c.name()),
     };
     records.iter().map(state).collect()
 }
@@ -145,6 +150,7 @@ pub struct Held {
 impl Held {
     fn new(holder: &Holder, class: &Class) -> Held {
         let said = match class {
+            Class::Engine => format!("{holder}: the container engine's, for a container it did not name"),
             Class::Ours(service) => format!("{holder}: this checkout's {service}"),
             Class::OtherCheckout(path) => format!("{holder}: a service of the checkout {}", path.display()),
             Class::Dashboard => format!("{holder}: this checkout's dashboard"),
@@ -168,15 +174,51 @@ impl Held {
             said,
         }
     }
+
+    /// A container that publishes a port, in place of the engine's process
+    /// that holds its socket.
+    fn container(container: &Container, class: &Class) -> Held {
+        let said = containers::said(container);
+        let said = match class {
+            Class::Ours(service) => format!("{said}: this checkout's {service}"),
+            Class::OtherCheckout(path) => format!("{said}: a service of the checkout {}", path.display()),
+            _ => said,
+        };
+        let (service, checkout) = match class {
+            Class::Ours(service) => (Some(service.clone()), None),
+            Class::OtherCheckout(path) => (None, Some(path.clone())),
+            _ => (None, None),
+        };
+        let command = containers::said(container);
+        let ours = service.is_some();
+        Held { pid: None, user: String::new(), command, ours, service, checkout, said }
+    }
 }
 
-/// The holders of each of `ports` that has a listener, with whose each is.
-pub fn holders(project: &Project, ports: &BTreeSet<u16>) -> anyhow::Result<BTreeMap<u16, Vec<Held>>> {
+/// The holders of each of `ports` that has a listener, with whose each is;
+/// a container that publishes one, rather than the engine's process that
+/// holds it, when `checkout` is known.
+pub fn holders(
+    project: &Project,
+    checkout: Option<&Checkout>,
+    ports: &BTreeSet<u16>,
+) -> anyhow::Result<BTreeMap<u16, Vec<Held>>> {
     let registry = Registry::open()?;
     let known = Known::gather(project, &registry);
-    drop(registry);
-    let held = |hs: Vec<Holder>| hs.iter().map(|h| Held::new(h, &known.classify(h))).collect();
-    Ok(holder::lookup(ports).into_iter().map(|(port, hs)| (port, held(hs))).collect())
+    let mut found = BTreeMap::new();
+    for (port, holders) in holder::lookup(ports) {
+        let classes: Vec<Class> = holders.iter().map(|h| known.classify(h)).collect();
+        let engine_held = classes.contains(&Class::Engine);
+        let published = match checkout {
+            Some(checkout) if engine_held => containers::publishing(checkout, &registry, port, true),
+            _ => Vec::new(),
+        };
+        let held = holders.iter().zip(&classes).filter(|(_, c)| published.is_empty() || **c != Class::Engine);
+        let mut rows: Vec<Held> = held.map(|(h, c)| Held::new(h, c)).collect();
+        rows.extend(published.iter().map(|(container, class)| Held::container(container, class)));
+        found.insert(port, rows);
+    }
+    Ok(found)
 }
 
 /// One service's port, as `ports` shows it.
@@ -202,7 +244,7 @@ pub struct PortsView {
 pub fn ports(checkout: &Checkout) -> anyhow::Result<PortsView> {
     let config = &checkout.config;
     let ports = checkout.ports(&Ports::new());
-    let held = holders(&checkout.project, &ports.values().copied().collect())?;
+    let held = holders(&checkout.project, Some(checkout), &ports.values().copied().collect())?;
     let kernel = probe::kernel_ports();
     let row = |name: &String| {
         let (port, preferred) = (ports[name], config.services[name].port);
@@ -228,9 +270,11 @@ pub struct Who {
     pub holders: Vec<Held>,
 }
 
-/// Who holds each of `ports` (lsof's question), and whose service that is.
+/// Who holds each of `ports` (lsof's question), and whose service that is;
+/// the container, for a port one publishes, when `ports.toml` can be read.
 pub fn who(project: &Project, ports: &[u16]) -> anyhow::Result<Vec<Who>> {
-    let held = holders(project, &ports.iter().copied().collect())?;
+    let checkout = Checkout::read(project).ok().map(|(checkout, _)| checkout);
+    let held = holders(project, checkout.as_ref(), &ports.iter().copied().collect())?;
     // A port may be asked twice.
     Ok(ports.iter().map(|port| Who { port: *port, holders: held.get(port).cloned().unwrap_or_default() }).collect())
 }

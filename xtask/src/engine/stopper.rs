@@ -3,6 +3,8 @@
 //! leftovers, dev's guard). Dependents first; those that nothing left
 //! running depends on stop together, each within its grace; a service's
 //! record goes once nothing of it is left, and stays while something is.
+//! A service in a container is stopped through the engine first: its
+//! client then leaves on its own (ARCHITECTURE.md, "Containers").
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use super::output::{COPY_WAIT, Printer, copied};
 use anyhow::bail;
 
 use crate::model::config::{Config, DEFAULT_STOP_GRACE};
+use crate::system::containers::Backing;
 use crate::system::group::{Group, Stopped};
 use crate::system::paths::Project;
 use crate::system::process::Hurry;
@@ -30,12 +33,36 @@ pub struct Target {
     /// Closes when the copy of its output has ended: its last lines come
     /// before what is said next.
     pub copied: Option<Receiver<()>>,
+    /// The container its group's client runs.
+    pub container: Option<Backing>,
 }
 
 impl Target {
     /// A service this runner did not start (its record is all there is).
-    pub fn recorded(name: &str, group: Group, grace: Duration) -> Target {
-        Target { name: name.to_owned(), group, grace, handle: None, copied: None }
+    pub fn recorded(record: &Record, grace: Duration) -> Target {
+        let (name, group, container) = (record.service.clone(), record.group, record.container.clone());
+        Target { name, group, grace, handle: None, copied: None, container }
+    }
+}
+
+/// Stops a service: its container through the engine (a signal to its
+/// client would not reach it), then its group. An error of the engine
+/// leaves the group running, with its record, for a later stop; it comes
+/// with what the engine said.
+pub fn stop_service(
+    group: Group,
+    container: Option<&Backing>,
+    grace: Duration,
+    hurry: &Hurry,
+) -> (Stopped, Option<String>) {
+    let ran = match container.map(|c| c.stop(grace, hurry)) {
+        Some(Err(e)) => return (Stopped::Survived, Some(format!("{e:#}"))),
+        Some(Ok(ran)) => ran,
+        None => false,
+    };
+    match group.stop(grace, hurry) {
+        Stopped::AlreadyGone | Stopped::NotOurs if ran => (Stopped::Terminated, None),
+        stopped => (stopped, None),
     }
 }
 
@@ -58,35 +85,35 @@ pub fn stop(
         let (wave, later): (Vec<Target>, Vec<Target>) =
             left.into_iter().partition(|t| !depended_on.contains(t.name.as_str()));
         left = later;
-        let stopped: Vec<Stopped> = std::thread::scope(|scope| {
+        let stopped: Vec<(Stopped, Option<String>)> = std::thread::scope(|scope| {
             let stopping: Vec<_> = (wave.iter())
                 .map(|t| {
-                    let (group, grace, handle) = (t.group, t.grace, t.handle.clone());
+                    let (group, grace, handle, container) = (t.group, t.grace, t.handle.clone(), t.container.as_ref());
                     scope.spawn(move || {
-                        let stopped = group.stop(grace, hurry);
-                        if let (Some(handle), false) = (handle, stopped == Stopped::Survived) {
+                        let stopped = stop_service(group, container, grace, hurry);
+                        if let (Some(handle), false) = (handle, stopped.0 == Stopped::Survived) {
                             let _ = handle.wait();
                         }
                         stopped
                     })
                 })
                 .collect();
-            stopping.into_iter().map(|s| s.join().unwrap_or(Stopped::Survived)).collect()
+            stopping.into_iter().map(|s| s.join().unwrap_or((Stopped::Survived, None))).collect()
         });
         // Their last lines reach the terminal before what is said next
         // (waited for COPY_WAIT at most in all, and not when hurried).
         let waited = Instant::now();
         let deadline = if hurry.is_on() { waited } else { waited + copy_wait };
-        for (target, stopped) in wave.iter().zip(&stopped) {
+        for (target, (stopped, _)) in wave.iter().zip(&stopped) {
             if *stopped != Stopped::Survived {
                 copied(target.copied.as_ref(), deadline);
             }
         }
         copy_wait = copy_wait.saturating_sub(waited.elapsed());
-        for (target, stopped) in wave.into_iter().zip(stopped) {
+        for (target, (stopped, why)) in wave.into_iter().zip(stopped) {
             if stopped == Stopped::Survived {
-                let pid = target.group.pgid();
-                say!("{}", printer.line(&target.name, &format!("could not be stopped: pid {pid} still runs")));
+                let why = why.unwrap_or_else(|| format!("pid {} still runs", target.group.pgid()));
+                say!("{}", printer.line(&target.name, &format!("could not be stopped: {why}")));
                 survivors.push(target.name);
                 continue;
             }
@@ -98,16 +125,20 @@ pub fn stop(
 }
 
 /// Removes the record of a service whose group has no process left, after
-/// stopping what it started in a session of its own (a daemon), which may
-/// still run: with the record gone, nothing would find it.
+/// stopping what it started in a session of its own (a daemon), or the
+/// container its client ran (a client killed alone leaves it running),
+/// which may still run: with the record gone, nothing would find it.
 pub fn retire(project: &Project, config: &Config, record: &Record) -> anyhow::Result<()> {
     let grace = config.services.get(&record.service).map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
-    match record.group.stop(grace, &Hurry::default()) {
-        Stopped::Terminated | Stopped::Killed => {
+    match stop_service(record.group, record.container.as_ref(), grace, &Hurry::default()) {
+        (Stopped::Terminated | Stopped::Killed, _) => {
             say!("{}: stopped what it left running (pid {} is gone)", record.service, record.pid())
         }
-        Stopped::Survived => bail!("{}: what it left running could not be stopped", record.service),
-        Stopped::AlreadyGone | Stopped::NotOurs => {}
+        (Stopped::Survived, why) => {
+            let why = why.map(|why| format!(" ({why})")).unwrap_or_default();
+            bail!("{}: what it left running could not be stopped{why}", record.service)
+        }
+        (Stopped::AlreadyGone | Stopped::NotOurs, _) => {}
     }
     records::remove(project, &record.service, record.group)
 }

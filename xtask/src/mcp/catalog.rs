@@ -199,6 +199,7 @@ fn service_state() -> Value {
         ),
         "healthy": or_null("boolean", "whether it answers its readiness check; null when ports.toml cannot be read"),
         "suspended": {"type": "boolean", "description": "stopped by a signal (SIGSTOP): it cannot answer"},
+        "container": or_null("string", "the container it runs in, for a service in a container"),
     }))
 }
 
@@ -345,6 +346,7 @@ mod tests {
             public_url: Some("http://api.c1.localhost:7300".into()),
             healthy: Some(true),
             suspended: false,
+            container: None,
         };
         same_fields(&service_state(), &state);
         same_fields(&status(), Status { services: vec![state.clone()], warning: Some("broken".into()) });

@@ -40,6 +40,16 @@ pub enum Class {
     /// process exited, without the group's mark: its rest, or a stranger.
     Unsure,
     Unknown,
+    /// A container no checkout started, which publishes the port: its name
+    /// and image. Whose it is the engine does not say (its daemon runs
+    /// every container as root): stopped only when the user says yes.
+    Container {
+        name: String,
+        image: String,
+    },
+    /// The container engine's own process holding a port a container
+    /// publishes (`docker-proxy`, `dockerd`): never signalled.
+    Engine,
 }
 
 /// The decision for a busy preferred port.
@@ -77,7 +87,14 @@ pub fn decide(class: &Class, siblings: &BTreeSet<&str>, mode: Mode) -> Action {
         (Class::OtherUser(user), _) => Action::Move(format!("it belongs to user {user}")),
         (Class::Unsure, _) => Action::Move("it may be what is left of a service, and may not".into()),
         (Class::Unknown, _) => Action::Move("a process whose pid cannot be seen is never killed".into()),
-        (Class::SameUser, Mode::Interactive) => Action::Ask,
+        (Class::Engine, _) => {
+            Action::Move("it is the container engine's, for a container it could not name; never signalled".into())
+        }
+        (Class::Container { .. } | Class::SameUser, Mode::Interactive) => Action::Ask,
+        (Class::Container { name, .. }, Mode::Force) => {
+            Action::Move(format!("a container is stopped only when you say yes (`docker stop {name}` stops it)"))
+        }
+        (Class::Container { .. }, Mode::NoKill) => Action::Move("--no-kill".into()),
         (Class::SameUser, Mode::Force) => Action::Kill,
         (Class::SameUser, Mode::NoKill) => Action::Move("--no-kill".into()),
     }
@@ -121,6 +138,20 @@ mod tests {
             (
                 Class::Proxy,
                 [0, 1, 2].map(|_| Move("it is the proxy of the named URLs, which every checkout uses".into())),
+            ),
+            (
+                Class::Container { name: "pg".into(), image: "postgres:16".into() },
+                [
+                    Ask,
+                    Move("a container is stopped only when you say yes (`docker stop pg` stops it)".into()),
+                    Move("--no-kill".into()),
+                ],
+            ),
+            (
+                Class::Engine,
+                [0, 1, 2].map(|_| {
+                    Move("it is the container engine's, for a container it could not name; never signalled".into())
+                }),
             ),
             (
                 Class::Unrecorded,

@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::model::policy::Class;
+use crate::system::containers;
 use crate::system::group::Group;
 use crate::system::paths::Project;
 use crate::system::process::{self, ProcId, Stat};
@@ -175,6 +176,8 @@ impl Known {
         let groups = || self.ours.iter().map(|(_, g)| g).chain(self.others.iter().map(|(_, g)| g));
         if id.pid == 1 {
             Class::Init
+        } else if containers::is_engine_process(&holder.command) {
+            Class::Engine
         } else if self.dashboard == Some(id) {
             Class::Dashboard
         } else if self.proxy == Some(id) {
@@ -248,6 +251,8 @@ mod tests {
         assert_eq!(known.classify(&holder(700, 5, 700, 1000)), Class::Dashboard);
         assert_eq!(known.classify(&holder(800, 6, 800, 1000)), Class::Proxy);
         assert_eq!(known.classify(&holder(800, 7, 800, 1000)), Class::SameUser, "not the proxy: its pid, reused");
+        let proxy = Holder { command: "/usr/sbin/docker-proxy -proto tcp".into(), ..holder(800, 3, 800, 1000) };
+        assert_eq!(known.classify(&proxy), Class::Engine);
         // Gone from its group (setsid, a daemon) with the group's mark.
         assert_eq!(known.classify(&marked(7)), Class::Ours("web".into()));
         assert_eq!(known.ours_of(&marked(7)).map(|(s, _)| s.as_str()), Some("web"));

@@ -1,8 +1,9 @@
 //! The machine: files and locks, processes and their groups, who holds a
 //! port, the records of what runs, the registry of checkouts, readiness,
-//! HTTP, accounts and the terminal. Each module wraps one kind of IO; none runs
-//! an operation of the runner.
+//! HTTP, accounts, the terminal, and the container engine. Each module wraps
+//! one kind of IO; none runs an operation of the runner.
 
+pub mod containers;
 pub mod files;
 pub mod group;
 pub mod holder;

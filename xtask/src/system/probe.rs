@@ -1,15 +1,16 @@
 //! Asking the network about a port: is it free (on every address), and is
 //! the service on it ready: a TCP connection to it, or `GET path` answering
-//! 2xx, on 127.0.0.1 or ::1 (whichever it listens on). And the kernel's
-//! port ranges, which the allocation keeps out of.
+//! 2xx, on 127.0.0.1 or ::1 (whichever it listens on); for a container, a
+//! connection its server keeps. And the kernel's port ranges, which the
+//! allocation keeps out of.
 
 use std::io::ErrorKind;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::model::alloc::{KernelPorts, parse_port_range, parse_reserved_ports};
-use crate::model::config::Ready;
+use crate::model::config::{Ready, Service};
 
 /// The real probe: a port is free only if it can be bound on 127.0.0.1,
 /// 0.0.0.0, ::1 and ::. A listener on any one of them makes it busy (binding
@@ -47,6 +48,45 @@ pub fn check(ready: &Ready, port: u16) -> bool {
         Ready::Tcp => TcpStream::connect_timeout(addr, TIMEOUT).is_ok(),
         Ready::Http(path) => http_ok(addr, path).unwrap_or(false),
     })
+}
+
+/// How long a connection to a container must stay open to show that its
+/// server took it: a proxy that has nobody inside to pass it to closes it
+/// at once (measured: under a millisecond).
+const KEPT: Duration = Duration::from_millis(100);
+
+/// Whether the server behind a published port answers: with Docker's
+/// userland proxy, a connection is accepted before anything inside
+/// listens, then closed. A TCP check needs the connection kept (or
+/// something said on it); an HTTP check needs an answer anyway.
+pub fn serves(ready: &Ready, port: u16) -> bool {
+    let Ready::Tcp = ready else { return check(ready, port) };
+    let addrs: [SocketAddr; 2] = [(Ipv4Addr::LOCALHOST, port).into(), (Ipv6Addr::LOCALHOST, port).into()];
+    addrs.iter().any(|addr| {
+        let Ok(mut stream) = TcpStream::connect_timeout(addr, TIMEOUT) else { return false };
+        let _ = stream.set_read_timeout(Some(KEPT));
+        match stream.read(&mut [0u8; 64]) {
+            Ok(n) => n > 0, // a greeting; 0 is the end of the connection
+            Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        }
+    })
+}
+
+/// Whether a connection to `port` on one of `addresses` of this machine's
+/// (a container's) is accepted. Such an address answers at once; a SYN
+/// dropped while its network comes up is sent again at the next check,
+/// not after the kernel's second.
+pub fn accepts(addresses: &[IpAddr], port: u16) -> bool {
+    let local = Duration::from_millis(50);
+    addresses.iter().any(|ip| TcpStream::connect_timeout(&SocketAddr::new(*ip, port), local).is_ok())
+}
+
+/// Whether a service that runs answers on `port`, as `status` asks.
+pub fn healthy(service: &Service, port: u16) -> bool {
+    match service.in_container() {
+        true => serves(&service.ready, port),
+        false => check(&service.ready, port),
+    }
 }
 
 /// A minimal HTTP/1.0 GET: enough to read the status line.
@@ -117,6 +157,29 @@ mod tests {
         assert!(check(&Ready::Tcp, port));
         drop(listener);
         assert!(!check(&Ready::Tcp, port));
+    }
+
+    /// A connection accepted and closed at once, as a proxy with nobody
+    /// inside does, is no server; one kept open, or greeted, is.
+    #[test]
+    fn a_container_serves_only_when_a_connection_is_kept() {
+        for (behaviour, serves_it) in [("closes", false), ("keeps", true), ("greets", true)] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for stream in listener.incoming() {
+                    let mut stream = stream.unwrap();
+                    match behaviour {
+                        "closes" => drop(stream),
+                        "greets" => held.push(stream.write_all(b"+OK\r\n").map(|()| stream).unwrap()),
+                        _ => held.push(stream),
+                    }
+                }
+            });
+            assert_eq!(serves(&Ready::Tcp, port), serves_it, "a server that {behaviour}");
+            assert!(check(&Ready::Tcp, port), "a plain connect succeeds to a server that {behaviour}");
+        }
     }
 
     /// A server that answers, then keeps the connection open: ready all the same.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
+use crate::system::containers::Backing;
 use crate::system::files::{self, Lock};
 use crate::system::group::Group;
 use crate::system::paths::Project;
@@ -25,6 +26,10 @@ pub struct Record {
     /// the record along, and must not take the service for its own.
     #[serde(default)]
     pub checkout: Option<PathBuf>,
+    /// The container its command runs, for a service in a container: it is
+    /// stopped through the engine (the client's death does not stop it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Backing>,
 }
 
 impl Record {
@@ -178,6 +183,7 @@ mod tests {
             command: vec!["api".into()],
             supervisor: None,
             checkout: Some(project.root.clone()),
+            container: None,
         };
         save(&project, &record(2)).unwrap();
         // The runner that stopped the older instance leaves the newer one's record.
@@ -198,6 +204,7 @@ mod tests {
             command: vec!["api".into()],
             supervisor: None,
             checkout: Some(from.root.clone()),
+            container: None,
         };
         save(&from, &record).unwrap();
         save(&to, &record).unwrap(); // copied along with the checkout

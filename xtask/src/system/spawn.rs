@@ -2,10 +2,12 @@
 //! null, output to a file or a pipe, and running only once its record is
 //! written.
 
+use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rustix::process::Signal;
@@ -32,6 +34,16 @@ pub fn program_in(dir: &Path, program: &str) -> std::ffi::OsString {
         p if p.is_relative() && program.contains('/') => dir.join(p.strip_prefix(".").unwrap_or(p)).into_os_string(),
         _ => program.into(),
     }
+}
+
+/// The first file one may run named `name` in the folders of `path` (a `PATH`).
+pub fn find_program(name: &str, path: &OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+}
+
+/// A file someone may run (exec needs an x bit, even for root).
+pub fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
 }
 
 /// Starts `spec` in its own process group, stdin null, stdout and stderr

@@ -260,7 +260,7 @@ fn state(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     let healthy = |service: &crate::model::config::Service, port: u16| match health.get(&service.name) {
         Some((at, p, ok)) if *p == port && at.elapsed() < HEALTH_EVERY => *ok,
         _ => {
-            let ok = probe::check(&service.ready, port);
+            let ok = probe::healthy(service, port);
             health.insert(service.name.clone(), (Instant::now(), port, ok));
             ok
         }

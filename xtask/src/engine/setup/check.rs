@@ -14,17 +14,8 @@ use crate::engine::Checkout;
 use crate::model::config::{Config, Service};
 use crate::system::files;
 use crate::system::paths::Project;
-use crate::system::spawn;
+use crate::system::spawn::{self, find_program, is_executable};
 use crate::system::users::Account;
-
-pub(super) fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
-    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| is_executable(p))
-}
-
-/// A file someone may run (exec needs an x bit, even for root).
-pub(super) fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-}
 
 /// The programs the services run (the first word of each command, and any
 /// program of `[programs]` a command mentions, as in `sh -c "initdb ..."`)
@@ -34,7 +25,9 @@ fn check_programs(project: &Project, config: &Config, services: &[String], path:
     let mut needed = BTreeMap::new(); // program -> where the first command that runs it is written
     for name in services {
         let service = &config.services[name];
-        let command: Vec<String> = service.command.iter().map(|t| t.render(None, &Default::default(), None)).collect();
+        // (A container's engine is found by `containers::check`.)
+        let command: Vec<String> =
+            service.command().unwrap_or_default().iter().map(|t| t.render(None, &Default::default(), None)).collect();
         let run = (&command, format!("the command of {name} ({})", service.place(&ports_toml, "command")));
         let steps = service.setup.iter().enumerate();
         let steps = steps.map(|(i, s)| {
@@ -200,7 +193,7 @@ fn check_program_paths(project: &Project, service: &Service, made: Option<&BTree
 /// The file a service runs, when its command names it by its path. (A
 /// program with a port in its name is known only once the port is.)
 pub(super) fn program_file(project: &Project, service: &Service) -> Option<PathBuf> {
-    by_path(&cwd_of(project, service), &service.command.first()?.plain()?)
+    by_path(&cwd_of(project, service), &service.command()?.first()?.plain()?)
 }
 
 /// The file `program`, run in `dir`, names by its path; `None` for a name

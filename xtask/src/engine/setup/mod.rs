@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, bail, ensure};
 
 pub use check::check;
-use check::{is_executable, is_made, made_by, program_file};
+use check::{is_made, made_by, program_file};
 
 use crate::engine::Checkout;
 use crate::engine::output::{COPY_WAIT, Printer, copied, copy_lines};
@@ -25,7 +25,7 @@ use crate::system::files;
 use crate::system::group::{Group, Stopped};
 use crate::system::paths::Project;
 use crate::system::process::{self, Hurry, ProcId};
-use crate::system::spawn;
+use crate::system::spawn::{self, is_executable};
 use crate::system::term::say;
 use crate::system::users::{self, Account};
 

@@ -28,11 +28,12 @@ use super::allocation::Allocation;
 use super::output::{Printer, copy_lines};
 use super::stopper::{self, Target};
 use super::watch::Unwatched;
-use super::{Checkout, preflight, proxy, setup};
+use super::{Checkout, containers, preflight, proxy, setup};
 use crate::model::book::Ports;
 use crate::model::config::{DEFAULT_STOP_GRACE, Ready};
 use crate::model::envfile;
 use crate::model::names::Names;
+use crate::system::containers::Backing;
 use crate::system::files::Lock;
 use crate::system::group::Group;
 use crate::system::holder;
@@ -62,6 +63,8 @@ fn next_pause(ready: &Ready, pause: Duration) -> Duration {
 struct Running {
     handle: Arc<duct::Handle>,
     group: Group,
+    /// The container its client runs, for a service in a container.
+    container: Option<Backing>,
     generation: u64,
     ready: bool,
     started: Instant,
@@ -79,9 +82,9 @@ pub struct Supervisor {
     printer: Printer,
     running: BTreeMap<String, Running>,
     /// Services an earlier runner started (in the background), which count
-    /// as ready and are stopped through their groups, only when asked: not
+    /// as ready and are stopped as their records say, only when asked: not
     /// ours, they outlive this runner.
-    kept: BTreeMap<String, Group>,
+    kept: BTreeMap<String, Record>,
     sender: Sender<Event>,
     events: Receiver<Event>,
     generation: u64,
@@ -105,7 +108,6 @@ impl Supervisor {
         let (sender, events) = channel();
         let path = setup::search_path(&checkout.config);
         let printer = Printer::new(&checkout.config);
-        let kept = kept.into_iter().map(|(name, record)| (name, record.group)).collect();
         let (running, generation, interrupted) = (BTreeMap::new(), 0, false);
         Supervisor {
             checkout,
@@ -128,8 +130,9 @@ impl Supervisor {
         self.kept.keys().map(String::as_str)
     }
 
-    /// The environment of a service: ours, every `.env.runtime` variable,
-    /// `PORT`, and its own `env`.
+    /// The environment of a service: ours, every `.env.runtime` variable
+    /// (over ours: compose, for one, reads a variable from its environment
+    /// before its env file), `PORT`, and its own `env`.
     fn environment(&self, name: &str, names: Option<&Names>) -> Vec<(String, String)> {
         let service = &self.checkout.config.services[name];
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
@@ -148,8 +151,11 @@ impl Supervisor {
         let service = &self.checkout.config.services[name];
         let port = self.ports[name];
         let names = proxy::names_of(&self.checkout.project);
-        let argv: Vec<String> =
-            service.command.iter().map(|t| t.render(Some(name), &self.ports, names.as_ref())).collect();
+        let (argv, container) = match service.command() {
+            Some(words) => (words.iter().map(|t| t.render(Some(name), &self.ports, names.as_ref())).collect(), None),
+            // Its client, in the foreground: the service's process and output.
+            None => containers::client(&self.checkout, name, &self.ports).map(|(argv, c)| (argv, Some(c)))?,
+        };
         let cwd = setup::cwd_of(&self.checkout.project, service);
         let env = self.environment(name, names.as_ref());
         let account = setup::account(service)?.map(|a| (a.uid, a.gid));
@@ -159,9 +165,11 @@ impl Supervisor {
         let spec = spawn::Spec { argv: &argv, cwd: &cwd, env: &env, account };
         let supervisor = (self.output == Output::Terminal).then(ProcId::myself);
         let (project, command, saved) = (&self.checkout.project, argv.clone(), OnceLock::new());
+        let backing = container.clone();
         let record = |group| {
-            let checkout = Some(project.root.clone());
-            records::save(project, &Record { service: name.into(), group, port, command, supervisor, checkout })?;
+            let (checkout, container) = (Some(project.root.clone()), backing);
+            let record = Record { service: name.into(), group, port, command, supervisor, checkout, container };
+            records::save(project, &record)?;
             saved.get_or_init(|| group);
             Ok(())
         };
@@ -182,17 +190,29 @@ impl Supervisor {
         self.generation += 1;
         let generation = self.generation;
         let handle = Arc::new(handle);
-        self.watch(name, generation, &handle, port, group.pgid());
+        self.watch(name, generation, &handle, port, group.pgid(), container.clone());
         let started = Instant::now();
-        self.running.insert(name.into(), Running { handle, group, generation, ready: false, started, copied });
-        say!("{}", self.say(name, &format!("starting on port {port} (pid {})", group.pgid())));
+        let what = container.as_ref().map(|c| format!("container {} ", c.name())).unwrap_or_default();
+        say!("{}", self.say(name, &format!("starting {what}on port {port} (pid {})", group.pgid())));
+        let running = Running { handle, group, container, generation, ready: false, started, copied };
+        self.running.insert(name.into(), running);
         Ok(())
     }
 
     /// Two threads per service: one blocked in `wait` reports the exit; one
     /// polls readiness until it succeeds, the service exits, or time is up.
-    /// Ready means that the service answers, not whoever took its port.
-    fn watch(&self, name: &str, generation: u64, handle: &Arc<duct::Handle>, port: u16, pgid: i32) {
+    /// Ready means that the service answers, not whoever took its port: its
+    /// group holds it, or, in a container, the engine says it publishes it
+    /// for the service's container (`containers::Readiness`).
+    fn watch(
+        &self,
+        name: &str,
+        generation: u64,
+        handle: &Arc<duct::Handle>,
+        port: u16,
+        pgid: i32,
+        container: Option<Backing>,
+    ) {
         let (sender, waited, service) = (self.sender.clone(), handle.clone(), name.to_owned());
         std::thread::spawn(move || {
             let status = match waited.wait() {
@@ -203,6 +223,7 @@ impl Supervisor {
         });
         let ready = self.checkout.config.services[name].ready.clone();
         let (sender, polled, service) = (self.sender.clone(), handle.clone(), name.to_owned());
+        let mut in_container = container.map(|c| containers::Readiness::new(c, ready.clone(), port));
         std::thread::spawn(move || {
             let deadline = Instant::now() + READY_TIMEOUT;
             let mut pause = FIRST_PAUSE;
@@ -210,7 +231,11 @@ impl Supervisor {
                 if !matches!(polled.try_wait(), Ok(None)) {
                     return; // exited: the waiter reports it
                 }
-                if probe::check(&ready, port) && holder::held_by_group(port, pgid) {
+                let answers = match &mut in_container {
+                    None => probe::check(&ready, port) && holder::held_by_group(port, pgid),
+                    Some(readiness) => readiness.poll(),
+                };
+                if answers {
                     let _ = sender.send(Event::Ready { service, generation });
                     return;
                 }
@@ -251,10 +276,12 @@ impl Supervisor {
         let mut targets = Vec::new();
         for name in names {
             if let Some(running) = self.running.get_mut(name) {
-                let (handle, copied) = (Some(running.handle.clone()), running.copied.take());
-                targets.push(Target { name: name.clone(), group: running.group, grace: grace(name), handle, copied });
-            } else if let Some(group) = self.kept.get(name) {
-                targets.push(Target::recorded(name, *group, grace(name)));
+                let (handle, copied, container) =
+                    (Some(running.handle.clone()), running.copied.take(), running.container.clone());
+                let (name, group, grace) = (name.clone(), running.group, grace(name));
+                targets.push(Target { name, group, grace, handle, copied, container });
+            } else if let Some(record) = self.kept.get(name) {
+                targets.push(Target::recorded(record, grace(name)));
             }
         }
         let stopping: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
@@ -313,7 +340,7 @@ impl Supervisor {
         for record in records::load_all(&self.checkout.project.root) {
             if !self.running.contains_key(&record.service) && !foreign(&record) && record.group.is_running() {
                 self.ports.insert(record.service.clone(), record.port);
-                self.kept.insert(record.service, record.group);
+                self.kept.insert(record.service.clone(), record);
             }
         }
     }

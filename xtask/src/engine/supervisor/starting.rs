@@ -12,6 +12,7 @@ use anyhow::{bail, ensure};
 use super::events::{Event, signal_name};
 use super::{READY_TIMEOUT, Supervisor};
 use crate::engine::output::{COPY_WAIT, copied};
+use crate::engine::stopper::stop_service;
 use crate::engine::watch::{self, Watch};
 use crate::engine::{allocation, proxy};
 use crate::model::book::Ports;
@@ -130,7 +131,8 @@ impl Supervisor {
                     }
                     let port = self.ports[&service];
                     let running = self.running.remove(&service).expect("current");
-                    if running.group.stop(self.checkout.config.services[&service].stop_grace, &self.hurry)
+                    let grace = self.checkout.config.services[&service].stop_grace;
+                    if stop_service(running.group, running.container.as_ref(), grace, &self.hurry).0
                         == Stopped::Survived
                     {
                         // Its record stays, for a later stop.
@@ -203,7 +205,8 @@ impl Supervisor {
     /// stopped before its record goes, or nothing would ever stop it.
     pub fn exited(&mut self, service: &str, status: &str) {
         let Some(gone) = self.running.remove(service) else { return };
-        let stopped = gone.group.stop(self.checkout.config.services[service].stop_grace, &self.hurry);
+        let grace = self.checkout.config.services[service].stop_grace;
+        let (stopped, _) = stop_service(gone.group, gone.container.as_ref(), grace, &self.hurry);
         // Its last lines, once they are all in its log.
         copied(gone.copied.as_ref(), Instant::now() + COPY_WAIT);
         say!("{service} exited unexpectedly ({status}); its last lines:\n{}", self.last_lines(service));

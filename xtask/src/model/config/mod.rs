@@ -58,7 +58,7 @@ pub struct Program {
 pub struct Service {
     pub name: String,
     pub port: u16,
-    pub command: Vec<Template>,
+    pub run: Run,
     /// Working directory, relative to the checkout's root.
     pub cwd: Option<String>,
     pub depends_on: Vec<String>,
@@ -70,13 +70,15 @@ pub struct Service {
     pub http: bool,
     /// When the runner is root, run the service (and its setup) as this account.
     pub user: Option<String>,
-    /// Where `command`, `cwd` and `user` are written (line, column): what is
-    /// wrong with them (a program, folder or account missing) is found only
-    /// when starting.
+    /// Where `command` (or `image`, `compose`, `volumes`), `cwd` and `user`
+    /// are written (line, column): what is wrong with them (a program, folder
+    /// or account missing) is found only when starting.
     pub places: BTreeMap<&'static str, (usize, usize)>,
     /// Folders created before setup, owned by `user` when it applies.
     pub dirs: Vec<String>,
     pub setup: Vec<Step>,
+    /// Its environment; a container's (`-e`) for an image, and the compose
+    /// client's for a compose service.
     pub env: BTreeMap<String, Template>,
     /// How long it may take to stop after TERM before it gets KILL.
     pub stop_grace: Duration,
@@ -101,6 +103,44 @@ fn place(places: &BTreeMap<&'static str, (usize, usize)>, ports_toml: &Path, key
         Some((line, col)) => format!("{}:{line}:{col}", ports_toml.display()),
         None => ports_toml.display().to_string(),
     }
+}
+
+/// What a service runs (ARCHITECTURE.md, "Containers").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// A command, in a process group of its own.
+    Command(Vec<Template>),
+    /// A container of an image, its `container_port` published on the service's port.
+    Image(Image),
+    /// A service of a compose file, which publishes it on `${NAME_PORT}`.
+    Compose(ComposeService),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub image: String,
+    /// The port its server listens on inside (default: the service's preferred port).
+    pub container_port: u16,
+    /// The arguments of the image's command.
+    pub args: Vec<Template>,
+    pub volumes: Vec<Volume>,
+}
+
+/// A folder or file of the checkout seen inside a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Relative to the checkout's root, and inside it.
+    pub host: String,
+    /// Where it is seen inside: an absolute path, then `:ro` or `:rw` if given.
+    pub inside: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeService {
+    /// The compose file, relative to the checkout's root.
+    pub file: String,
+    /// The service's name in it.
+    pub service: String,
 }
 
 /// `stop_grace` when `ports.toml` does not say.
@@ -133,8 +173,27 @@ impl Service {
     /// The services whose ports this one's command or environment uses, and
     /// those it depends on: when one of their ports moves, this one restarts.
     pub fn refers_to(&self) -> BTreeSet<&str> {
-        let templates = self.command.iter().chain(self.env.values()).chain([&self.url]);
+        let words = match &self.run {
+            Run::Command(words) => words.as_slice(),
+            Run::Image(image) => image.args.as_slice(),
+            Run::Compose(_) => &[],
+        };
+        let templates = words.iter().chain(self.env.values()).chain([&self.url]);
         templates.flat_map(Template::refers_to).chain(self.depends_on.iter().map(String::as_str)).collect()
+    }
+
+    /// Its command, unless it runs in a container.
+    pub fn command(&self) -> Option<&[Template]> {
+        match &self.run {
+            Run::Command(words) => Some(words),
+            Run::Image(_) | Run::Compose(_) => None,
+        }
+    }
+
+    /// Whether a container runs it: its port's holder is the engine's, and
+    /// it is stopped through the engine.
+    pub fn in_container(&self) -> bool {
+        self.command().is_none()
     }
 
     /// The name used in `.env.runtime`: `backend` -> `BACKEND`.

@@ -33,7 +33,15 @@ pub struct RawPorts {
 #[serde(deny_unknown_fields, expecting = r#"a table like { port = 8000, command = "server --port {port}" }"#)]
 pub struct RawService {
     pub port: Spanned<i64>,
-    pub command: Spanned<RawCommand>,
+    /// Exactly one of `command`, `image` and `compose` (`validate`).
+    pub command: Option<Spanned<RawCommand>>,
+    pub image: Option<Spanned<String>>,
+    pub container_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub volumes: Vec<Spanned<String>>,
+    pub compose: Option<Spanned<RawCompose>>,
     pub cwd: Option<Spanned<String>>,
     #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
@@ -47,6 +55,13 @@ pub struct RawService {
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
     pub stop_grace: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = r#"a table like { file = "compose.yaml", service = "db" }"#)]
+pub struct RawCompose {
+    pub file: Spanned<String>,
+    pub service: Spanned<String>,
 }
 
 #[derive(Deserialize)]

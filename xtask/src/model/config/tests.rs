@@ -38,7 +38,7 @@ fn parses_services_commands_and_templates() {
     assert_eq!(config.order, ["db", "api", "web"]);
     let api = &config.services["api"];
     let p = ports(&[("db", 5433), ("api", 8001)]);
-    let words: Vec<String> = api.command.iter().map(|t| t.render(Some("api"), &p, None)).collect();
+    let words: Vec<String> = api.command().unwrap().iter().map(|t| t.render(Some("api"), &p, None)).collect();
     assert_eq!(words, ["uvicorn", "app:app", "--port", "8001", "--db", "host 5433"]);
     assert_eq!(api.ready, Ready::Http("/health".into()));
     assert_eq!(config.services["db"].ready, Ready::Tcp);
@@ -70,7 +70,7 @@ fn which_services_serve_http() {
 fn braces_can_be_escaped() {
     let text = "[services.a]\nport = 2000\ncommand = ['echo', '{{\"port\": {port}}}']\n";
     let config = parse(text).unwrap();
-    let word = config.services["a"].command[1].render(Some("a"), &ports(&[("a", 2001)]), None);
+    let word = config.services["a"].command().unwrap()[1].render(Some("a"), &ports(&[("a", 2001)]), None);
     assert_eq!(word, r#"{"port": 2001}"#);
 }
 
@@ -100,7 +100,7 @@ fn errors_name_line_and_column() {
         ("[services.a]\nport = 2000\ncommand = ['', 'x']\n", (3, 12), "starts with an empty program name"),
         ("[services.a]\nport = 2000\ncommand = '\"\" x'\n", (3, 11), "starts with an empty program name"),
         ("[ports]\nrange = [9000, 8000]\n[services.z]\nport = 2000\ncommand = 'x'\n", (2, 9), "range must be"),
-        ("[services.a]\nport = 2000\n", (1, 1), "missing field `command`"),
+        ("[services.a]\nport = 2000\n", (1, 11), "a says nothing to run: give it one of `command`"),
         ("[services.a]\nport = 2000\ncommand = 'x'\nready = { http = 'health' }\n", (4, 18), "starting with /"),
         ("[services.A]\nport = 2000\ncommand = 'x'\n", (1, 11), "service name \"A\""),
         (&format!("[services.{}]\nport = 2000\ncommand = 'x'\n", "a".repeat(65)), (1, 11), "longer than 64"),
@@ -222,6 +222,132 @@ fn errors_name_line_and_column() {
         assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
         assert_eq!((l, c), (*line, *col), "{text}: {msg}");
     }
+}
+
+/// A service runs one of a command, an image and a compose file's service,
+/// with the keys of its kind and none of another's.
+#[test]
+fn containers_errors_name_line_and_column() {
+    let a = "[services.a]\nport = 2000\n";
+    let cases: &[(&str, (usize, usize), &str)] = &[
+        ("command = 'x'\nimage = 'redis:7'\n", (4, 9), "a has both `command` and `image`: a service runs one of"),
+        ("compose = { file = 'c.yaml', service = 'db' }\nimage = 'r'\n", (4, 9), "a has both `compose` and `image`"),
+        (
+            "command = 'x'\ncontainer_port = 80\n",
+            (4, 18),
+            "`container_port` is for a service with `image`, and a has `command`",
+        ),
+        ("command = 'x'\nargs = ['-v']\n", (4, 9), "`args` is for a service with `image`"),
+        (
+            "compose = { file = 'c.yaml', service = 'db' }\nvolumes = ['d:/d']\n",
+            (4, 12),
+            "`volumes` is for a service with `image`, and a has `compose`",
+        ),
+        ("image = 'r'\ncwd = 'x'\n", (4, 7), "`cwd` is for a service with `command`, and a has `image`"),
+        (
+            "compose = { file = 'c.yaml', service = 'db' }\nuser = 'pg'\n",
+            (4, 8),
+            "`user` is for a service with `command`",
+        ),
+        (
+            "image = '--privileged'\n",
+            (3, 9),
+            "image of a must be an image's name, like \"redis:7\", not \"--privileged\"",
+        ),
+        ("image = 'redis 7'\n", (3, 9), "image of a must be an image's name"),
+        ("image = ''\n", (3, 9), "image of a must be an image's name"),
+        ("image = 'r'\ncontainer_port = 0\n", (4, 18), "container_port 0 of a is outside 1..65535"),
+        ("image = 'r'\ncontainer_port = 65536\n", (4, 18), "container_port 65536 of a is outside 1..65535"),
+        ("image = 'r'\nargs = ['--port', '{nope.port}']\n", (4, 20), "unknown reference {nope.port}"),
+        (
+            "image = 'r'\nvolumes = ['.data/a']\n",
+            (4, 12),
+            "\".data/a\" in `volumes` of a must be HOST:INSIDE, or HOST:INSIDE:ro",
+        ),
+        ("image = 'r'\nvolumes = ['.data/a:data']\n", (4, 12), "must be HOST:INSIDE"),
+        ("image = 'r'\nvolumes = [':/data']\n", (4, 12), "must be HOST:INSIDE"),
+        ("image = 'r'\nvolumes = ['.data/a:/data:z']\n", (4, 12), "must be HOST:INSIDE"),
+        ("image = 'r'\nvolumes = ['.data/a:/data:ro:x']\n", (4, 12), "must be HOST:INSIDE"),
+        ("image = 'r'\nvolumes = ['../x:/data']\n", (4, 12), "\"../x\" in `volumes` of a leads out of the checkout"),
+        ("image = 'r'\nvolumes = ['/srv:/data']\n", (4, 12), "\"/srv\" in `volumes` of a is absolute"),
+        (
+            "compose = { file = '../c.yaml', service = 'db' }\n",
+            (3, 20),
+            "\"../c.yaml\" in `compose.file` of a leads out",
+        ),
+        (
+            "compose = { file = 'c.yaml', service = '-db' }\n",
+            (3, 40),
+            "\"-db\" in `compose.service` of a is not a compose service's name",
+        ),
+        ("compose = { file = 'c.yaml' }\n", (3, 11), "missing field `service`"),
+        ("compose = { file = 'c.yaml', service = 'db', project = 'p' }\n", (3, 46), "unknown field `project`"),
+        (
+            "compose = 'compose.yaml'\n",
+            (3, 11),
+            "services.a.compose is 'compose.yaml', but must be a table like { file = \"compose.yaml\", service = \"db\" }",
+        ),
+        (
+            "compose = { file = 'c.yaml', service = 'db' }\nenv = { X = '1', A_PORT = '5' }\n",
+            (4, 18),
+            "`env` of a sets A_PORT, which .env.runtime sets",
+        ),
+        (
+            "compose = { file = 'c.yaml', service = 'db' }\nenv = { DB = '{a.port}' }\n[env]\nDB = 'x'\n",
+            (4, 9),
+            "`env` of a sets DB, which .env.runtime sets",
+        ),
+        (
+            "compose = { file = 'c.yaml', service = 'db' }\n[services.b]\nport = 2001\ncompose = { file = 'd.yaml', service = 'db' }\n",
+            (6, 40),
+            "a and b both run the compose service \"db\": the checkout's compose project has one container of that name",
+        ),
+    ];
+    for (text, (line, col), needle) in cases {
+        let text = format!("{a}{text}");
+        let errors = parse(&text).expect_err(&text);
+        let located = errors.located();
+        assert_eq!(located.len(), 1, "{text}: {located:?}");
+        let (l, c, msg) = located[0];
+        assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
+        assert_eq!((l, c), (*line, *col), "{text}: {msg}");
+    }
+}
+
+#[test]
+fn parses_services_in_containers() {
+    let text = r#"
+[services.cache]
+port = 6379
+image = "redis:7"
+args = ["--port", "{port}", "--replica-of", "{db.port}"]
+volumes = [".data/cache:/data", "conf/redis.conf:/etc/redis.conf:ro"]
+env = { A = "1" }
+
+[services.web]
+port = 8080
+image = "httpd"
+container_port = 80
+
+[services.db]
+port = 5432
+compose = { file = "compose.yaml", service = "postgres" }
+"#;
+    let config = parse(text).unwrap();
+    let Run::Image(cache) = &config.services["cache"].run else { panic!("{:?}", config.services["cache"].run) };
+    assert_eq!((cache.image.as_str(), cache.container_port), ("redis:7", 6379), "the preferred port by default");
+    let args: Vec<String> =
+        cache.args.iter().map(|t| t.render(Some("cache"), &ports(&[("cache", 6380), ("db", 5433)]))).collect();
+    assert_eq!(args, ["--port", "6380", "--replica-of", "5433"]);
+    let volumes: Vec<(&str, &str)> = cache.volumes.iter().map(|v| (v.host.as_str(), v.inside.as_str())).collect();
+    assert_eq!(volumes, [(".data/cache", "/data"), ("conf/redis.conf", "/etc/redis.conf:ro")]);
+    assert_eq!(config.services["cache"].refers_to(), BTreeSet::from(["db"]));
+    assert!(config.services["cache"].in_container() && config.services["cache"].command().is_none());
+    let Run::Image(web) = &config.services["web"].run else { panic!() };
+    assert_eq!(web.container_port, 80);
+    let db = &config.services["db"];
+    assert_eq!(db.run, Run::Compose(ComposeService { file: "compose.yaml".into(), service: "postgres".into() }));
+    assert_eq!(db.place(Path::new("ports.toml"), "compose"), "ports.toml:16:11");
 }
 
 /// Nothing to run is an error at the `[services]` table, or at the start.

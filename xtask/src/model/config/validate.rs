@@ -9,9 +9,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::{Errors, Lines, duplicate_key, wrong_type};
-use super::raw::{RawCommand, RawFile, RawPorts, RawReady, RawService};
+use super::raw::{RawCommand, RawCompose, RawFile, RawPorts, RawReady, RawService};
 use super::template::{Scope, Template};
-use super::{Config, DEFAULT_STOP_GRACE, MIN_PORT, Ready, Service, Step, env_prefix};
+use super::{
+    ComposeService, Config, DEFAULT_STOP_GRACE, Image, MIN_PORT, Ready, Run, Service, Step, Volume, env_prefix,
+};
 use crate::model::names::{DASHBOARD, service_label};
 
 /// Parses and validates the text of a `ports.toml`.
@@ -42,6 +44,13 @@ struct Validator<'a> {
     errors: Vec<(Range<usize>, String)>,
 }
 
+/// The key that says what a service runs, and where, when one does.
+fn run_key(raw: &RawService) -> Option<(&'static str, Range<usize>)> {
+    let command = raw.command.as_ref().map(|c| ("command", c.span()));
+    let image = || raw.image.as_ref().map(|i| ("image", i.span()));
+    command.or_else(image).or_else(|| raw.compose.as_ref().map(|c| ("compose", c.span())))
+}
+
 impl Validator<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push((span, message.into()));
@@ -66,13 +75,15 @@ impl Validator<'_> {
         let mut services = BTreeMap::new();
         for (name, raw) in &raw_services {
             self.service_name(name);
-            if let Some(service) = self.service(name.get_ref(), raw, &scope) {
+            if let Some(service) = self.service(name, raw, &scope) {
                 services.insert(name.get_ref().clone(), service);
             }
         }
         self.unique_ports(&raw_services);
+        self.unique_compose_services(&raw_services);
         self.unique_env_names(&raw_services, &http, &raw.env);
         self.unique_labels(&raw_services, &http);
+        self.compose_env(&raw_services, &http, &raw.env);
         let order = self.dependency_order(&raw_services);
         let mut env = BTreeMap::new();
         for (key, value) in &raw.env {
@@ -175,7 +186,8 @@ impl Validator<'_> {
         p.clone()
     }
 
-    fn service(&mut self, name: &str, raw: &RawService, scope: &Scope) -> Option<Service> {
+    fn service(&mut self, key: &Spanned<String>, raw: &RawService, scope: &Scope) -> Option<Service> {
+        let name = key.get_ref().as_str();
         let cwd = raw.cwd.as_ref().map(|c| self.inside(c, "cwd", name));
         let dirs = raw.dirs.iter().map(|d| self.inside(d, "dirs", name)).collect();
         let port = match u16::try_from(*raw.port.get_ref()) {
@@ -195,11 +207,7 @@ impl Validator<'_> {
                 );
             }
         }
-        let words = self.words(&raw.command, &format!("command of {name}"))?;
-        let command = words
-            .iter()
-            .map(|(span, word)| self.template(&Spanned::new(span.clone(), word.clone()), Some(name), scope))
-            .collect::<Option<Vec<_>>>()?;
+        let run = self.run(key, raw, port, scope)?;
         let url = match &raw.url {
             Some(url) => {
                 let template = self.template(url, Some(name), scope)?;
@@ -246,19 +254,21 @@ impl Validator<'_> {
                 Duration::ZERO
             }
         };
+        let volumes = raw.volumes.first().map(|v| ("volumes", v.span()));
         Some(Service {
             name: name.to_owned(),
             port,
-            command,
+            run,
             cwd,
             depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
             ready,
             url,
             http: scope.http.contains(name),
             user: raw.user.as_ref().map(|u| u.get_ref().clone()),
-            places: [("command", Some(raw.command.span())), ("cwd", raw.cwd.as_ref().map(|c| c.span()))]
-                .into_iter()
-                .chain([("user", raw.user.as_ref().map(|u| u.span())), ("dirs", raw.dirs.first().map(|d| d.span()))])
+            places: (run_key(raw).into_iter().chain(volumes))
+                .map(|(key, span)| (key, Some(span)))
+                .chain([("cwd", raw.cwd.as_ref().map(|c| c.span())), ("user", raw.user.as_ref().map(|u| u.span()))])
+                .chain([("dirs", raw.dirs.first().map(|d| d.span()))])
                 .filter_map(|(key, span)| Some((key, self.lines.place(self.text, span?.start))))
                 .collect(),
             dirs,
@@ -266,6 +276,136 @@ impl Validator<'_> {
             env,
             stop_grace,
         })
+    }
+
+    /// What a service runs: exactly one of `command`, `image` and `compose`,
+    /// with the keys that go with it and none that do not.
+    fn run(&mut self, key: &Spanned<String>, raw: &RawService, port: u16, scope: &Scope) -> Option<Run> {
+        let name = key.get_ref().as_str();
+        let mut given: Vec<(&str, Range<usize>)> = [
+            ("command", raw.command.as_ref().map(|c| c.span())),
+            ("image", raw.image.as_ref().map(|i| i.span())),
+            ("compose", raw.compose.as_ref().map(|c| c.span())),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .collect();
+        given.sort_by_key(|(_, span)| span.start); // the second written is blamed
+        match given.as_slice() {
+            [] => {
+                self.error(
+                    key.span(),
+                    format!(
+                        "{name} says nothing to run: give it one of `command` (like \"server --port {{port}}\"), \
+                         `image` (like \"redis:7\") or `compose` (like {{ file = \"compose.yaml\", service = \"db\" }})"
+                    ),
+                );
+                return None;
+            }
+            [(first, _), (second, span), ..] => {
+                self.error(
+                    span.clone(),
+                    format!("{name} has both `{first}` and `{second}`: a service runs one of `command`, `image` and `compose`: keep one"),
+                );
+                return None;
+            }
+            [_] => {}
+        }
+        // Keys of one kind of service: an image's, and a command's (a
+        // container runs in the engine's folder, as the engine's user).
+        let kind = given[0].0;
+        let keyed = [
+            ("container_port", "image", raw.container_port.as_ref().map(|p| p.span())),
+            ("args", "image", raw.args.first().map(|a| a.span())),
+            ("volumes", "image", raw.volumes.first().map(|v| v.span())),
+            ("cwd", "command", raw.cwd.as_ref().map(|c| c.span())),
+            ("user", "command", raw.user.as_ref().map(|u| u.span())),
+        ];
+        for (key, fits, span) in keyed {
+            if let Some(span) = span.filter(|_| fits != kind) {
+                self.error(span, format!("`{key}` is for a service with `{fits}`, and {name} has `{kind}`: remove it"));
+            }
+        }
+        if let Some(command) = &raw.command {
+            let words = self.words(command, &format!("command of {name}"))?;
+            let command = words
+                .iter()
+                .map(|(span, word)| self.template(&Spanned::new(span.clone(), word.clone()), Some(name), scope))
+                .collect::<Option<Vec<_>>>()?;
+            return Some(Run::Command(command));
+        }
+        if let Some(compose) = &raw.compose {
+            return Some(Run::Compose(self.compose(name, compose.get_ref())));
+        }
+        let image = raw.image.as_ref()?;
+        let reference = image.get_ref();
+        // `docker run` would take one starting with `-` for an option.
+        if reference.is_empty()
+            || reference.starts_with('-')
+            || reference.contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            self.error(
+                image.span(),
+                format!("image of {name} must be an image's name, like \"redis:7\", not {reference:?}"),
+            );
+        }
+        let container_port = match &raw.container_port {
+            None => port,
+            Some(p) => match u16::try_from(*p.get_ref()) {
+                Ok(p) if p >= 1 => p,
+                _ => {
+                    self.error(p.span(), format!("container_port {} of {name} is outside 1..65535", p.get_ref()));
+                    0
+                }
+            },
+        };
+        let args = raw.args.iter().map(|a| self.template(a, Some(name), scope)).collect::<Option<Vec<_>>>()?;
+        let volumes = raw.volumes.iter().map(|v| self.volume(name, v)).collect();
+        Some(Run::Image(Image { image: reference.clone(), container_port, args, volumes }))
+    }
+
+    /// `HOST:INSIDE` or `HOST:INSIDE:ro` (or `:rw`): a path of the checkout,
+    /// and an absolute one inside. `docker run -v` splits on `:`, so neither
+    /// may hold another; the host path is given absolute (a bare name would
+    /// be a named volume).
+    fn volume(&mut self, name: &str, raw: &Spanned<String>) -> Volume {
+        let text = raw.get_ref();
+        let mut parts = text.split(':');
+        let (host, inside, options) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
+        let options_ok = options.is_none_or(|o| o == "ro" || o == "rw");
+        match inside {
+            Some(inside) if !host.is_empty() && inside.starts_with('/') && options_ok && parts.next().is_none() => {
+                let host = self.inside(&Spanned::new(raw.span(), host.to_owned()), "volumes", name);
+                let inside = options.map_or_else(|| inside.to_owned(), |o| format!("{inside}:{o}"));
+                Volume { host, inside }
+            }
+            _ => {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "{text:?} in `volumes` of {name} must be HOST:INSIDE, or HOST:INSIDE:ro, with a path of \
+                         the checkout and an absolute one inside, like \".data/{name}:/data\""
+                    ),
+                );
+                Volume { host: String::new(), inside: String::new() }
+            }
+        }
+    }
+
+    /// A service of a compose file of the checkout.
+    fn compose(&mut self, name: &str, raw: &RawCompose) -> ComposeService {
+        let file = self.inside(&raw.file, "compose.file", name);
+        let service = raw.service.get_ref();
+        // Compose's own rule for a service's name.
+        let ok = service.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && service.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !ok {
+            self.error(
+                raw.service.span(),
+                format!("{service:?} in `compose.service` of {name} is not a compose service's name"),
+            );
+        }
+        ComposeService { file, service: service.clone() }
     }
 
     /// The words of a command, each with the span to blame.
@@ -323,6 +463,30 @@ impl Validator<'_> {
                     format!(
                         "{} prefers port {port}, which {first} prefers too: give each service its own port",
                         name.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A checkout runs its compose services in one project: two services of
+    /// `ports.toml` naming one compose service (of one file, or of two)
+    /// would be one container.
+    fn unique_compose_services(&mut self, services: &BTreeMap<Spanned<String>, RawService>) {
+        let mut composed: Vec<(&str, &Spanned<String>)> = services
+            .iter()
+            .filter_map(|(name, s)| Some((name.get_ref().as_str(), &s.compose.as_ref()?.get_ref().service)))
+            .collect();
+        composed.sort_by_key(|(_, service)| service.span().start);
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, service) in composed {
+            if let Some(first) = seen.insert(service.get_ref(), name) {
+                self.error(
+                    service.span(),
+                    format!(
+                        "{first} and {name} both run the compose service {:?}: the checkout's compose project has one \
+                         container of that name, for one service of ports.toml: keep one",
+                        service.get_ref()
                     ),
                 );
             }
@@ -415,6 +579,39 @@ impl Validator<'_> {
                 None => {
                     seen.insert(label, name.get_ref());
                 }
+            }
+        }
+    }
+
+    /// Compose reads `.env.runtime`, its env file, and a compose service's
+    /// `env`, its environment, which wins: one must not say another value
+    /// of a variable of the other.
+    fn compose_env(
+        &mut self,
+        services: &BTreeMap<Spanned<String>, RawService>,
+        http: &BTreeSet<String>,
+        env: &BTreeMap<Spanned<String>, Spanned<String>>,
+    ) {
+        let runtime: BTreeSet<String> = services
+            .keys()
+            .flat_map(|name| {
+                let p = env_prefix(name.get_ref());
+                let public = http.contains(name.get_ref()).then(|| format!("{p}_PUBLIC_URL"));
+                [format!("{p}_PORT"), format!("{p}_URL")].into_iter().chain(public)
+            })
+            .chain(env.keys().map(|k| k.get_ref().clone()))
+            .collect();
+        for (name, service) in services.iter().filter(|(_, s)| s.compose.is_some()) {
+            for key in service.env.keys().filter(|k| runtime.contains(k.get_ref())) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "`env` of {} sets {}, which .env.runtime sets, and compose would take this value over \
+                         the one its env file (.env.runtime) gives: remove it",
+                        name.get_ref(),
+                        key.get_ref()
+                    ),
+                );
             }
         }
     }
