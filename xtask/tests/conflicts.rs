@@ -384,16 +384,23 @@ mod needs_root {
 #[test]
 fn a_start_that_waited_for_another_kills_nobody_for_a_port_the_other_left() {
     let base = free_ports(20);
-    // a's set-up ends once the second start waits: it has read the book by then.
+    // a's set-up runs under the launch lock: it says so, and ends once the
+    // second start waits (which has read the book by then).
+    let step = "touch a.set-up; until grep -q waiting b.out; do sleep 0.05; done";
     let toml = format!(
-        "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"until grep -q waiting b.out; do sleep 0.05; done\"]\n\n{}",
+        "{}[[services.a.setup]]\ncommand = [\"sh\", \"-c\", \"{step}\"]\n\n{}",
         http_service("a", base, ""),
         http_service("b", base + 10, ""),
     );
     let c = Checkout::new(XTASK, &toml);
     let squatter = Squatter::start(base + 10, "127.0.0.1", None);
     let (piped, also) = (std::process::Stdio::piped(), std::process::Stdio::piped());
-    let first = c.command(&["start", "a"]).stdout(piped).stderr(also).spawn().unwrap();
+    let mut first = c.command(&["start", "a"]).stdout(piped).stderr(also).spawn().unwrap();
+    // The second starts once the first holds the lock, not before.
+    if !wait_for(LONG, || c.path("a.set-up").exists()) {
+        let _ = first.kill();
+        panic!("a's set-up did not begin:\n{}", text(&first.wait_with_output().unwrap()));
+    }
     let log = std::fs::File::create(c.path("b.out")).unwrap();
     let second = c.command(&["start", "b"]).stdout(log.try_clone().unwrap()).stderr(log).output().unwrap();
     let first = first.wait_with_output().unwrap();

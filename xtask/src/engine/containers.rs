@@ -15,6 +15,7 @@ use anyhow::{Context, bail, ensure};
 use super::{Checkout, running, setup};
 use crate::model::book::Ports;
 use crate::model::config::{Config, Ready, Run, Service};
+use crate::model::names::Names;
 use crate::model::policy::Class;
 use crate::system::containers::{
     Backing, Compose, ComposeFile, Container, Engine, Health, Identity, Inspected, Owner, RunSpec, Which,
@@ -117,8 +118,14 @@ pub fn check(checkout: &Checkout, names: &[String]) -> anyhow::Result<()> {
 }
 
 /// The command line of the client of `name`, a service in a container, on
-/// `ports`, and the container that backs it.
-pub fn client(checkout: &Checkout, name: &str, ports: &Ports) -> anyhow::Result<(Vec<String>, Backing)> {
+/// `ports` (with the checkout's `names`, if given), and the container that
+/// backs it.
+pub fn client(
+    checkout: &Checkout,
+    name: &str,
+    ports: &Ports,
+    names: Option<&Names>,
+) -> anyhow::Result<(Vec<String>, Backing)> {
     let (project, config) = (&checkout.project, &checkout.config);
     let service = &config.services[name];
     let engine = found(config)?;
@@ -130,9 +137,9 @@ pub fn client(checkout: &Checkout, name: &str, ports: &Ports) -> anyhow::Result<
                 image: image.image.clone(),
                 port: ports[name],
                 container_port: image.container_port,
-                env: service.env.iter().map(|(k, t)| (k.clone(), t.render(Some(name), ports))).collect(),
+                env: service.env.iter().map(|(k, t)| (k.clone(), t.render(Some(name), ports, names))).collect(),
                 volumes: image.volumes.iter().map(|v| (project.path(&v.host), v.inside.clone())).collect(),
-                args: image.args.iter().map(|t| t.render(Some(name), ports)).collect(),
+                args: image.args.iter().map(|t| t.render(Some(name), ports, names)).collect(),
             };
             (engine.run_argv(&id, name, &spec), Which::Run(id.container(name)))
         }

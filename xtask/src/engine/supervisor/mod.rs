@@ -154,7 +154,8 @@ impl Supervisor {
         let (argv, container) = match service.command() {
             Some(words) => (words.iter().map(|t| t.render(Some(name), &self.ports, names.as_ref())).collect(), None),
             // Its client, in the foreground: the service's process and output.
-            None => containers::client(&self.checkout, name, &self.ports).map(|(argv, c)| (argv, Some(c)))?,
+            None => containers::client(&self.checkout, name, &self.ports, names.as_ref())
+                .map(|(argv, c)| (argv, Some(c)))?,
         };
         let cwd = setup::cwd_of(&self.checkout.project, service);
         let env = self.environment(name, names.as_ref());

@@ -337,7 +337,7 @@ compose = { file = "compose.yaml", service = "postgres" }
     let Run::Image(cache) = &config.services["cache"].run else { panic!("{:?}", config.services["cache"].run) };
     assert_eq!((cache.image.as_str(), cache.container_port), ("redis:7", 6379), "the preferred port by default");
     let args: Vec<String> =
-        cache.args.iter().map(|t| t.render(Some("cache"), &ports(&[("cache", 6380), ("db", 5433)]))).collect();
+        cache.args.iter().map(|t| t.render(Some("cache"), &ports(&[("cache", 6380), ("db", 5433)]), None)).collect();
     assert_eq!(args, ["--port", "6380", "--replica-of", "5433"]);
     let volumes: Vec<(&str, &str)> = cache.volumes.iter().map(|v| (v.host.as_str(), v.inside.as_str())).collect();
     assert_eq!(volumes, [(".data/cache", "/data"), ("conf/redis.conf", "/etc/redis.conf:ro")]);
