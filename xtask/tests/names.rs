@@ -225,8 +225,18 @@ fn cargo_xtask_proxy_shows_its_state_and_routes_and_stops_it() {
     // The next command that starts services starts it again, on its port.
     c.ok(&["start"]);
     let state = proxy_state(&c);
-    assert!(state["port"] == port && state["running"] == true && state["pid"] != pid, "{state}");
+    let again = state["pid"].as_i64().unwrap() as i32;
+    assert!(state["port"] == port && state["running"] == true && again != pid, "{state}");
     assert_eq!(get(port, &host("web"), "/", &[]).0, 200);
+
+    // So it does after the proxy was killed (or crashed), whose pid the
+    // registry still names.
+    assert!(std::process::Command::new("kill").args(["-KILL", &again.to_string()]).status().unwrap().success());
+    assert!(wait_for(LONG, || !alive(again)), "the proxy outlived its KILL");
+    c.ok(&["start"]);
+    let state = proxy_state(&c);
+    assert!(state["port"] == port && state["running"] == true && state["pid"] != again, "{state}");
+    assert_eq!(get(port, &host("web"), "/", &[]).0, 200, "no proxy answers after a start");
 }
 
 #[test]

@@ -85,8 +85,13 @@ pub fn state() -> anyhow::Result<Option<(u16, Option<ProcId>)>> {
 /// start two. Returns it when it was started.
 pub fn ensure_running() -> anyhow::Result<Option<(u16, ProcId)>> {
     let mut registry = Registry::open()?;
-    if registry.entries.proxy.as_ref().is_some_and(|proxy| proxy.running().is_some()) {
-        return Ok(None);
+    if let Some(proxy) = registry.entries.proxy.as_mut() {
+        if proxy.running().is_some() {
+            return Ok(None);
+        }
+        // One that was killed or crashed is named no more: the new proxy
+        // ends when the registry names another process than itself.
+        proxy.process = None;
     }
     // A port free when chosen may be taken before the proxy binds it (by
     // another user's proxy, say): the next one is tried then.
