@@ -59,11 +59,11 @@ fn which_services_serve_http() {
     let text = "[services.a]\nport = 2000\ncommand = 'x'\n\
                 [services.b]\nport = 2001\ncommand = 'x'\nurl = 'https://127.0.0.1:{port}'\n\
                 [services.c]\nport = 2002\ncommand = 'x'\nurl = 'redis://127.0.0.1:{port}'\nready = { http = '/' }\n\
-                [services.dashboard]\nport = 2003\ncommand = 'x'\nurl = 'postgresql://127.0.0.1:{port}'\n\
+                [services.d]\nport = 2003\ncommand = 'x'\nurl = 'postgresql://127.0.0.1:{port}'\n\
                 [env]\nX = '{a.public_url} {b.public_url} {c.public_url}'\n";
     let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
     let http: Vec<(&str, bool)> = config.services.values().map(|s| (s.name.as_str(), s.http)).collect();
-    assert_eq!(http, [("a", true), ("b", true), ("c", true), ("dashboard", false)]);
+    assert_eq!(http, [("a", true), ("b", true), ("c", true), ("d", false)]);
 }
 
 #[test]
@@ -134,6 +134,11 @@ fn errors_name_line_and_column() {
         ),
         (
             "[services.dashboard]\nport = 2000\ncommand = 'x'\n",
+            (1, 11),
+            "the dashboard and the service dashboard would both be named dashboard",
+        ),
+        (
+            "[services.dashboard]\nport = 2000\ncommand = 'x'\nurl = 'redis://127.0.0.1:{port}'\n",
             (1, 11),
             "the dashboard and the service dashboard would both be named dashboard",
         ),

@@ -561,10 +561,15 @@ impl Validator<'_> {
     /// label, and `dashboard` is the dashboard's.
     fn unique_labels(&mut self, services: &BTreeMap<Spanned<String>, RawService>, http: &BTreeSet<String>) {
         let mut seen: BTreeMap<String, &str> = BTreeMap::from([(DASHBOARD.to_owned(), "the dashboard")]);
-        let mut by_place: Vec<_> = services.keys().filter(|name| http.contains(name.get_ref())).collect();
+        let mut by_place: Vec<_> = services.keys().collect();
         by_place.sort_by_key(|name| name.span().start);
         for name in by_place {
             let label = service_label(name.get_ref());
+            // A service without a named URL takes no name, but it is listed
+            // among the routes: the dashboard's is kept from every service.
+            if !http.contains(name.get_ref()) && label != DASHBOARD {
+                continue;
+            }
             match seen.get(&label) {
                 // Names that differ only by `-` and `_`: said by `unique_env_names`.
                 Some(first) if env_prefix(first) == env_prefix(name.get_ref()) => {}
