@@ -256,6 +256,11 @@ fn the_dashboard_answers_at_its_named_url_with_the_same_token_rules() {
     assert!(status == 200 && page.contains("<html"), "{status}: {page}");
     let (status, state) = get(proxy, &host, "/api/state", &[("X-Token", &token), ("Origin", &origin)]);
     assert_eq!(status, 200, "{state}");
+    // Fully qualified, as a browser sends it when typed so, in any case.
+    let dotted = format!("Dashboard.{}.localhost.:{proxy}", name.to_uppercase());
+    let (status, _) =
+        get(proxy, &dotted, "/api/state", &[("X-Token", &token), ("Origin", &format!("http://{dotted}"))]);
+    assert_eq!(status, 200, "{dotted}");
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["name"], name.as_str());
     assert_eq!(state["services"][0]["public_url"], format!("http://web.{name}.localhost:{proxy}"));

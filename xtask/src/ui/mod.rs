@@ -161,10 +161,23 @@ fn hardened(response: Response) -> Response {
         .with("Referrer-Policy", "no-referrer")
 }
 
+/// `host[:port]` as compared: in lower case, and without the trailing dot
+/// of a fully qualified name (`dashboard.c1.localhost.:7300`, as a browser
+/// sends it when typed so), as the proxy reads it.
+fn canonical(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') => (name, Some(port)),
+        _ => (host.as_str(), None),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    port.map_or_else(|| name.to_owned(), |port| format!("{name}:{port}"))
+}
+
 fn answer(shared: &Shared, request: &Request) -> Response {
     let port = shared.port;
     let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")];
-    let host = request.field("Host").map(str::to_ascii_lowercase);
+    let host = request.field("Host").map(canonical);
     // Through the proxy, which passes the Host on as the browser sent it.
     if !host.as_ref().is_some_and(|h| hosts.contains(h))
         && let Some(names) = proxy::names_of(&shared.project)
@@ -174,9 +187,11 @@ fn answer(shared: &Shared, request: &Request) -> Response {
     if !host.is_some_and(|h| hosts.contains(&h)) {
         return text(403, "refused: this dashboard answers only at 127.0.0.1, localhost and its named URL");
     }
-    if let Some(origin) = request.field("Origin")
-        && !hosts.iter().any(|h| origin.eq_ignore_ascii_case(&format!("http://{h}")))
-    {
+    let own = |origin: &str| {
+        origin.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+            && hosts.contains(&canonical(&origin[7..]))
+    };
+    if !request.field("Origin").is_none_or(own) {
         return text(403, "refused: requests from other sites are not allowed");
     }
     match (request.method.as_str(), request.path()) {
