@@ -9,6 +9,7 @@
 
 mod diagnostics;
 mod raw;
+mod reference;
 mod template;
 #[cfg(test)]
 mod tests;

@@ -257,7 +257,12 @@ fn containers_errors_name_line_and_column() {
         (
             "image = '--privileged'\n",
             (3, 9),
-            "image of a must be an image's name, like \"redis:7\", not \"--privileged\"",
+            "image of a must be an image's name, like \"redis:7\": \"--privileged\" is not lower-case letters",
+        ),
+        (
+            "image = 'Xtask-test/httpd:1'\n",
+            (3, 9),
+            "image of a must be an image's name, like \"redis:7\": \"Xtask-test\" has capital letters",
         ),
         ("image = 'redis 7'\n", (3, 9), "image of a must be an image's name"),
         ("image = ''\n", (3, 9), "image of a must be an image's name"),

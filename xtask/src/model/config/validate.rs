@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::diagnostics::{Errors, Lines, duplicate_key, wrong_type};
 use super::raw::{RawCommand, RawCompose, RawFile, RawPorts, RawReady, RawService};
+use super::reference;
 use super::template::{Scope, Template};
 use super::{
     ComposeService, Config, DEFAULT_STOP_GRACE, Image, MIN_PORT, Ready, Run, Service, Step, Volume, env_prefix,
@@ -339,15 +340,8 @@ impl Validator<'_> {
         }
         let image = raw.image.as_ref()?;
         let reference = image.get_ref();
-        // `docker run` would take one starting with `-` for an option.
-        if reference.is_empty()
-            || reference.starts_with('-')
-            || reference.contains(|c: char| c.is_whitespace() || c.is_control())
-        {
-            self.error(
-                image.span(),
-                format!("image of {name} must be an image's name, like \"redis:7\", not {reference:?}"),
-            );
+        if let Some(problem) = reference::problem(reference) {
+            self.error(image.span(), format!("image of {name} must be an image's name, like \"redis:7\": {problem}"));
         }
         let container_port = match &raw.container_port {
             None => port,
