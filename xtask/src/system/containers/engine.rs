@@ -209,11 +209,16 @@ impl Engine {
 
 /// Whether `command`, a process holding a port, is the engine's own: its
 /// proxy for a port a container publishes (`docker-proxy`, root's), or its
-/// daemon, which holds the port itself when the proxy is off. It stands for
-/// a container, and is never signalled.
+/// daemon, which holds the port itself when the proxy is off; a rootless
+/// engine's port forwarder (rootless Docker's and podman's: the user's own,
+/// and killing it would cut every container off). It stands for a
+/// container, and is never signalled.
 pub fn is_engine_process(command: &str) -> bool {
     let program = command.split_whitespace().next().unwrap_or_default();
-    matches!(program.rsplit('/').next(), Some("docker-proxy" | "dockerd"))
+    matches!(
+        program.rsplit('/').next(),
+        Some("docker-proxy" | "dockerd" | "rootlessport" | "rootlesskit" | "slirp4netns" | "pasta")
+    )
 }
 
 /// Runs `argv` to its end, stdin empty, its output captured, in a process
@@ -254,7 +259,12 @@ mod tests {
     #[test]
     fn the_engines_own_processes() {
         let proxy = "/usr/sbin/docker-proxy -proto tcp -host-ip 127.0.0.1 -host-port 18080 -container-ip 172.17.0.2";
-        for (command, engine) in [(proxy, true), ("dockerd", true), ("/usr/bin/dockerd -H fd://", true)] {
+        let forwarders =
+            ["rootlessport", "/usr/bin/rootlesskit --net=slirp4netns dockerd", "slirp4netns -c 1", "pasta"];
+        for (command, engine) in [(proxy, true), ("dockerd", true), ("/usr/bin/dockerd -H fd://", true)]
+            .into_iter()
+            .chain(forwarders.map(|f| (f, true)))
+        {
             assert_eq!(is_engine_process(command), engine, "{command}");
         }
         for command in ["docker run --rm web", "python3 -m http.server", "my-dockerd-wrapper", ""] {
