@@ -33,9 +33,9 @@ fn containers_of(c: &Checkout) -> BTreeMap<String, String> {
 struct Foreign(String);
 
 impl Foreign {
-    /// `image`'s server published on 127.0.0.1:`port`, with none of the runner's labels.
+    /// `HTTPD`'s server named `name`, published on 127.0.0.1:`port`, with `labels`.
     fn run(name: &str, port: u16, labels: &[String]) -> Foreign {
-        let foreign = Foreign(format!("{name}-{port}"));
+        let foreign = Foreign(name.to_owned());
         let publish = format!("127.0.0.1:{port}:{INSIDE_PORT}");
         let labels = labels.iter().flat_map(|l| ["--label", l.as_str()]);
         let args: Vec<&str> = ["run", "-d", "--name", &foreign.0, "-p", &publish].into_iter().chain(labels).collect();
@@ -235,7 +235,7 @@ fn after_the_runner_and_its_guard_are_killed_the_next_command_removes_their_cont
 fn a_foreign_container_on_the_preferred_port_is_stopped_only_after_a_yes() {
     let base = free_ports(10);
     let c = checkout(&image_service("web", base, ""));
-    let foreign = Foreign::run("xtask-test-foreign", base, &[]);
+    let foreign = Foreign::run(&format!("xtask-test-foreign-{base}"), base, &[]);
     let held = format!("web: port {base} is held by container {} (image {HTTPD}); not stopping it", foreign.0);
     // Not at a terminal (the force of a non-interactive run), and with --no-kill: it moves.
     for (args, why) in
@@ -279,6 +279,30 @@ fn another_checkouts_container_is_never_stopped() {
     assert!(out.contains(&format!("web: port {base} is held by container {theirs} (image {HTTPD}); {why}")), "{out}");
     assert_eq!(c.ports()["web"], base + 1);
     assert_eq!(containers_of(&other), BTreeMap::from([(theirs, "running".to_owned())]));
+}
+
+/// A container of the very name this checkout gives its service (two
+/// roots whose names' hashes met), but another checkout's or nobody's: the
+/// service cannot start, and the container is neither stopped nor removed,
+/// by the start that failed or by a stop.
+#[test]
+#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+fn a_container_of_our_name_but_not_ours_is_never_touched() {
+    let base = free_ports(10);
+    let c = checkout(&image_service("web", base, ""));
+    c.ok(&["start"]);
+    let name = containers_of(&c).into_keys().next().expect("the checkout's container");
+    c.ok(&["stop"]);
+    for labels in [vec![format!("dev.xtask.checkout={}/elsewhere", c.dir.path().display())], vec![]] {
+        let theirs = Foreign::run(&name, base + 5, &labels);
+        let output = c.command(&["start"]).output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success(), "{out}");
+        assert_eq!(theirs.state(), "running", "{labels:?}: {out}");
+        c.ok(&["stop"]);
+        assert_eq!(theirs.state(), "running", "{labels:?}: removed by a stop");
+        assert_eq!(page(base + 5).as_deref(), Some(PAGE));
+    }
 }
 
 /// A userland proxy accepts a connection before anything inside listens:

@@ -141,7 +141,8 @@ pub fn client(
                 volumes: image.volumes.iter().map(|v| (project.path(&v.host), v.inside.clone())).collect(),
                 args: image.args.iter().map(|t| t.render(Some(name), ports, names)).collect(),
             };
-            (engine.run_argv(&id, name, &spec), Which::Run(id.container(name)))
+            let which = Which::Run { name: id.container(name), checkout: id.root().to_owned() };
+            (engine.run_argv(&id, name, &spec), which)
         }
         Run::Compose(composed) => {
             let file = ComposeFile {
@@ -225,11 +226,10 @@ impl Readiness {
         }
         self.next_ask = now + self.pause;
         self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+        // By its filters, not its name: a container of that name may be
+        // another checkout's.
         if self.id.is_none() {
-            self.id = match &self.backing.container {
-                Which::Run(name) => Some(name.clone()),
-                Which::Compose { .. } => engine.list(&self.backing.filters()).ok()?.first().map(|c| c.id.clone()),
-            };
+            self.id = engine.list(&self.backing.filters()).ok()?.first().map(|c| c.id.clone());
         }
         engine.inspect(self.id.as_ref()?).ok()
     }
