@@ -305,6 +305,66 @@ fn a_container_of_our_name_but_not_ours_is_never_touched() {
     }
 }
 
+/// A daemon that accepts and never answers (its socket's listener does not
+/// accept: the kernel does), for as long as it is kept.
+struct Hung {
+    dir: tempfile::TempDir,
+    _listening: std::os::unix::net::UnixListener,
+}
+
+impl Hung {
+    fn new() -> Hung {
+        let dir = tempfile::tempdir().unwrap();
+        let _listening = std::os::unix::net::UnixListener::bind(dir.path().join("hung.sock")).unwrap();
+        Hung { dir, _listening }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("hung.sock").display())
+    }
+}
+
+/// With a daemon that does not answer, a stop of services of which one is
+/// in a container, or a start of the other after dev and its guard were killed, is
+/// refused with the daemon's error before anything is stopped:
+/// the host service runs on.
+#[test]
+#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+fn a_silent_daemon_is_refused_before_any_service_is_stopped() {
+    let base = free_ports(10);
+    let c = checkout(&format!("{}{}", image_service("web", base, ""), http_service("api", base + 1, "")));
+    let hung = Hung::new();
+    let refused = |args: &[&str]| {
+        let output = c.command(args).env("DOCKER_HOST", hung.host()).output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success(), "{args:?}: {out}");
+        assert!(out.contains("web runs in a container: nothing was stopped"), "{args:?}: {out}");
+        assert!(out.contains("the container engine's daemon may be hung"), "{args:?}: {out}");
+        assert!(!out.contains("stop them as the user"), "{args:?}: {out}");
+        out
+    };
+
+    c.ok(&["start"]);
+    let api = c.pid_of("api").unwrap();
+    let out = refused(&["stop"]);
+    assert!(alive(api) && answers(base + 1), "api was stopped:\n{out}");
+    assert_eq!(page(base).as_deref(), Some(PAGE), "{out}");
+    c.ok(&["stop"]);
+
+    // dev and its guard killed: their services are leftovers.
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 2);
+    let guard = processes_with("guard").into_iter().find(|(_, cmd)| cmd.contains(&format!(" {} ", dev.id())));
+    let (guard, _) = guard.expect("dev's guard");
+    Command::new("kill").args(["-KILL", &guard.to_string()]).status().unwrap();
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    let api = c.pid_of("api").unwrap();
+    // (A start of web would need the daemon anyway: api alone.)
+    let out = refused(&["start", "api"]);
+    assert!(alive(api) && answers(base + 1), "api was stopped:\n{out}");
+}
+
 /// A userland proxy accepts a connection before anything inside listens:
 /// ready waits for the server; in an image with a health check, for its
 /// health, whatever answers before.
