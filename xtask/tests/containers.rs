@@ -33,9 +33,9 @@ fn containers_of(c: &Checkout) -> BTreeMap<String, String> {
 struct Foreign(String);
 
 impl Foreign {
-    /// `image`'s server published on 127.0.0.1:`port`, with none of the runner's labels.
+    /// `HTTPD`'s server named `name`, published on 127.0.0.1:`port`, with `labels`.
     fn run(name: &str, port: u16, labels: &[String]) -> Foreign {
-        let foreign = Foreign(format!("{name}-{port}"));
+        let foreign = Foreign(name.to_owned());
         let publish = format!("127.0.0.1:{port}:{INSIDE_PORT}");
         let labels = labels.iter().flat_map(|l| ["--label", l.as_str()]);
         let args: Vec<&str> = ["run", "-d", "--name", &foreign.0, "-p", &publish].into_iter().chain(labels).collect();
@@ -235,7 +235,7 @@ fn after_the_runner_and_its_guard_are_killed_the_next_command_removes_their_cont
 fn a_foreign_container_on_the_preferred_port_is_stopped_only_after_a_yes() {
     let base = free_ports(10);
     let c = checkout(&image_service("web", base, ""));
-    let foreign = Foreign::run("xtask-test-foreign", base, &[]);
+    let foreign = Foreign::run(&format!("xtask-test-foreign-{base}"), base, &[]);
     let held = format!("web: port {base} is held by container {} (image {HTTPD}); not stopping it", foreign.0);
     // Not at a terminal (the force of a non-interactive run), and with --no-kill: it moves.
     for (args, why) in
@@ -279,6 +279,90 @@ fn another_checkouts_container_is_never_stopped() {
     assert!(out.contains(&format!("web: port {base} is held by container {theirs} (image {HTTPD}); {why}")), "{out}");
     assert_eq!(c.ports()["web"], base + 1);
     assert_eq!(containers_of(&other), BTreeMap::from([(theirs, "running".to_owned())]));
+}
+
+/// A container of the very name this checkout gives its service (two
+/// roots whose names' hashes met), but another checkout's or nobody's: the
+/// service cannot start, and the container is neither stopped nor removed,
+/// by the start that failed or by a stop.
+#[test]
+#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+fn a_container_of_our_name_but_not_ours_is_never_touched() {
+    let base = free_ports(10);
+    let c = checkout(&image_service("web", base, ""));
+    c.ok(&["start"]);
+    let name = containers_of(&c).into_keys().next().expect("the checkout's container");
+    c.ok(&["stop"]);
+    for labels in [vec![format!("dev.xtask.checkout={}/elsewhere", c.dir.path().display())], vec![]] {
+        let theirs = Foreign::run(&name, base + 5, &labels);
+        let output = c.command(&["start"]).output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success(), "{out}");
+        assert_eq!(theirs.state(), "running", "{labels:?}: {out}");
+        c.ok(&["stop"]);
+        assert_eq!(theirs.state(), "running", "{labels:?}: removed by a stop");
+        assert_eq!(page(base + 5).as_deref(), Some(PAGE));
+    }
+}
+
+/// A daemon that accepts and never answers (its socket's listener does not
+/// accept: the kernel does), for as long as it is kept.
+struct Hung {
+    dir: tempfile::TempDir,
+    _listening: std::os::unix::net::UnixListener,
+}
+
+impl Hung {
+    fn new() -> Hung {
+        let dir = tempfile::tempdir().unwrap();
+        let _listening = std::os::unix::net::UnixListener::bind(dir.path().join("hung.sock")).unwrap();
+        Hung { dir, _listening }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("hung.sock").display())
+    }
+}
+
+/// With a daemon that does not answer, a stop of services of which one is
+/// in a container, or a start of the other after dev and its guard were killed, is
+/// refused with the daemon's error before anything is stopped:
+/// the host service runs on.
+#[test]
+#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+fn a_silent_daemon_is_refused_before_any_service_is_stopped() {
+    let base = free_ports(10);
+    let c = checkout(&format!("{}{}", image_service("web", base, ""), http_service("api", base + 1, "")));
+    let hung = Hung::new();
+    let refused = |args: &[&str]| {
+        let output = c.command(args).env("DOCKER_HOST", hung.host()).output().unwrap();
+        let out = text(&output);
+        assert!(!output.status.success(), "{args:?}: {out}");
+        assert!(out.contains("web runs in a container: nothing was stopped"), "{args:?}: {out}");
+        assert!(out.contains("the container engine's daemon may be hung"), "{args:?}: {out}");
+        assert!(!out.contains("stop them as the user"), "{args:?}: {out}");
+        out
+    };
+
+    c.ok(&["start"]);
+    let api = c.pid_of("api").unwrap();
+    let out = refused(&["stop"]);
+    assert!(alive(api) && answers(base + 1), "api was stopped:\n{out}");
+    assert_eq!(page(base).as_deref(), Some(PAGE), "{out}");
+    c.ok(&["stop"]);
+
+    // dev and its guard killed: their services are leftovers.
+    let (mut dev, _) = spawn_dev(&c, &[]);
+    wait_running(&c, 2);
+    let guard = processes_with("guard").into_iter().find(|(_, cmd)| cmd.contains(&format!(" {} ", dev.id())));
+    let (guard, _) = guard.expect("dev's guard");
+    Command::new("kill").args(["-KILL", &guard.to_string()]).status().unwrap();
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    let api = c.pid_of("api").unwrap();
+    // (A start of web would need the daemon anyway: api alone.)
+    let out = refused(&["start", "api"]);
+    assert!(alive(api) && answers(base + 1), "api was stopped:\n{out}");
 }
 
 /// A userland proxy accepts a connection before anything inside listens:

@@ -5,9 +5,10 @@
 //! ready; who publishes a port; and the containers a runner killed with its
 //! guard left, removed before anything starts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -22,6 +23,7 @@ use crate::system::containers::{
 };
 use crate::system::probe;
 use crate::system::process::Hurry;
+use crate::system::records::Record;
 use crate::system::registry::Registry;
 use crate::system::term::say;
 
@@ -29,20 +31,52 @@ use crate::system::term::say;
 /// search path under that name (podman's `podman-docker`).
 const PROGRAM: &str = "docker";
 
-/// The engine, found (and its daemon asked) once per command: a `dev`
-/// started before its daemon asks again until it answers.
-fn found(config: &Config) -> anyhow::Result<&'static Engine> {
-    static FOUND: OnceLock<Engine> = OnceLock::new();
-    if let Some(engine) = FOUND.get() {
-        return Ok(engine);
+/// How long a daemon that did not answer is taken not to: a command asks
+/// it once (each step would wait for it again), a `dev` started before its
+/// daemon asks again later.
+const SILENCE: Duration = Duration::from_secs(60);
+
+/// The engine of the checkout's services, found as `find_at` finds it.
+fn found(config: &Config) -> anyhow::Result<Engine> {
+    find_at(PROGRAM, &setup::search_path(config))
+}
+
+/// The engine `program` (a name looked for in `path`, or the path a record
+/// keeps), its daemon asked once per command: what it answered, even
+/// nothing, is kept (an answer for good, a failure for `SILENCE`). Asked
+/// by one thread at a time, the others wait for its answer.
+fn find_at(program: &str, path: &OsStr) -> anyhow::Result<Engine> {
+    type Answer = (Instant, Result<Engine, String>);
+    static ASKED: Mutex<BTreeMap<String, Answer>> = Mutex::new(BTreeMap::new());
+    let program = Engine::locate(program, path)?;
+    let mut asked = ASKED.lock().unwrap_or_else(PoisonError::into_inner);
+    match asked.get(&program) {
+        Some((_, Ok(engine))) => return Ok(engine.clone()),
+        Some((at, Err(e))) if at.elapsed() < SILENCE => bail!("{e}"),
+        _ => {}
     }
-    let engine = Engine::find(PROGRAM, &setup::search_path(config))?;
-    Ok(FOUND.get_or_init(|| engine))
+    let answer = Engine::find(&program, path).map_err(|e| format!("{e:#}"));
+    asked.insert(program, (Instant::now(), answer.clone()));
+    answer.map_err(anyhow::Error::msg)
+}
+
+/// Finds the engine of each container that `records` name before any of
+/// them is stopped: a daemon that does not answer would fail each stop of
+/// a container, after the services on the host were stopped. The error is
+/// the engine's, and nothing was stopped.
+pub fn check_stoppable<'a>(records: impl IntoIterator<Item = &'a Record>) -> anyhow::Result<()> {
+    for record in records {
+        if let Some(backing) = &record.container {
+            find_at(&backing.engine, OsStr::new(""))
+                .with_context(|| format!("{} runs in a container: nothing was stopped", record.service))?;
+        }
+    }
+    Ok(())
 }
 
 /// The engine, when one of `names` runs in a container: an error says what
 /// to install or start. Asked before anything changes (`preflight`).
-pub fn engine(config: &Config, names: &[String]) -> anyhow::Result<Option<&'static Engine>> {
+pub fn engine(config: &Config, names: &[String]) -> anyhow::Result<Option<Engine>> {
     match names.iter().any(|n| config.services[n].in_container()) {
         true => found(config).map(Some),
         false => Ok(None),
@@ -51,7 +85,7 @@ pub fn engine(config: &Config, names: &[String]) -> anyhow::Result<Option<&'stat
 
 /// The engine, when the checkout has a service in a container and the
 /// engine answers: for what only looks, or cleans up.
-fn engine_if_any(config: &Config) -> Option<&'static Engine> {
+fn engine_if_any(config: &Config) -> Option<Engine> {
     config.services.values().any(Service::in_container).then(|| found(config).ok()).flatten()
 }
 
@@ -98,7 +132,7 @@ pub fn check(checkout: &Checkout, names: &[String]) -> anyhow::Result<()> {
                 }
             }
             Run::Compose(composed) => {
-                compose(config, engine)?;
+                compose(config, &engine)?;
                 let place = service.place(&ports_toml, "compose");
                 let file = project.path(&composed.file);
                 let text = std::fs::read_to_string(&file)
@@ -141,7 +175,8 @@ pub fn client(
                 volumes: image.volumes.iter().map(|v| (project.path(&v.host), v.inside.clone())).collect(),
                 args: image.args.iter().map(|t| t.render(Some(name), ports, names)).collect(),
             };
-            (engine.run_argv(&id, name, &spec), Which::Run(id.container(name)))
+            let which = Which::Run { name: id.container(name), checkout: id.root().to_owned() };
+            (engine.run_argv(&id, name, &spec), which)
         }
         Run::Compose(composed) => {
             let file = ComposeFile {
@@ -150,7 +185,7 @@ pub fn client(
                 env_file: project.env_runtime(),
             };
             let project = id.project().to_owned();
-            let argv = compose(config, engine)?.up(&file, &composed.service);
+            let argv = compose(config, &engine)?.up(&file, &composed.service);
             (argv, Which::Compose { project, service: composed.service.clone() })
         }
     };
@@ -225,11 +260,10 @@ impl Readiness {
         }
         self.next_ask = now + self.pause;
         self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+        // By its filters, not its name: a container of that name may be
+        // another checkout's.
         if self.id.is_none() {
-            self.id = match &self.backing.container {
-                Which::Run(name) => Some(name.clone()),
-                Which::Compose { .. } => engine.list(&self.backing.filters()).ok()?.first().map(|c| c.id.clone()),
-            };
+            self.id = engine.list(&self.backing.filters()).ok()?.first().map(|c| c.id.clone());
         }
         engine.inspect(self.id.as_ref()?).ok()
     }

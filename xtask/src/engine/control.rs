@@ -103,13 +103,17 @@ pub fn stop_services(project: &Project, selection: &Selection) -> anyhow::Result
 pub fn stop(checkout: &Checkout, selection: &Selection, say_idle: bool) -> anyhow::Result<Vec<String>> {
     let (project, config) = (&checkout.project, &checkout.config);
     records::check_all(&project.root)?;
+    let chosen = |r: &Record| selection.as_ref().is_none_or(|s| s.contains(&r.service));
+    let reached = super::reach(config, selection, &running(project))?;
+    // Before anything is stopped (a `dev` in another terminal neither).
+    let stopping = records::load_all(&project.root);
+    containers::check_stoppable(stopping.iter().filter(|r| chosen(r) || reached.contains(&r.service)))?;
     if let Some(dev) = other_dev(project) {
         if selection.is_some() {
             refuse_selection(dev)?;
         }
         stop_dev(dev, config.services.values().map(|s| s.stop_grace).sum())?;
     }
-    let chosen = |r: &Record| selection.as_ref().is_none_or(|s| s.contains(&r.service));
     let mut survivors = Vec::new();
     for record in records::load_all(&project.root).iter().filter(|r| chosen(r) && !r.group.is_running()) {
         if let Err(e) = stopper::retire(project, config, record) {
@@ -155,6 +159,7 @@ fn stop_from_records(project: &Project, selection: &Selection, e: &anyhow::Error
             names.join(", ")
         );
     }
+    containers::check_stoppable(&records::load_all(&project.root))?;
     say!("{why}\nports.toml could not be read: stopping what the records of .pids/ name, all at once");
     if let Some(dev) = other_dev(project) {
         stop_dev(dev, DEFAULT_STOP_GRACE * running(project).len() as u32)?;

@@ -109,6 +109,7 @@ fn prepare(
             }
         }
     }
+    containers::check_stoppable(stale.iter().chain(going.iter().map(|(r, _)| r)))?;
     let to_start: Vec<String> = names.iter().filter(|n| !kept.contains_key(*n)).cloned().collect();
     let fixed: Ports = kept.values().map(|r| (r.service.clone(), r.port)).collect();
     // Would every service get a port, were the ports the policy may free

@@ -97,7 +97,11 @@ fn read_all(root: &Path) -> (Vec<Record>, Vec<String>) {
                 // Names another checkout's service: none of ours, and harmless
                 // (replaced when this checkout starts its own).
                 Ok(record) if copied(root, &record) => {}
-                Ok(record) => records.push(record),
+                Ok(mut record) => {
+                    let started_in = record.checkout.as_deref().unwrap_or(root).to_string_lossy().into_owned();
+                    record.container = record.container.map(|c| c.recorded_in(&started_in));
+                    records.push(record)
+                }
                 Err(e) => unreadable.push(crate::model::json::json_error(&path, &e)),
             },
             Err(e) => unreadable.push(format!("{e:#}")),

@@ -398,6 +398,7 @@ impl Services for Supervisor {
         self.adopt(); // what a `start` in another terminal began is stopped too
         let running: Vec<Record> = super::running(&self.checkout.project);
         let names = super::reach(&self.checkout.config, selection, &running)?;
+        containers::check_stoppable(running.iter().filter(|r| names.contains(&r.service)))?;
         Ok(Supervisor::stop(self, &names))
     }
 

@@ -7,7 +7,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::engine::Engine;
-use super::identity::{COMPOSE_SERVICE_LABEL, PROJECT_LABEL};
+use super::identity::{CHECKOUT_LABEL, COMPOSE_SERVICE_LABEL, PROJECT_LABEL};
 use super::listing::Container;
 use crate::system::process::{Hurry, wait_until};
 
@@ -24,20 +24,60 @@ pub struct Backing {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", from = "Kept")]
 pub enum Which {
-    /// `docker run --name`.
-    Run(String),
+    /// `docker run --name`, labelled with the root of the checkout that ran
+    /// it. Found by both: another checkout's container of the same name
+    /// (their names' hashes met) is never touched.
+    Run { name: String, checkout: String },
     /// A compose file's service, in the checkout's project: compose names
     /// its container (`_1` in v1, `-1` in v2).
     Compose { project: String, service: String },
 }
 
+/// `Which` as records keep it: an earlier runner's `run` is the name
+/// alone, whose checkout its record's place says (`Backing::recorded_in`).
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kept {
+    Run(KeptRun),
+    Compose { project: String, service: String },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeptRun {
+    Labelled { name: String, checkout: String },
+    Named(String),
+}
+
+impl From<Kept> for Which {
+    fn from(kept: Kept) -> Which {
+        match kept {
+            Kept::Run(KeptRun::Labelled { name, checkout }) => Which::Run { name, checkout },
+            Kept::Run(KeptRun::Named(name)) => Which::Run { name, checkout: String::new() },
+            Kept::Compose { project, service } => Which::Compose { project, service },
+        }
+    }
+}
+
 impl Backing {
+    /// The backing of a record of the checkout `root` (where it started,
+    /// as the record says): an earlier runner's record named its container
+    /// without the checkout, which was that one.
+    pub fn recorded_in(mut self, root: &str) -> Backing {
+        if let Which::Run { checkout, .. } = &mut self.container
+            && checkout.is_empty()
+        {
+            *checkout = root.to_owned();
+        }
+        self
+    }
+
     /// Whether `container` is the one this backing names.
     pub fn backs(&self, container: &Container) -> bool {
         match &self.container {
-            Which::Run(name) => &container.name == name,
+            Which::Run { name, checkout } => &container.name == name && container.checkout.as_ref() == Some(checkout),
             Which::Compose { project, service } => {
                 container.project.as_ref() == Some(project) && container.compose_service.as_ref() == Some(service)
             }
@@ -47,7 +87,7 @@ impl Backing {
     /// The container as `status` names it.
     pub fn name(&self) -> String {
         match &self.container {
-            Which::Run(name) => name.clone(),
+            Which::Run { name, .. } => name.clone(),
             Which::Compose { project, service } => format!("{service} of the compose project {project}"),
         }
     }
@@ -77,11 +117,14 @@ impl Backing {
         Ok(!running.is_empty())
     }
 
-    /// The `docker ps --filter`s that find the container.
+    /// The `docker ps --filter`s that find the container, and no other
+    /// checkout's.
     pub fn filters(&self) -> Vec<String> {
         match &self.container {
             // A name is `[a-z0-9_-]` (`Identity::container`): the pattern is the name.
-            Which::Run(name) => vec![format!("name=^{name}$")],
+            Which::Run { name, checkout } => {
+                vec![format!("name=^{name}$"), format!("label={CHECKOUT_LABEL}={checkout}")]
+            }
             Which::Compose { project, service } => {
                 vec![format!("label={PROJECT_LABEL}={project}"), format!("label={COMPOSE_SERVICE_LABEL}={service}")]
             }
@@ -95,32 +138,43 @@ mod tests {
 
     #[test]
     fn a_backing_names_its_container_only() {
-        let container = |name: &str, project: Option<&str>, service: Option<&str>| Container {
+        let container = |name: &str, checkout: Option<&str>, project: Option<&str>, service: Option<&str>| Container {
             id: "d12e18096444".into(),
             name: name.into(),
             image: "redis:7".into(),
             state: "running".into(),
             ports: String::new(),
-            checkout: None,
+            checkout: checkout.map(Into::into),
             service: None,
             project: project.map(Into::into),
             compose_service: service.map(Into::into),
         };
-        let run = Backing { engine: "docker".into(), container: Which::Run("xtask-app-1-db".into()) };
+        let which = Which::Run { name: "xtask-app-1-db".into(), checkout: "/src/app".into() };
+        let run = Backing { engine: "docker".into(), container: which };
         let compose = Backing {
             engine: "docker".into(),
             container: Which::Compose { project: "xtask-app-1".into(), service: "db".into() },
         };
-        assert!(run.backs(&container("xtask-app-1-db", None, None)));
-        assert!(!run.backs(&container("xtask-app-1-db2", None, None)));
-        assert!(compose.backs(&container("xtask-app-1_db_1", Some("xtask-app-1"), Some("db"))));
-        assert!(!compose.backs(&container("xtask-app-2_db_1", Some("xtask-app-2"), Some("db"))));
-        assert!(!compose.backs(&container("xtask-app-1_web_1", Some("xtask-app-1"), Some("web"))));
+        assert!(run.backs(&container("xtask-app-1-db", Some("/src/app"), None, None)));
+        assert!(!run.backs(&container("xtask-app-1-db2", Some("/src/app"), None, None)));
+        // Its name, but another checkout's (their hashes met), or nobody's.
+        assert!(!run.backs(&container("xtask-app-1-db", Some("/src/app2"), None, None)));
+        assert!(!run.backs(&container("xtask-app-1-db", None, None, None)));
+        assert_eq!(run.filters(), ["name=^xtask-app-1-db$", "label=dev.xtask.checkout=/src/app"]);
+        assert!(compose.backs(&container("xtask-app-1_db_1", None, Some("xtask-app-1"), Some("db"))));
+        assert!(!compose.backs(&container("xtask-app-2_db_1", None, Some("xtask-app-2"), Some("db"))));
+        assert!(!compose.backs(&container("xtask-app-1_web_1", None, Some("xtask-app-1"), Some("web"))));
         // As a record keeps it.
         let json = serde_json::to_string(&compose).unwrap();
         assert_eq!(json, r#"{"engine":"docker","container":{"compose":{"project":"xtask-app-1","service":"db"}}}"#);
         assert_eq!(serde_json::from_str::<Backing>(&json).unwrap(), compose);
         let json = serde_json::to_string(&run).unwrap();
-        assert_eq!(json, r#"{"engine":"docker","container":{"run":"xtask-app-1-db"}}"#);
+        assert_eq!(json, r#"{"engine":"docker","container":{"run":{"name":"xtask-app-1-db","checkout":"/src/app"}}}"#);
+        assert_eq!(serde_json::from_str::<Backing>(&json).unwrap(), run);
+        // An earlier runner's record, of the checkout it is in.
+        let earlier: Backing =
+            serde_json::from_str(r#"{"engine":"docker","container":{"run":"xtask-app-1-db"}}"#).unwrap();
+        assert_eq!(earlier.clone().recorded_in("/src/app"), run);
+        assert_eq!(run.clone().recorded_in("/elsewhere"), run);
     }
 }

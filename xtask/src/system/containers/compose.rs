@@ -55,11 +55,12 @@ mod tests {
     #[test]
     fn argvs_of_both_versions() {
         let file = ComposeFile {
-            project: "xtask-app-97ec0031".into(),
+            project: "xtask-app-36118851a1fd8860".into(),
             file: "/src/app/compose.yaml".into(),
             env_file: "/src/app/.env.runtime".into(),
         };
-        let common = "--ansi never -p xtask-app-97ec0031 -f /src/app/compose.yaml --env-file /src/app/.env.runtime";
+        let common =
+            "--ansi never -p xtask-app-36118851a1fd8860 -f /src/app/compose.yaml --env-file /src/app/.env.runtime";
         let rows = [
             (Compose::Plugin("/usr/bin/docker".into()), "/usr/bin/docker compose"),
             (Compose::Standalone("/usr/bin/docker-compose".into()), "/usr/bin/docker-compose"),

@@ -52,6 +52,12 @@ impl Engine {
     }
 
     pub(super) fn find_within(program: &str, path: &OsStr, limit: Duration) -> anyhow::Result<Engine> {
+        Engine::ask(Engine::locate(program, path)?, limit)
+    }
+
+    /// The path of the engine `program` (a name looked for in `path`, or a
+    /// path), not run yet; the error says what to install.
+    pub fn locate(program: &str, path: &OsStr) -> anyhow::Result<String> {
         let found = match program.contains('/') {
             true => Some(PathBuf::from(program)).filter(|p| is_executable(p)),
             false => find_program(program, path),
@@ -64,7 +70,12 @@ impl Engine {
             };
             bail!("container services need `{program}`, which {missing}: {install}");
         };
-        let program = found.into_os_string().into_string().map_err(|p| anyhow::anyhow!("{p:?} is not UTF-8"))?;
+        found.into_os_string().into_string().map_err(|p| anyhow::anyhow!("{p:?} is not UTF-8"))
+    }
+
+    /// The engine at `program` (`locate`'s), once its daemon has answered
+    /// within `limit`: the error says what to start.
+    fn ask(program: String, limit: Duration) -> anyhow::Result<Engine> {
         let mut engine = Engine { program, server: String::new() };
         let output = engine.output(argv::version(), limit)?;
         if !output.status.success() {

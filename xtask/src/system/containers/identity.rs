@@ -20,7 +20,7 @@ pub struct Identity {
     /// The checkout's root: the label, exact, so that no other checkout's
     /// containers ever match a filter of ours.
     root: String,
-    /// `xtask-<slug>-<hash8>`: readable in `docker ps`, one per checkout.
+    /// `xtask-<slug>-<hash16>`: readable in `docker ps`, one per checkout.
     prefix: String,
 }
 
@@ -43,7 +43,12 @@ impl Identity {
     pub fn of(root: &Path) -> Identity {
         let root = root.to_string_lossy().into_owned();
         let name = Path::new(&root).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Identity { prefix: format!("xtask-{}-{:08x}", slug(&name), hash32(&root)), root }
+        Identity { prefix: format!("xtask-{}-{:016x}", slug(&name), hash64(&root)), root }
+    }
+
+    /// The checkout's root, as its containers' label says it.
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// The container name of `service` (a `ports.toml` name: `[a-z][a-z0-9_-]*`).
@@ -114,19 +119,22 @@ fn slug(name: &str) -> String {
     }
 }
 
-/// FNV-1a of the root, folded to 32 bits: stable across runs and Rust
-/// releases (std's hasher promises neither), so a container started by
-/// one build of the runner has the name the next build looks for.
-fn hash32(text: &str) -> u32 {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (hash ^ (hash >> 32)) as u32
+/// FNV-1a of the root, all 64 bits: stable across runs and Rust releases
+/// (std's hasher promises neither), so a container started by one build of
+/// the runner has the name the next build looks for. Two roots of one
+/// 32-bit hash are found in seconds; with 64 bits a name (and a compose
+/// project, which has no label of ours) is one checkout's. The label still
+/// says whose a container is.
+fn hash64(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-/// A project name of the form this runner gives: `xtask-<slug>-<8 hex digits>`.
+/// A project name of the form this runner gives: `xtask-<slug>-<16 hex
+/// digits>`, or 8 as earlier runners gave (another checkout's, never ours).
 fn is_ours_in_form(project: &str) -> bool {
     let Some((rest, hash)) = project.rsplit_once('-') else { return false };
     rest.starts_with("xtask-")
-        && hash.len() == 8
+        && matches!(hash.len(), 8 | 16)
         && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
@@ -148,7 +156,7 @@ mod tests {
             let id = Identity::of(Path::new(root));
             let name = id.container("web_1");
             assert!(name.starts_with(start), "{root}: {name}");
-            let (prefix, service) = name.split_at(start.len() + 8);
+            let (prefix, service) = name.split_at(start.len() + 16);
             assert_eq!((prefix, service), (id.project(), "-web_1"), "{root}");
             // Docker's container names, and compose's project names as compose keeps them.
             assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
@@ -164,9 +172,20 @@ mod tests {
     /// Stable: a runner built later finds the containers an earlier one named.
     #[test]
     fn the_hash_is_fixed() {
-        assert_eq!(hash32(""), 0xcbf2_9ce4 ^ 0x8422_2325);
-        assert_eq!(Identity::of(Path::new("/src/app")).project(), format!("xtask-app-{:08x}", hash32("/src/app")));
-        assert_eq!(hash32("/src/app"), 0x97ec_0031);
+        assert_eq!(hash64(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(Identity::of(Path::new("/src/app")).project(), "xtask-app-36118851a1fd8860");
+    }
+
+    /// Two roots whose 32-bit hashes met (the folded FNV-1a of earlier
+    /// runners) have names and projects of their own.
+    #[test]
+    fn roots_of_one_short_hash_have_names_of_their_own() {
+        let (a, b) = (Identity::of(Path::new("/tmp/hc/7098/app")), Identity::of(Path::new("/tmp/hc/21099/app")));
+        assert_ne!(a.container("web"), b.container("web"));
+        assert_ne!(a.project(), b.project());
+        // The digits of the name: 16 of them.
+        let hash = a.project().rsplit_once('-').unwrap().1;
+        assert_eq!(hash.len(), 16, "{}", a.project());
     }
 
     #[test]
