@@ -59,11 +59,14 @@ fn judge(checkout: &Checkout, service: &str, port: u16, mode: Mode) -> anyhow::R
         .collect();
     // The engine's proxy or daemon stands for the container that publishes
     // the port, which the engine names; a port may be published with no
-    // process of the engine's seen holding it.
-    let engine_held = holders.iter().any(|(_, class)| *class == Class::Engine);
+    // process of the engine's seen holding it. Without root, the proxy
+    // (root's) is a process of root's whose pid cannot be seen: it may be.
+    let engine_like =
+        |(holder, class): &(Holder, Class)| *class == Class::Engine || (*class == Class::Unknown && holder.uid == 0);
+    let engine_held = holders.iter().any(engine_like);
     let containers = containers::publishing(checkout, &registry, port, engine_held);
     if !containers.is_empty() {
-        holders.retain(|(_, class)| *class != Class::Engine);
+        holders.retain(|held| !engine_like(held));
     }
     if holders.is_empty() && containers.is_empty() {
         return Ok(Judged::Unseen);
