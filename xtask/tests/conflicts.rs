@@ -168,7 +168,10 @@ impl SharedListener {
     fn start(port: u16) -> SharedListener {
         use std::os::unix::process::CommandExt;
         // The child is spawned before `listen`: once the port answers, both hold it.
+        // SO_REUSEADDR as servers set it (and `is_free` binds): else a
+        // connection an earlier test's server closed (TIME_WAIT) blocks the bind.
         let script = "import socket, subprocess, sys, time; s = socket.socket(); \
+                      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
                       s.bind(('127.0.0.1', int(sys.argv[1]))); \
                       subprocess.Popen(['sleep', '60'], pass_fds=[s.fileno()]); s.listen(); time.sleep(60)";
         let parent = std::process::Command::new("python3")
