@@ -365,6 +365,38 @@ fn a_silent_daemon_is_refused_before_any_service_is_stopped() {
     assert!(alive(api) && answers(base + 1), "api was stopped:\n{out}");
 }
 
+/// A start called off while the engine creates the container: the client
+/// is stopped before the container exists, which it asks for meanwhile.
+/// Here a `docker` first on the runner's path makes that certain: its
+/// `run` (the client) ignores TERM and waits a second before it runs the
+/// real one; anything else goes to the real one at once. The stop finds
+/// the container once the client's group is gone, and removes it.
+#[test]
+#[ignore = "needs a Docker daemon: cargo xtask test runs it"]
+fn a_container_created_while_its_client_is_stopped_is_removed_too() {
+    let base = free_ports(10);
+    let c = checkout(&format!(
+        "[services.web]\nport = {base}\nimage = \"{HTTPD}\"\ncontainer_port = {INSIDE_PORT}\nstop_grace = 5\n"
+    ));
+    let real = Command::new("sh").args(["-c", "command -v docker"]).output().unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
+    let bin = c.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let wrapper = format!("#!/bin/sh\nif [ \"$1\" = run ]; then trap '' TERM; sleep 1; fi\nexec {real} \"$@\"\n");
+    std::fs::write(bin.join("docker"), wrapper).unwrap();
+    Command::new("chmod").args(["+x", &bin.join("docker").display().to_string()]).status().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = std::fs::File::create(c.path("dev.out")).unwrap();
+    let mut dev = c.command(&["dev"]).env("PATH", path).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let starting = || c.read("dev.out").is_some_and(|out| out.contains("starting container"));
+    assert!(wait_for(LONG, starting), "{}", c.read("dev.out").unwrap_or_default());
+    Command::new("kill").args(["-INT", &dev.id().to_string()]).status().unwrap();
+    dev.wait().unwrap();
+    let said = c.read("dev.out").unwrap_or_default();
+    assert_eq!(containers_of(&c), BTreeMap::new(), "a container outlived the stop:\n{said}");
+    assert!(!answers(base), "port {base} still answers:\n{said}");
+}
+
 /// A userland proxy accepts a connection before anything inside listens:
 /// ready waits for the server; in an image with a health check, for its
 /// health, whatever answers before.

@@ -46,9 +46,11 @@ impl Target {
 }
 
 /// Stops a service: its container through the engine (a signal to its
-/// client would not reach it), then its group. An error of the engine
-/// leaves the group running, with its record, for a later stop; it comes
-/// with what the engine said.
+/// client would not reach it), then its group, then the container again:
+/// one the client had asked for while it was being stopped (a start called
+/// off) is there only now. An error of the engine leaves the record for a
+/// later stop (and the group running, when it comes first); it comes with
+/// what the engine said.
 pub fn stop_service(
     group: Group,
     container: Option<&Backing>,
@@ -60,8 +62,14 @@ pub fn stop_service(
         Some(Ok(ran)) => ran,
         None => false,
     };
-    match group.stop(grace, hurry) {
-        Stopped::AlreadyGone | Stopped::NotOurs if ran => (Stopped::Terminated, None),
+    let stopped = group.stop(grace, hurry);
+    let late = match container.map(|c| c.stop(grace, hurry)) {
+        Some(Err(e)) => return (Stopped::Survived, Some(format!("{e:#}"))),
+        Some(Ok(late)) => late,
+        None => false,
+    };
+    match stopped {
+        Stopped::AlreadyGone | Stopped::NotOurs if ran || late => (Stopped::Terminated, None),
         stopped => (stopped, None),
     }
 }
