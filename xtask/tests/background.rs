@@ -182,8 +182,7 @@ fn a_command_that_cannot_run_says_why_and_leaves_no_record() {
     let base = free_ports(10);
     let c = Checkout::new(XTASK, &format!("[services.bad]\nport = {base}\ncommand = [\"./bad\", \"{{port}}\"]\n"));
     // There to run, but its interpreter is not: exec fails, after the fork.
-    std::fs::write(c.path("bad"), "#!/no/such/interpreter\n").unwrap();
-    std::fs::set_permissions(c.path("bad"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(&c.path("bad"), "#!/no/such/interpreter\n");
     let out = c.fails(&["start"]);
     assert!(out.contains("starting ./bad") && out.contains("No such file or directory"), "{out}");
     assert!(!c.path(".pids/bad.json").exists(), "a record was left:\n{out}");

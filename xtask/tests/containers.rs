@@ -383,8 +383,7 @@ fn a_container_created_while_its_client_is_stopped_is_removed_too() {
     let bin = c.path("bin");
     std::fs::create_dir(&bin).unwrap();
     let wrapper = format!("#!/bin/sh\nif [ \"$1\" = run ]; then trap '' TERM; sleep 1; fi\nexec {real} \"$@\"\n");
-    std::fs::write(bin.join("docker"), wrapper).unwrap();
-    Command::new("chmod").args(["+x", &bin.join("docker").display().to_string()]).status().unwrap();
+    write_program(&bin.join("docker"), &wrapper);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let out = std::fs::File::create(c.path("dev.out")).unwrap();
     let mut dev = c.command(&["dev"]).env("PATH", path).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();

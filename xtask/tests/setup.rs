@@ -187,8 +187,7 @@ fn a_step_named_by_its_path_runs_from_a_subfolder_too() {
     let step = "[[services.a.setup]]\ncommand = [\"tools/prepare\"]";
     let c = Checkout::new(XTASK, &http_service("a", base, step));
     std::fs::create_dir(c.path("tools")).unwrap();
-    std::fs::write(c.path("tools/prepare"), "#!/bin/sh\ntouch prepared\n").unwrap();
-    std::fs::set_permissions(c.path("tools/prepare"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_program(&c.path("tools/prepare"), "#!/bin/sh\ntouch prepared\n");
     let output = c.command(&["start"]).current_dir(c.path("tools")).output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     assert!(c.path("prepared").is_file(), "the step did not run in the checkout's folder:\n{}", text(&output));
@@ -204,8 +203,7 @@ fn a_step_runs_in_its_cwd() {
     let step = "[[services.a.setup]]\ncwd = \"web\"\ncommand = [\"./prepare\"]";
     let c = Checkout::new(XTASK, &http_service("a", base, step));
     std::fs::create_dir(c.path("web")).unwrap();
-    std::fs::write(c.path("web/prepare"), "#!/bin/sh\npwd > prepared\n").unwrap();
-    std::fs::set_permissions(c.path("web/prepare"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_program(&c.path("web/prepare"), "#!/bin/sh\npwd > prepared\n");
     c.ok(&["start"]);
     let seen = c.read("web/prepared").expect("the step did not run in its cwd");
     assert_eq!(std::path::Path::new(seen.trim()), c.path("web").canonicalize().unwrap());

@@ -13,7 +13,7 @@ use procscan::group_members;
 use tempfile::TempDir;
 
 use crate::ports::is_free;
-use crate::processes::{NOBODY, Running, alive, kill_all, processes_in};
+use crate::processes::{NOBODY, Running, alive, copy_program, kill_all, processes_in};
 use crate::wait::{LONG, wait_for};
 
 /// A temporary folder with a configuration (`ports.toml`), and the program
@@ -265,7 +265,7 @@ impl RunnerCopy {
     pub fn new(xtask: impl AsRef<Path>) -> RunnerCopy {
         use std::os::unix::fs::PermissionsExt;
         let dir = TempDir::new().unwrap();
-        std::fs::copy(xtask, dir.path().join("xtask")).unwrap();
+        copy_program(xtask.as_ref(), &dir.path().join("xtask"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         RunnerCopy(dir)
     }

@@ -19,6 +19,8 @@ pub use checkout::{
     spawn_dev, stack, text, wait_running,
 };
 pub use ports::{MAIN_THREAD_ENDS_FIRST, Squatter, answers, ephemeral_range, free_ports, is_free};
-pub use processes::{NOBODY, Running, alive, is_root, main_thread_ended, processes_in, processes_with};
+pub use processes::{
+    NOBODY, Running, alive, copy_program, is_root, main_thread_ended, processes_in, processes_with, write_program,
+};
 pub use procscan::{ProcId, group_members};
 pub use wait::{LONG, Said, poll, wait_for};

@@ -1,8 +1,10 @@
-//! Processes: whether one runs, which ones a checkout left behind, and
-//! children that a failed test does not leave running.
+//! Processes: whether one runs, which ones a checkout left behind,
+//! children that a failed test does not leave running, and programs a test
+//! writes to be run.
 
+use std::io::Write;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use procscan::{ProcId, Stat};
@@ -15,6 +17,23 @@ pub const NOBODY: u32 = 65534;
 
 pub fn is_root() -> bool {
     rustix::process::getuid().is_root()
+}
+
+/// Writes `text` to `path` as a program (mode 755), through a process of
+/// its own. Written by this process, the
+/// file would be open for writing in any child another test's thread forked
+/// meanwhile, until that child execs, and running it would fail with
+/// ETXTBSY ("Text file busy").
+pub fn write_program(path: &Path, text: &str) {
+    let script = "cat > \"$0\" && chmod 755 \"$0\"";
+    let mut child = Command::new("sh").args(["-c", script]).arg(path).stdin(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "writing {}", path.display());
+}
+
+/// `from`, a program, copied to `path` as `write_program` writes one.
+pub fn copy_program(from: &Path, path: &Path) {
+    assert!(Command::new("cp").arg(from).arg(path).status().unwrap().success(), "copying {}", from.display());
 }
 
 /// Is a process with this pid running? A zombie is not, unless its other

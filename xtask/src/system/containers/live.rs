@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use harness::images::{self, HTTPD, HTTPD_HEALTHY, INSIDE_PORT, PAGE, page};
-use harness::{free_ports, processes_with, wait_for};
+use harness::{free_ports, processes_with, wait_for, write_program};
 use rustix::process::{Pid, Signal};
 
 use super::{Backing, ComposeFile, Container, Engine, Health, Identity, Owner, RunSpec, Which, argv};
@@ -149,8 +149,7 @@ fn path() -> std::ffi::OsString {
 /// as its child (as the CLI runs a plugin, `docker compose`).
 fn client_of(dir: &Path, socket: &Path) -> String {
     let script = dir.join("docker");
-    std::fs::write(&script, format!("#!/bin/sh\ndocker -H unix://{} \"$@\"\n", socket.display())).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_program(&script, &format!("#!/bin/sh\ndocker -H unix://{} \"$@\"\n", socket.display()));
     script.display().to_string()
 }
 
