@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::listing::Container;
+use crate::model::names::to_label;
 
 /// The checkout a container was started for, as an absolute path.
 pub const CHECKOUT_LABEL: &str = "dev.xtask.checkout";
@@ -99,24 +100,11 @@ impl Identity {
     }
 }
 
-/// The folder's name, readable in a container name: lowercase letters and
-/// digits, other runs of characters as one `-`, at most 20 characters.
+/// The folder's name, readable in a container name: its DNS label (as a
+/// checkout's name is made), at most 20 characters.
 fn slug(name: &str) -> String {
-    let mut slug = String::new();
-    for c in name.chars().map(|c| c.to_ascii_lowercase()) {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            slug.push(c);
-        } else if !slug.is_empty() && !slug.ends_with('-') {
-            slug.push('-');
-        }
-        if slug.len() == 20 {
-            break;
-        }
-    }
-    match slug.trim_end_matches('-') {
-        "" => "checkout".into(),
-        trimmed => trimmed.into(),
-    }
+    let label = to_label(name).unwrap_or_else(|| "checkout".into());
+    label[..label.len().min(20)].trim_end_matches('-').to_owned()
 }
 
 /// FNV-1a of the root, all 64 bits: stable across runs and Rust releases
