@@ -212,6 +212,11 @@ fn cargo_xtask_proxy_shows_its_state_and_routes_and_stops_it() {
     }
     let who = c.ok(&["ports", "who", &port.to_string()]);
     assert!(who.contains("the proxy of the named URLs"), "{who}");
+    // Its port is given to no service, by hand neither.
+    let (book, web) = (c.read(".ports.json"), c.pid_of("web"));
+    let out = c.fails(&["ports", "set", "web", &port.to_string()]);
+    assert!(out.contains(&format!("port {port} is the proxy's")), "{out}");
+    assert_eq!((c.read(".ports.json"), c.pid_of("web")), (book, web), "{out}");
 
     let out = c.ok(&["proxy", "stop"]);
     assert!(out.contains(&format!("proxy: stopped (pid {pid})")), "{out}");

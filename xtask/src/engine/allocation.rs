@@ -230,6 +230,9 @@ pub fn pin(checkout: &Checkout, service: &str, port: u16) -> anyhow::Result<Allo
     if let Some(owner) = registry.owner_of(port, &project.root) {
         bail!("port {port} is reserved by the checkout {}: pick another", owner.display());
     }
+    if registry.entries.proxy.as_ref().is_some_and(|proxy| proxy.port == port) {
+        bail!("port {port} is the proxy's, which serves the named URLs (`cargo xtask proxy`): pick another");
+    }
     let (allocated, _) = super::read_book(project, config)?;
     let current = book::effective(config, &allocated, &Ports::new());
     let mut fixed = super::running_ports(project);
