@@ -4,7 +4,7 @@
 //! line each, through one lock.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -41,8 +41,16 @@ pub fn serve(
     let mut line = Vec::new();
     loop {
         line.clear();
-        match input.read_until(b'\n', &mut line) {
+        // A line is read whole before it is parsed: up to a limit, or a
+        // client that never sends a newline would take all the memory.
+        let read = Read::take(&mut input, LINE_LIMIT).read_until(b'\n', &mut line);
+        let over = line.len() as u64 == LINE_LIMIT && !line.ends_with(b"\n");
+        match read.and_then(|n| if over { skip_line(&mut input).map(|()| n) } else { Ok(n) }) {
             Ok(0) => break,
+            Ok(_) if over => {
+                let message = format!("Invalid Request: a message over {} MiB", LINE_LIMIT >> 20);
+                server.shared.send(&jsonrpc::error(None, &RpcError::new(INVALID_REQUEST, &message)));
+            }
             Ok(_) => server.handle(&line),
             Err(e) => {
                 eprintln!("mcp: reading the client's messages failed: {e}");
@@ -52,6 +60,29 @@ pub fn serve(
     }
     server.finish();
     Ok(())
+}
+
+/// The longest message read: far more than any request of these tools.
+const LINE_LIMIT: u64 = 16 << 20;
+
+/// Reads past the rest of a line, to its newline or the end of the input.
+fn skip_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buffer = input.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                input.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let all = buffer.len();
+                input.consume(all);
+            }
+        }
+    }
 }
 
 /// Refuses tools a client could not use or whose arguments we could not check.

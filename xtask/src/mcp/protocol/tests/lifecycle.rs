@@ -149,3 +149,16 @@ fn malformed_lines() {
     let refused = client.recv();
     assert!(refused["error"]["message"].as_str().unwrap().starts_with("batches are not supported"), "{refused}");
 }
+
+/// A line over the limit is refused without being kept whole (a client that
+/// never sends a newline would take all the memory); the next is read.
+#[test]
+fn a_line_over_the_limit_is_refused_and_the_next_read() {
+    let mut client = Client::legacy();
+    let padding = "a".repeat(17 << 20);
+    client.send_line(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{padding}"}}}}"#));
+    let refused = client.recv();
+    assert_eq!((&refused["error"]["code"], &refused["id"]), (&json!(-32600), &Value::Null), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("over 16 MiB"), "{refused}");
+    client.ping(2);
+}
