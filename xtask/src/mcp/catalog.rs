@@ -83,12 +83,7 @@ pub fn tools() -> Vec<Tool> {
              killing it: the service moves to a free port, and `moved` says so.",
             services.clone(),
             action(),
-            Annotations {
-                read_only_hint: false,
-                destructive_hint: false,
-                idempotent_hint: true,
-                open_world_hint: false,
-            },
+            acting(false, true),
         ),
         tool(
             "stop",
@@ -96,12 +91,7 @@ pub fn tools() -> Vec<Tool> {
             "Stops services and what depends on them, dependents first, with every process they started.",
             services.clone(),
             action(),
-            Annotations {
-                read_only_hint: false,
-                destructive_hint: true,
-                idempotent_hint: true,
-                open_world_hint: false,
-            },
+            acting(true, true),
         ),
         tool(
             "restart",
@@ -110,12 +100,7 @@ pub fn tools() -> Vec<Tool> {
              ready (reporting progress). Moves, never kills, as `start` does.",
             services,
             action(),
-            Annotations {
-                read_only_hint: false,
-                destructive_hint: true,
-                idempotent_hint: false,
-                open_world_hint: false,
-            },
+            acting(true, false),
         ),
         tool(
             "set_port",
@@ -131,12 +116,7 @@ pub fn tools() -> Vec<Tool> {
                 &["service", "port"],
             ),
             action(),
-            Annotations {
-                read_only_hint: false,
-                destructive_hint: false,
-                idempotent_hint: true,
-                open_world_hint: false,
-            },
+            acting(false, true),
         ),
         tool(
             "urls",
@@ -152,6 +132,17 @@ pub fn tools() -> Vec<Tool> {
 /// The hints of a tool that only looks.
 const LOOK: Annotations =
     Annotations { read_only_hint: true, destructive_hint: false, idempotent_hint: true, open_world_hint: false };
+
+/// A tool that changes something, on this machine only: whether it may
+/// undo something (`destructive`), and whether a second call changes more.
+fn acting(destructive: bool, idempotent: bool) -> Annotations {
+    Annotations {
+        read_only_hint: false,
+        destructive_hint: destructive,
+        idempotent_hint: idempotent,
+        open_world_hint: false,
+    }
+}
 
 fn tool(name: &str, title: &str, description: &str, input: Value, output: Value, annotations: Annotations) -> Tool {
     Tool {
