@@ -159,23 +159,27 @@ mod tests {
         assert!(!check(&Ready::Tcp, port));
     }
 
+    /// A server on a loopback port of its own, answering each connection
+    /// with `answer`; a connection it gives back is kept open, never closed.
+    fn server(answer: impl Fn(std::net::TcpStream) -> Option<std::net::TcpStream> + Send + 'static) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            // Collected as they come: kept until the test ends.
+            let _held: Vec<_> = listener.incoming().filter_map(|stream| answer(stream.unwrap())).collect();
+        });
+        port
+    }
+
     /// A connection accepted and closed at once, as a proxy with nobody
     /// inside does, is no server; one kept open, or greeted, is.
     #[test]
     fn a_container_serves_only_when_a_connection_is_kept() {
         for (behaviour, serves_it) in [("closes", false), ("keeps", true), ("greets", true)] {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            std::thread::spawn(move || {
-                let mut held = Vec::new();
-                for stream in listener.incoming() {
-                    let mut stream = stream.unwrap();
-                    match behaviour {
-                        "closes" => drop(stream),
-                        "greets" => held.push(stream.write_all(b"+OK\r\n").map(|()| stream).unwrap()),
-                        _ => held.push(stream),
-                    }
-                }
+            let port = server(move |mut stream| match behaviour {
+                "closes" => None,
+                "greets" => Some(stream.write_all(b"+OK\r\n").map(|()| stream).unwrap()),
+                _ => Some(stream),
             });
             assert_eq!(serves(&Ready::Tcp, port), serves_it, "a server that {behaviour}");
             assert!(check(&Ready::Tcp, port), "a plain connect succeeds to a server that {behaviour}");
@@ -185,16 +189,10 @@ mod tests {
     /// A server that answers, then keeps the connection open: ready all the same.
     #[test]
     fn http_readiness_does_not_wait_for_the_connection_to_close() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in listener.incoming() {
-                let mut stream = stream.unwrap();
-                let _ = stream.read(&mut [0u8; 1024]);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                held.push(stream); // never closed
-            }
+        let port = server(|mut stream| {
+            let _ = stream.read(&mut [0u8; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            Some(stream) // never closed
         });
         // Waiting for the end of the answer, the check would time out, and fail.
         assert!(check(&Ready::Http("/".into()), port));
